@@ -1,0 +1,1 @@
+"""Model inspection, conversion and verification."""

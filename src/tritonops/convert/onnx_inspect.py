@@ -1,0 +1,151 @@
+"""Reading an ONNX model's interface: names, Triton data types, shapes, batchability and external
+data — what ``build`` turns into a config and what ``check`` compares a config against."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tritonops.dtypes import DType, from_onnx
+from tritonops.errors import ModelError, UsageError
+from tritonops.spec import TensorSpec
+
+Dim = int | str | None  # a fixed size, a symbolic name, or unknown
+
+
+@dataclass(frozen=True)
+class OnnxTensor:
+    name: str
+    dtype: DType
+    shape: tuple[Dim, ...]
+
+    @property
+    def batch_dim_dynamic(self) -> bool:
+        return len(self.shape) >= 1 and not isinstance(self.shape[0], int) or (
+            len(self.shape) >= 1 and self.shape[0] == -1
+        )
+
+
+@dataclass(frozen=True)
+class OnnxInfo:
+    path: Path  # the .onnx file itself (inside a model.onnx/ directory for external data)
+    inputs: tuple[OnnxTensor, ...]
+    outputs: tuple[OnnxTensor, ...]
+    opset: int
+    ir_version: int
+    producer: str
+    external_data: tuple[str, ...]  # relative locations of external data files
+
+    @property
+    def batchable(self) -> bool:
+        """Triton's rule: batching only if every input and output has a dynamic first dim."""
+        tensors = self.inputs + self.outputs
+        return bool(tensors) and all(t.batch_dim_dynamic for t in tensors)
+
+    def tensor_specs(self, batched: bool) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+        """Config tensors as Triton's ORT autofill would write them."""
+        return (
+            tuple(_to_spec(t, batched) for t in self.inputs),
+            tuple(_to_spec(t, batched) for t in self.outputs),
+        )
+
+
+def _dim(d: Dim) -> int:
+    return d if isinstance(d, int) and d > 0 else -1
+
+
+def _to_spec(t: OnnxTensor, batched: bool) -> TensorSpec:
+    shape = t.shape[1:] if batched else t.shape
+    dims = tuple(_dim(d) for d in shape)
+    if batched and not dims:
+        # Rank-1 batched tensor: one scalar per batch item, written like Triton's autofill does.
+        return TensorSpec(t.name, t.dtype, (1,), reshape=())
+    if not dims:
+        # A scalar in a non-batched model: Triton needs non-empty dims and forbids the reshape
+        # trick without batching, so the nearest expressible shape is [1].
+        return TensorSpec(t.name, t.dtype, (1,))
+    return TensorSpec(t.name, t.dtype, dims)
+
+
+def resolve_onnx_path(path: Path) -> Path:
+    """``model.onnx`` may be a file, or Triton's directory layout holding ``model.onnx``."""
+    if not path.exists():
+        raise UsageError(f"model file '{path}' does not exist", "check the path")
+    if path.is_dir():
+        inner = path / "model.onnx"
+        if inner.is_file():
+            return inner
+        onnx_files = sorted(path.glob("*.onnx"))
+        if len(onnx_files) == 1:
+            return onnx_files[0]
+        raise UsageError(f"'{path}' is a directory without a model.onnx file inside",
+                         "point at the .onnx file itself")
+    return path
+
+
+def inspect_onnx(path: Path) -> OnnxInfo:
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    file = resolve_onnx_path(path)
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as e:
+        raise ModelError(
+            f"'{file}' is not a valid ONNX model ({_first_line(e) or 'cannot parse the protobuf'})",
+            "export it again; check it is a complete .onnx file (not truncated, not another format)",
+        ) from None
+    except OSError as e:
+        raise UsageError(f"cannot read '{file}': {e.strerror}", "check the path and its permissions") from None
+    if not model.graph.node and not model.graph.output:
+        raise ModelError(
+            f"'{file}' is not a valid ONNX model (it has no graph)",
+            "export it again; check it is a complete .onnx file (not truncated, not another format)",
+        )
+    try:
+        onnx.checker.check_model(str(file))
+    except (onnx.checker.ValidationError, OSError, ValueError) as e:
+        raise ModelError(
+            f"'{file}' is not a valid ONNX model: {_first_line(e)}",
+            "export it again, or run onnx.checker.check_model on it to see the problem",
+        ) from None
+
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = tuple(_tensor(v, "input") for v in model.graph.input if v.name not in initializers)
+    outputs = tuple(_tensor(v, "output") for v in model.graph.output)
+    external = sorted(
+        {
+            entry.value
+            for init in model.graph.initializer
+            if init.data_location == onnx.TensorProto.EXTERNAL
+            for entry in init.external_data
+            if entry.key == "location"
+        }
+    )
+    for loc in external:
+        if not (file.parent / loc).is_file():
+            raise ModelError(
+                f"'{file}' stores weights in '{loc}', which is missing beside it",
+                f"put '{loc}' in {file.parent} (the exporter writes it next to the .onnx file)",
+            )
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return OnnxInfo(file, inputs, outputs, opset, model.ir_version, model.producer_name, tuple(external))
+
+
+def _tensor(value, kind: str) -> OnnxTensor:  # type: ignore[no-untyped-def]
+    tt = value.type.tensor_type
+    if not value.type.HasField("tensor_type"):
+        raise ModelError(f"{kind} '{value.name}' is not a tensor (sequence/map types cannot be served)",
+                         "change the model to take and return plain tensors")
+    dtype = from_onnx(tt.elem_type, f"{kind} '{value.name}'")
+    shape: tuple[Dim, ...] = ()
+    if tt.HasField("shape"):
+        shape = tuple(
+            d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim
+        )
+    return OnnxTensor(value.name, dtype, shape)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
