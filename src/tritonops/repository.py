@@ -158,7 +158,7 @@ def _commit(staged: StagedModel, model_dir: Path, replace_version: bool) -> None
         if old_version is not None:
             os.replace(old_version, target)
         raise
-    for dst, backup in moved:
+    for _dst, backup in moved:
         if backup is not None:
             _remove(backup)
     if old_version is not None:

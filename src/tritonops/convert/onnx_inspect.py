@@ -21,7 +21,7 @@ class OnnxTensor:
 
     @property
     def batch_dim_dynamic(self) -> bool:
-        return len(self.shape) >= 1 and not isinstance(self.shape[0], int) or (
+        return (len(self.shape) >= 1 and not isinstance(self.shape[0], int)) or (
             len(self.shape) >= 1 and self.shape[0] == -1
         )
 
