@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import typing
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -38,6 +39,15 @@ SourceKind = Literal["onnx", "torchscript", "factory"]
 Format = Literal["auto", "onnx", "torchscript", "tensorrt"]
 DEFAULT_MAX_BATCH_SIZE = 32
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+
+
+def _literal_choices(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    for arg in typing.get_args(hint):  # Optional[Literal[...]]
+        if typing.get_origin(arg) is Literal:
+            return typing.get_args(arg)
+    return ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +87,13 @@ class BuildOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for fname, hint in typing.get_type_hints(BuildOptions).items():
+            choices = _literal_choices(hint)
+            value = getattr(self, fname)
+            if choices and value not in choices and value is not None:
+                flag = "--" + fname.replace("_", "-")
+                raise UsageError(f"{flag} '{value}' is not one of: {', '.join(map(str, choices))}",
+                                 f"use {flag} {choices[0]}")
         if self.name is not None:
             check_model_name(self.name)
         if self.max_batch_size is not None and self.max_batch_size < 0:

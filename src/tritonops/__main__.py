@@ -1,0 +1,3 @@
+from tritonops.cli import main
+
+main()

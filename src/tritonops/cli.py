@@ -1,0 +1,298 @@
+"""The ``tritonops`` command line. Each command parses options, calls one library function and
+renders its result; errors become one red line plus a hint (tracebacks only with --debug)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from tritonops.errors import TritonOpsError, UsageError
+
+app = typer.Typer(
+    name="tritonops",
+    help="Take a trained model to a tuned, validated Triton Inference Server deployment.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        out.print(f"tritonops {version('tritonops')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@contextmanager
+def _spinner(enabled: bool = True):  # type: ignore[no-untyped-def]
+    """A spinner on stderr; yields the progress callback the library calls with each step."""
+    if not enabled or not err.is_terminal:
+        yield lambda msg: None
+        return
+    with err.status("starting") as status:
+        yield status.update
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _tensors(values: list[str] | None) -> tuple[Any, ...]:
+    from tritonops.spec import TensorSpec
+
+    return tuple(TensorSpec.parse(v) for v in values or [])
+
+
+# ------------------------------------------------------------------------------------------- build
+BUILD_HELP = """Inspect or convert a model, verify it numerically, and write it into a Triton model repository.
+
+SOURCE is an ONNX file, a TorchScript file, or a PyTorch factory (module:function or file.py:function).
+
+Examples:
+
+  tritonops build model.onnx
+
+  tritonops build model.onnx --name clf --max-batch-size 32 --instances 2 --preferred-batch-size 8 --response-cache
+
+  tritonops build traced.pt --input INPUT__0:FP32:3,224,224
+
+  tritonops build mypkg.models:make_model --example-shape x:FP32:3,32,32 --format onnx
+
+  tritonops build -f tritonops.yaml
+"""
+
+
+@app.command(help=BUILD_HELP)
+def build(
+    source: Annotated[str | None, typer.Argument(help="Model file or module:factory.", show_default=False)] = None,
+    file: Annotated[Path | None, typer.Option("-f", "--file", help="Build every model in a YAML build file.")] = None,
+    repo: Annotated[Path, typer.Option("--repo", help="Model repository directory.")] = Path("model_repository"),
+    name: Annotated[str | None, typer.Option(help="Model name (default: from the file name).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="auto, onnx, torchscript or tensorrt.")] = "auto",
+    max_batch_size: Annotated[int | None, typer.Option(
+        help="Max batch size (default 32 if the model can batch, 0 if not).")] = None,
+    instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
+    kind: Annotated[str, typer.Option(help="Instance kind: cpu, gpu or auto.")] = "cpu",
+    gpu: Annotated[list[int] | None, typer.Option("--gpu", help="GPU id for the instances (repeatable).")] = None,
+    dynamic_batching: Annotated[bool, typer.Option(help="Enable the dynamic batcher.")] = True,
+    preferred_batch_size: Annotated[list[int] | None, typer.Option(
+        "--preferred-batch-size", help="Preferred batch size (repeatable).")] = None,
+    max_queue_delay_us: Annotated[int, typer.Option(help="Max time a request waits to form a batch.")] = 0,
+    preserve_ordering: Annotated[bool, typer.Option(help="Return responses in request order.")] = False,
+    priority_levels: Annotated[int, typer.Option(help="Number of request priority levels.")] = 0,
+    default_priority_level: Annotated[int, typer.Option(help="Priority of requests that set none.")] = 0,
+    max_queue_size: Annotated[int, typer.Option(help="Reject requests beyond this queue size (0: no limit).")] = 0,
+    queue_timeout_us: Annotated[int, typer.Option(help="Queue timeout in microseconds (0: none).")] = 0,
+    timeout_action: Annotated[str, typer.Option(help="REJECT or DELAY requests that time out.")] = "REJECT",
+    response_cache: Annotated[bool, typer.Option(help="Enable Triton's response cache for the model.")] = False,
+    warmup: Annotated[bool, typer.Option(help="Add a model_warmup generated from the inputs.")] = False,
+    input: Annotated[list[str] | None, typer.Option(
+        "--input", help="Input NAME:DTYPE:DIMS (dims without batch; -1 variable). Repeatable.")] = None,
+    example_shape: Annotated[list[str] | None, typer.Option(
+        "--example-shape", help="Same as --input, for PyTorch factories.")] = None,
+    output: Annotated[list[str] | None, typer.Option("--output", help="Output name (repeatable).")] = None,
+    version: Annotated[int | None, typer.Option(help="Version to write (default: the next free one).")] = None,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance of the verification.")] = 1e-4,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance of the verification.")] = 1e-3,
+    threads: Annotated[int | None, typer.Option(help="Intra-op threads per model instance.")] = None,
+    accelerator: Annotated[str | None, typer.Option(
+        help="ONNX Runtime GPU accelerator in the config: tensorrt or cuda.")] = None,
+    precision: Annotated[str, typer.Option(help="Precision for the TensorRT accelerator/plan.")] = "FP16",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    from tritonops.build import BuildOptions, build_many
+    from tritonops.buildfile import load_build_file
+
+    if file is not None and source is not None:
+        raise UsageError("give either SOURCE or -f FILE, not both", "drop one of them")
+    if file is None and source is None:
+        raise UsageError("nothing to build", "give a model file, a module:factory, or -f tritonops.yaml")
+    if input and example_shape:
+        raise UsageError("--input and --example-shape mean the same thing", "use one of them")
+    if file is not None:
+        options = load_build_file(file)
+    else:
+        assert source is not None
+        options = [BuildOptions(
+            source=source, format=fmt, name=name, repository=repo, max_batch_size=max_batch_size,  # type: ignore[arg-type]
+            instances=instances, kind=kind, gpus=tuple(gpu or ()), dynamic_batching=dynamic_batching,  # type: ignore[arg-type]
+            preferred_batch_sizes=tuple(preferred_batch_size or ()), max_queue_delay_us=max_queue_delay_us,
+            preserve_ordering=preserve_ordering, priority_levels=priority_levels,
+            default_priority_level=default_priority_level, max_queue_size=max_queue_size,
+            queue_timeout_us=queue_timeout_us, timeout_action=timeout_action.upper(),  # type: ignore[arg-type]
+            response_cache=response_cache, warmup=warmup, inputs=_tensors(input or example_shape),
+            outputs=tuple(output or ()), version=version, atol=atol, rtol=rtol, threads=threads,
+            accelerator=accelerator, precision=precision.upper(),  # type: ignore[arg-type]
+        )]
+    with _spinner(not as_json) as progress:
+        results = build_many(options, progress)
+    if as_json:
+        _emit_json({"schema": "tritonops.build/1", "models": [r.to_dict() for r in results]})
+        return
+    for r in results:
+        out.print(f"[green]✓[/green] built [bold]{r.name}[/bold] version {r.version} "
+                  f"({r.spec.platform}, max_batch_size {r.spec.max_batch_size}) → {r.model_dir}")
+        for t in r.spec.inputs:
+            out.print(f"    input  {t.describe()}", markup=False)
+        for t in r.spec.outputs:
+            out.print(f"    output {t.describe()}", markup=False)
+        if r.verification is not None:
+            from tritonops.convert.verify import format_table
+
+            out.print("  " + format_table(r.verification).replace("\n", "\n  "), markup=False)
+        for note in r.notes:
+            out.print(f"  note: {note}")
+
+
+# ------------------------------------------------------------------------------------------- check
+@app.command(help="""Check every model in a repository the way Triton would, without a server.
+
+Examples:
+
+  tritonops check model_repository/
+
+  tritonops check model_repository/ --json
+""")
+def check(
+    repository: Annotated[Path, typer.Argument(help="Model repository directory.")] = Path("model_repository"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
+) -> None:
+    from tritonops.check import check_repository
+
+    report = check_repository(repository)
+    if as_json:
+        _emit_json(report.to_dict())
+    else:
+        for f in report.findings:
+            out.print(f"[red]✗[/red] {escape(f.file)}: [bold]{escape(f.field)}[/bold]: {escape(f.message)}\n"
+                      f"    fix: {escape(f.fix)}")
+        bad = {f.model for f in report.findings}
+        for m in report.models:
+            if m not in bad:
+                out.print(f"[green]✓[/green] {m}")
+        out.print(f"{len(report.models) - len(bad)} of {len(report.models)} models OK")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------- inspect
+@app.command(help="""Show a model file's inputs and outputs as Triton would see them.
+
+Example:
+
+  tritonops inspect model.onnx
+""")
+def inspect(
+    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    from tritonops.convert.onnx_inspect import inspect_onnx
+
+    info = inspect_onnx(model)
+    data = {
+        "schema": "tritonops.inspect/1",
+        "path": str(info.path), "opset": info.opset, "ir_version": info.ir_version, "producer": info.producer,
+        "batchable": info.batchable, "external_data": list(info.external_data),
+        "inputs": [{"name": t.name, "dtype": t.dtype.name, "shape": list(t.shape)} for t in info.inputs],
+        "outputs": [{"name": t.name, "dtype": t.dtype.name, "shape": list(t.shape)} for t in info.outputs],
+    }
+    if as_json:
+        _emit_json(data)
+        return
+    out.print(f"{info.path}  opset {info.opset}  producer {info.producer or '-'}  "
+              f"batchable: {'yes' if info.batchable else 'no'}")
+    for kind in ("inputs", "outputs"):
+        for t in data[kind]:  # type: ignore[attr-defined]
+            shape = ", ".join("?" if d is None else str(d) for d in t["shape"])
+            out.print(f"  {kind[:-1]:6} {t['name']}: {t['dtype']} [{shape}]", markup=False)
+
+
+# ------------------------------------------------------------------------------------------- doctor
+@app.command(help="""Check this machine's set-up: tritonserver, Python backend stub, perf_analyzer.
+
+Example:
+
+  tritonops doctor
+""")
+def doctor(
+    quiet: Annotated[bool, typer.Option("--quiet", help="Print only problems.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    from tritonops.doctor import run_doctor
+
+    checks = run_doctor()
+    if as_json:
+        _emit_json({"schema": "tritonops.doctor/1", "checks": [c.__dict__ for c in checks]})
+    else:
+        for c in checks:
+            if c.ok and quiet:
+                continue
+            mark = "[green]✓[/green]" if c.ok else ("[yellow]![/yellow]" if c.optional else "[red]✗[/red]")
+            out.print(f"{mark} {c.name}: {escape(c.detail)}")
+    if any(not c.ok and not c.optional for c in checks):
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------- entry
+def _render_error(e: TritonOpsError) -> None:
+    err.print(f"[red]error:[/red] {escape(e.message)}")
+    if e.hint:
+        err.print(f"[dim]hint:[/dim] {escape(e.hint)}")
+    details = getattr(e, "details", None)
+    if details:
+        err.print(details, markup=False)
+    log_tail = getattr(e, "log_tail", None)
+    if log_tail:
+        err.print("[dim]last server log lines:[/dim]")
+        for line in log_tail:
+            err.print("  " + line, markup=False)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point; returns the exit code (and exits with it when run as a script)."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="tritonops", standalone_mode=True)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except TritonOpsError as e:
+        if debug:
+            raise
+        _render_error(e)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        err.print("[red]interrupted[/red]")
+        code = 130
+    except Exception as e:  # a bug in tritonops, not a user error
+        if debug:
+            raise
+        err.print(f"[red]error:[/red] internal error: {type(e).__name__}: {escape(str(e))}")
+        err.print("[dim]hint:[/dim] run again with --debug for the traceback and report it")
+        code = 70
+    if argv is None:
+        sys.exit(code)
+    return code
