@@ -1,0 +1,112 @@
+"""config.pbtxt rendering through model_config_pb2: golden files (hand-written) and round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonops.build import BuildOptions, make_spec
+from tritonops.dtypes import parse_dtype
+from tritonops.pbtxt import config_to_json, config_to_text, parse_config_text, render_config
+from tritonops.spec import ModelSpec, TensorSpec, VersionPolicy
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def golden(name: str) -> mc.ModelConfig:
+    return text_format.Parse((GOLDEN / name).read_text(), mc.ModelConfig())
+
+
+def t(name: str, dtype: str, *dims: int, reshape=None) -> TensorSpec:
+    return TensorSpec(name, parse_dtype(dtype), tuple(dims), reshape=reshape)
+
+
+def roundtrip(cfg: mc.ModelConfig) -> str:
+    text = config_to_text(cfg)
+    assert parse_config_text(text, "rendered") == cfg
+    return text
+
+
+def test_full_options_match_handwritten_config():
+    opts = BuildOptions(
+        source="unused.onnx", name="clf", max_batch_size=32, instances=2, preferred_batch_sizes=(8, 16),
+        max_queue_delay_us=500, max_queue_size=64, queue_timeout_us=100_000, timeout_action="DELAY",
+        response_cache=True, warmup=True, threads=1,
+    )
+    spec = make_spec(opts, "clf", "onnxruntime_onnx", 32, [t("x", "FP32", 4)], [t("y", "FP32", 3)])
+    cfg = render_config(spec)
+    assert cfg == golden("mlp_full.pbtxt")
+    roundtrip(cfg)
+
+
+def test_nonbatched_keeps_explicit_zero_and_no_batcher():
+    spec = make_spec(BuildOptions(source="x.onnx"), "strings", "onnxruntime_onnx", 0,
+                     [t("INPUT", "STRING", 2, -1)], [t("OUTPUT", "BOOL", 2, -1)])
+    cfg = render_config(spec)
+    assert cfg == golden("nonbatched_string.pbtxt")
+    text = roundtrip(cfg)
+    # proto3 would drop the zero; readers must see that the model does not batch.
+    assert "max_batch_size: 0\n" in text
+    assert "dynamic_batching" not in text
+
+
+def test_gpu_accelerator_reshape_priorities_version_policy():
+    opts = BuildOptions(source="x.onnx", kind="gpu", gpus=(0,), accelerator="tensorrt", priority_levels=2,
+                        default_priority_level=1, version_policy=VersionPolicy("latest", 2))
+    spec = make_spec(opts, "scale", "onnxruntime_onnx", 8,
+                     [t("x", "FP32", 1, reshape=())], [t("y", "FP32", 1, reshape=())])
+    cfg = render_config(spec)
+    assert cfg == golden("gpu_trt_accelerator.pbtxt")
+    roundtrip(cfg)
+
+
+@pytest.mark.parametrize("dtype", ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32",
+                                   "INT64", "FP16", "FP32", "FP64", "STRING", "BF16"])
+def test_every_dtype_renders_to_its_enum(dtype):
+    spec = ModelSpec("m", "onnxruntime_onnx", 4, (t("a", dtype, 2),), (t("b", dtype, 2),))
+    cfg = render_config(spec)
+    expected = "TYPE_STRING" if dtype == "STRING" else f"TYPE_{dtype}"
+    assert mc.DataType.Name(cfg.input[0].data_type) == expected
+    roundtrip(cfg)
+
+
+def test_python_and_ensemble_platform_fields():
+    py = render_config(ModelSpec("pre", "python", 8, (t("a", "FP32", 2),), (t("b", "FP32", 2),)))
+    assert py.backend == "python" and py.platform == ""
+    ens = render_config(ModelSpec("e", "ensemble", 8, (t("a", "FP32", 2),), (t("b", "FP32", 2),),
+                                  instance_groups=()))
+    assert ens.platform == "ensemble" and ens.backend == "" and not ens.instance_group
+
+
+def test_load_api_json_uses_proto_field_names():
+    spec = ModelSpec("m", "onnxruntime_onnx", 4, (t("a", "FP32", 2),), (t("b", "FP32", 2),))
+    js = config_to_json(render_config(spec))
+    assert '"data_type": "TYPE_FP32"' in js and '"max_batch_size": 4' in js
+    assert "dataType" not in js
+
+
+def test_preferred_batch_size_above_max_is_refused_by_spec():
+    from tritonops.errors import UsageError
+    from tritonops.spec import DynamicBatching
+
+    with pytest.raises(UsageError, match="preferred batch size 16 is above max batch size 8"):
+        ModelSpec("m", "onnxruntime_onnx", 8, (t("a", "FP32", 2),), (t("b", "FP32", 2),),
+                  dynamic_batching=DynamicBatching(preferred_batch_sizes=(16,)))
+
+
+def test_tensor_spec_parsing():
+    s = TensorSpec.parse("INPUT__0:FP32:3,224,224")
+    assert (s.name, s.dtype.name, s.dims) == ("INPUT__0", "FP32", (3, 224, 224))
+    assert TensorSpec.parse("ids:int64:-1").dims == (-1,)
+    assert TensorSpec.parse("text:STRING:1").dtype.name == "BYTES"
+    from tritonops.errors import UsageError
+
+    with pytest.raises(UsageError, match="cannot parse tensor spec 'x:FP32'"):
+        TensorSpec.parse("x:FP32")
+    with pytest.raises(UsageError, match="unknown data type 'FP128'"):
+        TensorSpec.parse("x:FP128:4")
+    with pytest.raises(UsageError, match="tensor 'x' has dimension 0"):
+        TensorSpec.parse("x:FP32:0")
