@@ -1,0 +1,62 @@
+"""tritonops check: one finding per broken model, exact messages; the real server agrees."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from check_fixtures import CASES, GOOD, make_repository
+
+from tritonops.check import check_repository
+
+
+@pytest.fixture(scope="module")
+def bad_repo(tmp_path_factory):
+    return make_repository(tmp_path_factory.mktemp("check"))
+
+
+def test_each_case_gets_its_finding(bad_repo):
+    report = check_repository(bad_repo)
+    by_model: dict[str, list] = {}
+    for f in report.findings:
+        by_model.setdefault(f.model, []).append(f)
+    for case in CASES:
+        found = by_model.get(case.name)
+        assert found, f"{case.name}: no finding"
+        first = found[0]
+        assert first.field == case.field, (case.name, first)
+        if case.message:
+            assert first.message == case.message, (case.name, first.message)
+        assert first.file == f"{case.name}/config.pbtxt"
+        assert first.fix
+    for good in GOOD:
+        assert good not in by_model, by_model.get(good)
+    assert not report.ok
+
+
+def test_syntax_findings_name_the_problem(bad_repo):
+    report = check_repository(bad_repo)
+    msgs = {f.model: f.message for f in report.findings}
+    assert "eight" in msgs["bad_syntax"]
+    assert "max_batch" in msgs["unknown_field"]
+
+
+def test_cli_check_exit_code_and_json(bad_repo, cli):
+    code, out, _ = cli("check", bad_repo, "--json")
+    assert code == 1
+    data = json.loads(out)
+    assert data["schema"] == "tritonops.check/1" and data["ok"] is False
+    assert {f["model"] for f in data["findings"]} == {c.name for c in CASES}
+
+
+def test_cli_check_good_repo_passes(tmp_path, mlp_onnx, cli):
+    code, out, err = cli("build", mlp_onnx, "--repo", tmp_path / "repo")
+    assert code == 0, err
+    code, out, _ = cli("check", tmp_path / "repo")
+    assert code == 0 and "1 of 1 models OK" in out
+
+
+def test_check_missing_repository(tmp_path, cli):
+    code, _, err = cli("check", tmp_path / "nope")
+    assert code == 2
+    assert f"error: repository '{tmp_path / 'nope'}' does not exist" in err
