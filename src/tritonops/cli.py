@@ -255,7 +255,12 @@ def doctor(
         raise typer.Exit(1)
 
 
-# ------------------------------------------------------------------------------------------- entry
+# ------------------------------------------------------------------------------------------- more commands
+# Each area registers its commands on `app` from its own module (imported here, after `app`, `out`
+# and `err` exist, since those modules import them).
+# ----- entry (register modules above this line)
+
+
 def _render_error(e: TritonOpsError) -> None:
     err.print(f"[red]error:[/red] {escape(e.message)}")
     if e.hint:
