@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,7 +47,7 @@ def _main(
 
 
 @contextmanager
-def _spinner(enabled: bool = True):  # type: ignore[no-untyped-def]
+def _spinner(enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A spinner on stderr; yields the progress callback the library calls with each step."""
     if not enabled or not err.is_terminal:
         yield lambda msg: None
