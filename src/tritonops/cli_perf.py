@@ -1,0 +1,95 @@
+"""CLI commands of the perf area: ``perf``, ``loadtest`` and ``study protocols|config``.
+Each parses its options into one options object, calls one library function and renders the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+PERF_HELP = """Measure a served model with perf_analyzer over a sweep of concurrencies or request rates.
+
+Each sweep point is one perf_analyzer run. Client latencies and Triton's server-side queue and compute
+times go to OUTPUT_DIR/perf.csv and perf.json. Ctrl-C keeps the points measured so far.
+
+Examples:
+
+  tritonops perf mlp --serve model_repository/ --concurrency 1:8:2
+
+  tritonops perf mlp --url 127.0.0.1:8000 --request-rate 10:50:10 --distribution poisson --protocol grpc
+
+  tritonops perf clf --serve repo/ --concurrency 4 --batch-size 1 --batch-size 8 --shared-memory system
+
+  tritonops perf embed --url 127.0.0.1:8000 --samples sentences.txt --concurrency 1:16:4
+"""
+
+
+def _ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def register(app: typer.Typer) -> None:
+    from tritonops.cli import _emit_json, _spinner, err, out
+
+    @app.command(help=PERF_HELP)
+    def perf(
+        model: Annotated[str, typer.Argument(help="Model name, as served.")],
+        serve: Annotated[Path | None, typer.Option(help="Start a server on this model repository.")] = None,
+        url: Annotated[str | None, typer.Option(help="HTTP HOST:PORT of a running server.")] = None,
+        grpc_url: Annotated[str | None, typer.Option(help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
+        model_version: Annotated[str, typer.Option(help="Model version [default: latest].")] = "",
+        concurrency: Annotated[str | None, typer.Option(help="Concurrency sweep START[:END[:STEP]].")] = None,
+        request_rate: Annotated[str | None, typer.Option(
+            help="Request-rate sweep START[:END[:STEP]] in requests/s.")] = None,
+        distribution: Annotated[str, typer.Option(help="Arrivals for --request-rate: poisson or constant.")
+                                ] = "poisson",
+        protocol: Annotated[str, typer.Option(help="http or grpc.")] = "http",
+        http_format: Annotated[str, typer.Option(help="HTTP tensor encoding: binary or json.")] = "binary",
+        batch_size: Annotated[list[int] | None, typer.Option(help="Batch size per request (repeatable).")] = None,
+        shared_memory: Annotated[str, typer.Option(help="none or system (server on this machine).")] = "none",
+        measurement_interval: Annotated[int, typer.Option(help="Measurement window in ms.")] = 5000,
+        stability_percentage: Annotated[float, typer.Option(help="Allowed variation between windows, %.")
+                                        ] = 10.0,
+        max_trials: Annotated[int, typer.Option(help="Windows tried before a point counts as unstable.")] = 10,
+        percentile: Annotated[int | None, typer.Option(help="Stabilize on this latency percentile.")] = None,
+        samples: Annotated[Path | None, typer.Option(
+            help="Request data: .npz (array per input), .txt (line per sample), image file or directory.")] = None,
+        shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input (repeatable).")
+                         ] = None,
+        output_dir: Annotated[Path | None, typer.Option(help="Where results go [default: perf_results/MODEL].")
+                              ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        from tritonops.perf.analyzer import PerfOptions, parse_range, run_perf
+
+        options = PerfOptions(
+            model=model, output_dir=output_dir or Path("perf_results") / model, serve=serve, url=url,
+            grpc_url=grpc_url, model_version=model_version, protocol=protocol,  # type: ignore[arg-type]
+            http_format=http_format,  # type: ignore[arg-type]
+            concurrency=tuple(int(c) for c in parse_range(concurrency, "--concurrency", True)) if concurrency else (),
+            request_rate=parse_range(request_rate, "--request-rate", False) if request_rate else (),
+            distribution=distribution,  # type: ignore[arg-type]
+            batch_sizes=tuple(batch_size or (1,)), shared_memory=shared_memory,  # type: ignore[arg-type]
+            measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
+            max_trials=max_trials, percentile=percentile, samples=samples, shapes=tuple(shape or ()),
+        )
+        with _spinner(not as_json) as progress:
+            result = run_perf(options, progress)
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            load = "rate/s" if result.mode == "request_rate" else "conc."
+            out.print(f"{result.model} over {result.protocol}"
+                      f"{' (' + result.http_format + ')' if result.protocol == 'http' else ''} at {result.target}")
+            out.print(f"{load:>7} {'batch':>5} {'infer/s':>9} {'p50 ms':>7} {'p90 ms':>7} {'p99 ms':>7} "
+                      f"{'queue':>6} {'infer':>6}  status")
+            for r in result.rows:
+                tput = "-" if r.throughput is None else f"{r.throughput:.1f}"
+                out.print(f"{r.load:>7g} {r.batch_size:>5} {tput:>9} {_ms(r.p50_us):>7} {_ms(r.p90_us):>7} "
+                          f"{_ms(r.p99_us):>7} {_ms(r.server_queue_us):>6} {_ms(r.server_compute_infer_us):>6}  "
+                          f"{r.status}{' (' + r.note + ')' if r.note else ''}", markup=False)
+            out.print(f"results: {result.csv_path}, {result.json_path}", markup=False)
+        if result.interrupted:
+            err.print(f"[yellow]interrupted[/yellow]: {len(result.rows)} point(s) kept in {result.csv_path}")
+            raise typer.Exit(130)
