@@ -24,6 +24,20 @@ Examples:
   tritonops perf embed --url 127.0.0.1:8000 --samples sentences.txt --concurrency 1:16:4
 """
 
+LOADTEST_HELP = """Open-loop Poisson load with locust: offered vs achieved rate, latency percentiles, errors.
+
+Requests go out at the times of a Poisson process (rate λ) against a clock, whether or not earlier
+responses came back. Headless and bounded; writes loadtest.csv/.json and locust's CSV and HTML.
+
+Examples:
+
+  tritonops loadtest mlp --serve model_repository/ --rate 200 --duration 30
+
+  tritonops loadtest mlp --url 127.0.0.1:8000 --rate 500 --protocol grpc
+
+  tritonops loadtest embed --url 127.0.0.1:8000 --rate 50 --samples sentences.txt --protocol http-json
+"""
+
 
 def _ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.2f}"
@@ -92,4 +106,56 @@ def register(app: typer.Typer) -> None:
             out.print(f"results: {result.csv_path}, {result.json_path}", markup=False)
         if result.interrupted:
             err.print(f"[yellow]interrupted[/yellow]: {len(result.rows)} point(s) kept in {result.csv_path}")
+            raise typer.Exit(130)
+
+    @app.command(help=LOADTEST_HELP)
+    def loadtest(
+        model: Annotated[str, typer.Argument(help="Model name, as served.")],
+        rate: Annotated[float, typer.Option(help="Offered load λ in requests/s (Poisson arrivals).")],
+        duration: Annotated[float, typer.Option(help="Seconds of load (bounded; in-flight requests drain after).")
+                            ] = 10.0,
+        protocol: Annotated[str, typer.Option(help="http-binary, http-json or grpc.")] = "http-binary",
+        serve: Annotated[Path | None, typer.Option(help="Start a server on this model repository.")] = None,
+        url: Annotated[str | None, typer.Option(help="HTTP HOST:PORT of a running server.")] = None,
+        grpc_url: Annotated[str | None, typer.Option(help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
+        model_version: Annotated[str, typer.Option(help="Model version [default: latest].")] = "",
+        batch_size: Annotated[int, typer.Option(help="Batch size per request.")] = 1,
+        max_inflight: Annotated[int, typer.Option(
+            help="Requests outstanding at most; arrivals beyond it count as ClientSaturated errors.")] = 256,
+        samples: Annotated[Path | None, typer.Option(
+            help="Request data: .npz (array per input), .txt (line per sample), image file or directory.")] = None,
+        shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input (repeatable).")
+                         ] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the arrival schedule and generated data.")] = 0,
+        output_dir: Annotated[Path | None, typer.Option(help="Where results go [default: loadtest_results/MODEL].")
+                              ] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        from tritonops.perf.loadtest import LoadtestOptions, run_loadtest
+
+        options = LoadtestOptions(
+            model=model, output_dir=output_dir or Path("loadtest_results") / model, rate=rate,
+            protocol=protocol, duration_s=duration, serve=serve, url=url, grpc_url=grpc_url,  # type: ignore[arg-type]
+            model_version=model_version, batch_size=batch_size, max_inflight=max_inflight, samples=samples,
+            shapes=tuple(shape or ()), seed=seed,
+        )
+        with _spinner(not as_json) as progress:
+            r = run_loadtest(options, progress)
+        if as_json:
+            _emit_json(r.to_dict())
+        else:
+            lat = r.latency_ms
+            out.print(f"{r.model} over {r.protocol}: offered {r.offered_rate:g} req/s (Poisson, schedule drew "
+                      f"{r.scheduled_rate:.1f}/s), achieved {r.achieved_rate:.1f}/s = {r.achieved_ratio:.3f} of "
+                      f"offered, over {r.duration_s:g} s", markup=False)
+            if lat:
+                out.print(f"latency ms: p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p95 {lat['p95']:.2f}  "
+                          f"p99 {lat['p99']:.2f}  (send lag p99 {r.lag_ms.get('p99', 0):.2f})", markup=False)
+            out.print(f"payload bytes: request {r.request_bytes}, response {r.response_bytes}")
+            out.print(f"ok {r.ok} of {r.scheduled} scheduled; errors {r.error_count}")
+            for kind, n in r.errors.items():
+                out.print(f"  {n:>6}  {kind}", markup=False)
+            out.print(f"results: {r.files['csv']}, {r.files['json']}, {r.files['locust_html']}", markup=False)
+        if r.interrupted:
+            err.print(f"[yellow]interrupted[/yellow]: {r.ok} requests measured, kept in {r.files['json']}")
             raise typer.Exit(130)
