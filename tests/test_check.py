@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from check_fixtures import CASES, GOOD, make_repository
 
+from check_fixtures import CASES, GOOD, make_repository
 from tritonops.check import check_repository
 
 

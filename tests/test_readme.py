@@ -7,8 +7,9 @@ import re
 import shlex
 from pathlib import Path
 
-import onnx_models
 import pytest
+
+import onnx_models
 
 README = Path(__file__).parent.parent / "README.md"
 
@@ -75,6 +76,6 @@ def test_build_section_examples_run(tmp_path, monkeypatch, cli):
     assert (tmp_path / "model_repository" / "traced" / "1" / "model.pt").exists()
     assert (tmp_path / "srv" / "model" / "1" / "model.onnx").exists()
     for command in readme_commands("check"):
-        args = [a for a in shlex.split(command)[1:]]
+        args = list(shlex.split(command)[1:])
         code, out, err = cli(*args)
         assert code == 0, f"{command}\n{out}{err}"
