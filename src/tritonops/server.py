@@ -105,7 +105,8 @@ def find_tritonserver(explicit: Path | None = None) -> Path:
         if candidate:
             p = Path(candidate)
             if not p.is_file() or not os.access(p, os.X_OK):
-                raise ServerError(f"{what} '{p}' is not an executable file", "give the path of a tritonserver binary")
+                raise ServerError(f"{what} '{p}' is not an executable file",
+                                  "give the path of a tritonserver binary")
             return p
     pt = _pytriton()
     if pt is not None:
@@ -114,7 +115,8 @@ def find_tritonserver(explicit: Path | None = None) -> Path:
     if found:
         return Path(found)
     raise ServerError("no tritonserver binary found",
-                      "run the README's set-up (it installs nvidia-pytriton), or set TRITONSERVER=/path/to/tritonserver")
+                      "run the README's set-up (it installs nvidia-pytriton), "
+                      "or set TRITONSERVER=/path/to/tritonserver")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -301,9 +303,10 @@ class TritonServer:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             log = self.log_path.open("wb")
             self._log_handle = log
-            self._proc = subprocess.Popen(  # noqa: PLW1509 - preexec_fn only calls prctl
+            self._proc = subprocess.Popen(
                 self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=_environment(o.repository), start_new_session=True, preexec_fn=_set_pdeathsig,
+                env=_environment(o.repository), start_new_session=True,
+                preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - it only calls prctl
             )
             self._wait_ready()
         except BaseException:
@@ -317,7 +320,7 @@ class TritonServer:
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError, TimeoutError):
             return False
@@ -342,7 +345,7 @@ class TritonServer:
 
     def _live(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=2) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=2) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError, TimeoutError):
             return False
@@ -395,7 +398,7 @@ class TritonServer:
         return lines[-n:]
 
     def model_states(self) -> list[ModelState]:
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")  # noqa: S310
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
                 entries = json.loads(r.read())

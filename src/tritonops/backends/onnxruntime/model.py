@@ -208,7 +208,7 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             try:
                 feeds.append((i, self._read(request)))
-            except Exception as e:  # noqa: BLE001 - becomes this request's error response
+            except Exception as e:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
         if not self.batched:
             for i, feed in feeds:
@@ -224,7 +224,7 @@ class TritonPythonModel:
     def _guarded(self, fn, idx):
         try:
             return [self._respond(o) for o in fn()]
-        except Exception as e:  # noqa: BLE001 - a bad batch fails its requests, not the server
+        except Exception as e:
             err = pb_utils.TritonError(f"onnxruntime: {str(e).strip().splitlines()[0] if str(e).strip() else e}")
             return [pb_utils.InferenceResponse(error=err) for _ in idx]
 
