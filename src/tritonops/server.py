@@ -359,11 +359,13 @@ class TritonServer:
 
     def _failure(self, message: str, rc: int | None) -> ServerError:
         tail = self.log_tail()
-        for line in tail:
-            m = _FAILED_LOAD.search(line)
-            if m and "model" not in message:
-                message = f"{message}: model '{m.group(1)}' failed to load: {m.group(2).strip()}"
-                break
+        if "model '" not in message:
+            for line in self.log_tail(n=100_000):
+                m = _FAILED_LOAD.search(line)
+                if m:
+                    reason = m.group(2).split("\\n")[0].strip().rstrip('"')
+                    message = f"{message}: model '{m.group(1)}' failed to load: {reason}"
+                    break
         return ServerError(message, f"see the server log: {self.log_path}", returncode=rc, log_tail=tail)
 
     def _stop(self, keep_log: bool) -> None:
