@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from tritonops.dtypes import numpy_dtype
+from tritonops.dtypes import BY_NAME, numpy_dtype
 from tritonops.errors import MissingDependencyError, UsageError
 from tritonops.spec import TensorSpec
 
@@ -273,6 +273,27 @@ def _tensor_json(arr: np.ndarray) -> dict[str, Any]:
     if data.dtype.byteorder == ">":
         data = data.astype(data.dtype.newbyteorder("<"))
     return {"b64": base64.b64encode(data.tobytes()).decode("ascii"), "shape": shape}
+
+
+def _deserialize_bytes(raw: bytes) -> list[bytes]:
+    items, i = [], 0
+    while i < len(raw):
+        (n,) = struct.unpack_from("<I", raw, i)
+        items.append(raw[i + 4:i + 4 + n])
+        i += 4 + n
+    return items
+
+
+def tensor_from_json(entry: dict[str, Any], datatype: str) -> np.ndarray:
+    """One tensor of the ``--input-data`` JSON written here -> numpy (the locust users read it)."""
+    shape = tuple(entry["shape"])
+    if datatype == "BYTES":
+        flat = ([s.encode() for s in entry["content"]] if "content" in entry
+                else _deserialize_bytes(base64.b64decode(entry["b64"])))
+        arr = np.empty(len(flat), dtype=np.object_)
+        arr[:] = flat
+        return arr.reshape(shape)
+    return np.frombuffer(base64.b64decode(entry["b64"]), dtype=numpy_dtype(BY_NAME[datatype])).reshape(shape)
 
 
 def write_input_data(samples: Samples, path: Path) -> Path:

@@ -18,11 +18,9 @@ per-request records are written to ``records_path`` for exact percentiles.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
-import struct
 import time
 from typing import Any
 
@@ -40,14 +38,10 @@ try:  # gRPC must cooperate with gevent before the first channel is created.
 except ImportError:  # pragma: no cover - grpc is part of tritonclient[grpc]
     grpc_gevent = None
 
+from tritonops.perf.inputs import tensor_from_json
 from tritonops.perf.poisson import PoissonSchedule
 
 CONFIG_ENV = "TRITONOPS_LOADTEST_CONFIG"
-_NUMPY = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
-          "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-          "FP32": np.float32, "FP64": np.float64}
-
-
 def _config() -> dict[str, Any]:
     path = os.environ.get(CONFIG_ENV)
     if not path:
@@ -56,39 +50,12 @@ def _config() -> dict[str, Any]:
         return dict(json.load(f))
 
 
-def _deserialize_bytes(raw: bytes) -> list[bytes]:
-    items, i = [], 0
-    while i < len(raw):
-        (n,) = struct.unpack_from("<I", raw, i)
-        items.append(raw[i + 4:i + 4 + n])
-        i += 4 + n
-    return items
-
-
-def _tensor(entry: dict[str, Any], datatype: str) -> np.ndarray:
-    """One tensor of perf_analyzer --input-data JSON (the format tritonops writes) -> numpy."""
-    shape = tuple(entry["shape"])
-    if datatype == "BYTES":
-        if "content" in entry:
-            flat = [s.encode() for s in entry["content"]]
-        else:
-            flat = _deserialize_bytes(base64.b64decode(entry["b64"]))
-        arr = np.empty(len(flat), dtype=np.object_)
-        arr[:] = flat
-        return arr.reshape(shape)
-    if datatype == "BF16":
-        import ml_dtypes
-
-        return np.frombuffer(base64.b64decode(entry["b64"]), dtype=ml_dtypes.bfloat16).reshape(shape)
-    return np.frombuffer(base64.b64decode(entry["b64"]), dtype=_NUMPY[datatype]).reshape(shape)
-
-
 def load_requests(cfg: dict[str, Any]) -> list[dict[str, np.ndarray]]:
     """Request tensors: batch-1 samples stacked to ``batch`` (or whole requests for a non-batching model)."""
     with open(cfg["input_data"]) as f:  # noqa: PTH123
         doc = json.load(f)
     types = {i["name"]: i["datatype"] for i in cfg["inputs"]}
-    samples = [{n: _tensor(e, types[n]) for n, e in item.items()} for item in doc["data"]]
+    samples = [{n: tensor_from_json(e, types[n]) for n, e in item.items()} for item in doc["data"]]
     batch = int(cfg.get("batch", 1))
     if not cfg.get("batched", True):
         return samples
