@@ -54,6 +54,17 @@ def target_of(server: TritonServer) -> Target:
     return Target(http_url=server.http_url, grpc_url=server.grpc_url, alive=lambda: http_alive(server.http_url))
 
 
+def served_requests(server: TritonServer, model: str) -> int:
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(server.http_url)
+    try:
+        stats = client.get_inference_statistics(model)["model_stats"][0]
+        return int(stats["inference_stats"]["success"]["count"])
+    finally:
+        client.close()
+
+
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open() as f:
         return list(csv.DictReader(f))
@@ -185,12 +196,12 @@ def test_loadtest_ctrl_c_keeps_partial_results(server, tmp_path):
         [sys.executable, "-c", main, "loadtest", "mlp", "--url", server.http_url, "--grpc-url",
          server.grpc_url, "--rate", "50", "--duration", "60", "--output-dir", str(tmp_path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    records = tmp_path / "locust_config.json"
-    for _ in range(200):  # wait until locust runs, then a little
-        if records.exists():
+    # Interrupt once the load has really started: the server has counted 50 more requests.
+    start = served_requests(server, "mlp")
+    for _ in range(600):
+        if served_requests(server, "mlp") >= start + 50 or proc.poll() is not None:
             break
         threading.Event().wait(0.1)
-    threading.Event().wait(4.0)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -222,79 +222,116 @@ def _child_env(config_path: Path) -> dict[str, str]:
     return env
 
 
-def loadtest_on(target: Target, io: ModelIO, samples: Samples, options: LoadtestOptions,
-                progress: Progress = lambda _: None,
-                payloads: dict[LoadProtocol, tuple[int, int]] | None = None) -> LoadtestResult:
-    """One locust run against a server that is up (used by ``run_loadtest`` and the protocol study)."""
+@dataclass(frozen=True)
+class Phase:
+    """One Poisson schedule of a locust run; its files go to ``subdir`` of the run's directory."""
+
+    rate: float
+    duration_s: float
+    seed: int = 0
+    subdir: str = ""
+
+
+def run_locust(target: Target, io: ModelIO, samples: Samples, protocol: LoadProtocol, phases: Sequence[Phase],
+               out_dir: Path, *, batch_size: int = 1, max_inflight: int = 256, model_version: str = "",
+               drain_timeout_s: float = 30.0, pause_s: float = 0.5,
+               payloads: dict[LoadProtocol, tuple[int, int]] | None = None,
+               progress: Progress = lambda _: None) -> tuple[list[LoadtestResult], bool]:
+    """One locust process running ``phases`` back to back (one process start for many rates).
+
+    Returns the results of the phases that ran and whether the run was interrupted (Ctrl-C); a
+    phase cut short is marked ``interrupted`` and covers the time it ran."""
     _require_locust()
-    o = options
-    if o.batch_size > max(io.max_batch_size, 1):
-        raise UsageError(f"--batch-size {o.batch_size} is above the model's max_batch_size {io.max_batch_size}",
+    if batch_size > max(io.max_batch_size, 1):
+        raise UsageError(f"--batch-size {batch_size} is above the model's max_batch_size {io.max_batch_size}",
                          f"use a batch size up to {max(io.max_batch_size, 1)}")
-    out = o.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    data_file = write_input_data(samples, out / "input_data.json")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data_file = write_input_data(samples, out_dir / "input_data.json")
     if payloads is None:
-        first = {k: (np.stack([v] * o.batch_size) if io.batched else v) for k, v in samples.items[0].items()}
-        payloads = measure_payloads(target, io, first, o.model_version)
-    request_bytes, response_bytes = payloads[o.protocol]
-    records_path = out / "records.json"
-    records_path.unlink(missing_ok=True)
+        first = {k: (np.stack([v] * batch_size) if io.batched else v) for k, v in samples.items[0].items()}
+        payloads = measure_payloads(target, io, first, model_version)
+    request_bytes, response_bytes = payloads[protocol]
+    phase_dirs = [out_dir / p.subdir if p.subdir else out_dir for p in phases]
+    for d in phase_dirs:
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "records.json").unlink(missing_ok=True)
     config = {
-        "model": io.name, "version": o.model_version, "http_url": target.http_url, "grpc_url": target.grpc_url,
-        "rate": o.rate, "duration_s": o.duration_s, "max_inflight": o.max_inflight, "seed": o.seed,
-        "batch": o.batch_size, "batched": io.batched, "input_data": str(data_file),
+        "model": io.name, "version": model_version, "http_url": target.http_url, "grpc_url": target.grpc_url,
+        "max_inflight": max_inflight, "batch": batch_size, "batched": io.batched, "input_data": str(data_file),
         "inputs": [{"name": s.name, "datatype": s.dtype.name} for s in io.inputs if s.name in samples.items[0]],
-        "outputs": [s.name for s in io.outputs], "records_path": str(records_path),
-        "drain_timeout_s": o.drain_timeout_s, "response_bytes": {o.protocol: response_bytes},
+        "outputs": [s.name for s in io.outputs], "drain_timeout_s": drain_timeout_s, "pause_s": pause_s,
+        "response_bytes": {protocol: response_bytes},
+        "phases": [{"rate": p.rate, "duration_s": p.duration_s, "seed": p.seed, "records_path": str(d / "records.json")}
+                   for p, d in zip(phases, phase_dirs, strict=True)],
     }
-    config_path = out / "locust_config.json"
+    config_path = out_dir / "locust_config.json"
     config_path.write_text(json.dumps(config, indent=2))
-    limit = int(o.duration_s + o.drain_timeout_s + 30)
+    limit = int(sum(p.duration_s + drain_timeout_s + pause_s for p in phases) + 30)
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "-u", "1", "-r", "1",
            "-t", f"{limit}s", "--stop-timeout", "0", "--only-summary", "--exit-code-on-error", "0",
-           "--csv", str(out / "locust"), "--html", str(out / "locust.html"), "--loglevel", "WARNING",
-           USER_CLASS[o.protocol]]
-    progress(f"locust: {o.protocol} at {o.rate:g} req/s for {o.duration_s:g} s")
+           "--csv", str(out_dir / "locust"), "--html", str(out_dir / "locust.html"), "--loglevel", "WARNING",
+           USER_CLASS[protocol]]
+    rates = ", ".join(f"{p.rate:g}" for p in phases)
+    progress(f"locust: {protocol} at {rates} req/s, {phases[0].duration_s:g} s each")
     interrupted = False
+    run = None
     try:
         run = run_tool(cmd, env=_child_env(config_path), timeout_s=limit + 60, check=False)
-        (out / "locust.log").write_text(run.output)
+        (out_dir / "locust.log").write_text(run.output)
     except KeyboardInterrupt:
         interrupted = True
-    if not records_path.exists():
-        if interrupted:
-            raise KeyboardInterrupt
+    results = []
+    for phase, d in zip(phases, phase_dirs, strict=True):
+        records_path = d / "records.json"
+        if not records_path.exists():
+            break
+        doc = json.loads(records_path.read_text())
+        meta = doc["meta"]
+        cut = bool(meta.get("stopped_early"))
+        window = float(meta["schedule_end_s"]) if cut else phase.duration_s
+        s = summarize(doc["records"], max(window, 1e-9), phase.rate)
+        result = LoadtestResult(
+            model=io.name, protocol=protocol, offered_rate=phase.rate, duration_s=window, batch_size=batch_size,
+            scheduled=s["scheduled"], sent=s["sent"], ok=s["ok"], errors=s["errors"],
+            achieved_rate=s["achieved_rate"], scheduled_rate=s["scheduled_rate"], sent_rate=s["sent_rate"],
+            latency_ms=s["latency_ms"], lag_ms=s["lag_ms"], send_gaps_ks=s["send_gaps_ks"],
+            request_bytes=request_bytes, response_bytes=response_bytes, output_dir=d,
+            files={"json": str(d / "loadtest.json"), "csv": str(d / "loadtest.csv"), "records": str(records_path),
+                   "locust_html": str(out_dir / "locust.html"), "locust_csv": str(out_dir / "locust_stats.csv")},
+            command=tuple(cmd), interrupted=cut,
+            settings={"max_inflight": max_inflight, "seed": phase.seed, "unfinished": meta.get("unfinished", 0),
+                      "input_source": samples.source},
+        )
+        write_summary_csv([result], d / "loadtest.csv")
+        (d / "loadtest.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        results.append(result)
+        interrupted = interrupted or cut
+    if not results and not interrupted:
         if not target.alive():
             raise ServerError("the server stopped responding during the load test",
                               "see the server log below" if target.log_tail() else "check the server",
                               log_tail=target.log_tail())
+        assert run is not None
         raise ExternalToolError(run.cmd, run.returncode, run.tail,
-                                f"locust wrote no records; its log is in {out / 'locust.log'}")
-    doc = json.loads(records_path.read_text())
-    meta = doc["meta"]
-    window = float(meta["schedule_end_s"]) if meta.get("stopped_early") else o.duration_s
-    interrupted = interrupted or bool(meta.get("stopped_early"))
-    s = summarize(doc["records"], max(window, 1e-9), o.rate)
-    result = LoadtestResult(
-        model=io.name, protocol=o.protocol, offered_rate=o.rate, duration_s=window, batch_size=o.batch_size,
-        scheduled=s["scheduled"], sent=s["sent"], ok=s["ok"], errors=s["errors"], achieved_rate=s["achieved_rate"],
-        scheduled_rate=s["scheduled_rate"], sent_rate=s["sent_rate"], latency_ms=s["latency_ms"], lag_ms=s["lag_ms"],
-        send_gaps_ks=s["send_gaps_ks"], request_bytes=request_bytes,
-        response_bytes=response_bytes, output_dir=out,
-        files={"json": str(out / "loadtest.json"), "csv": str(out / "loadtest.csv"), "records": str(records_path),
-               "locust_html": str(out / "locust.html"), "locust_csv": str(out / "locust_stats.csv")},
-        command=tuple(cmd), interrupted=interrupted,
-        settings={"max_inflight": o.max_inflight, "seed": o.seed, "unfinished": meta.get("unfinished", 0),
-                  "input_source": samples.source},
-    )
-    write_summary_csv([result], out / "loadtest.csv")
-    (out / "loadtest.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
-    if not target.alive():
-        raise ServerError(
-            f"the server stopped responding during the load test ({result.ok} requests succeeded)",
-            f"partial results are in {out / 'loadtest.json'}", log_tail=target.log_tail())
-    return result
+                                f"locust wrote no records; its log is in {out_dir / 'locust.log'}")
+    if not interrupted and not target.alive():
+        ok = sum(r.ok for r in results)
+        raise ServerError(f"the server stopped responding during the load test ({ok} requests succeeded)",
+                          f"partial results are in {out_dir}", log_tail=target.log_tail())
+    return results, interrupted
+
+
+def loadtest_on(target: Target, io: ModelIO, samples: Samples, options: LoadtestOptions,
+                progress: Progress = lambda _: None) -> LoadtestResult:
+    """One rate, one locust run against a server that is up."""
+    o = options
+    results, _ = run_locust(
+        target, io, samples, o.protocol, [Phase(o.rate, o.duration_s, o.seed)], o.output_dir,
+        batch_size=o.batch_size, max_inflight=o.max_inflight, model_version=o.model_version,
+        drain_timeout_s=o.drain_timeout_s, progress=progress)
+    if not results:
+        raise KeyboardInterrupt
+    return results[0]
 
 
 SUMMARY_FIELDS = ("protocol", "offered_rate", "scheduled_rate", "achieved_rate", "achieved_ratio",

@@ -106,7 +106,6 @@ class TritonOpenLoopUser(User):
         self.cfg = _config()
         self.requests = load_requests(self.cfg)
         self.client = self.make_client()
-        self.records = _Records()
         self.response_bytes = int(self.cfg.get("response_bytes", {}).get(self.protocol, 0))
 
     def on_stop(self) -> None:
@@ -125,7 +124,7 @@ class TritonOpenLoopUser(User):
         client.close()
 
     # -- the open loop
-    def _one(self, inputs: dict[str, np.ndarray], scheduled: float) -> None:
+    def _one(self, inputs: dict[str, np.ndarray], scheduled: float, t0: float, records: _Records) -> None:
         sent = time.monotonic()
         error = ""
         exc: BaseException | None = None
@@ -137,54 +136,64 @@ class TritonOpenLoopUser(User):
             text = (msg() if callable(msg) else str(e)) or ""
             error = f"{type(e).__name__}: {text.splitlines()[0][:120]}" if text.strip() else type(e).__name__
         latency = time.monotonic() - sent
-        self.records.rows.append((scheduled, sent - self.t0, latency, error))
+        records.rows.append((scheduled, sent - t0, latency, error))
         self.environment.events.request.fire(
             request_type=self.protocol, name=self.cfg["model"], response_time=latency * 1000.0,
             response_length=0 if exc else self.response_bytes, exception=exc, context={})
 
-    @task
-    def dispatch(self) -> None:
+    def _phase(self, phase: dict[str, Any]) -> None:
+        """One Poisson schedule at one rate; its records go to the phase's own file, also when the
+        run is stopped in the middle (locust stops users with GreenletExit on Ctrl-C)."""
         cfg = self.cfg
-        rate = float(cfg["rate"])
-        duration = float(cfg["duration_s"])
+        rate = float(phase["rate"])
+        duration = float(phase["duration_s"])
         pool = Pool(int(cfg.get("max_inflight", 256)))
-        schedule = PoissonSchedule(rate, seed=cfg.get("seed"))
-        # Warm the connection outside the measurement (the first request pays connection set-up).
-        for _ in range(int(cfg.get("warmup_requests", 2))):
-            with contextlib.suppress(Exception):  # errors of the measured requests are what count
-                self.infer(self.requests[0])
-        self.t0 = time.monotonic()
+        schedule = PoissonSchedule(rate, seed=phase.get("seed"))
+        records = _Records()
+        t0 = time.monotonic()
         scheduled = 0
         stopped_early = True
+        schedule_end = 0.0
         try:
             for offset in schedule:
                 if offset >= duration:
                     break
-                _sleep_until(self.t0 + offset)
+                _sleep_until(t0 + offset)
                 inputs = self.requests[scheduled % len(self.requests)]
                 scheduled += 1
                 if pool.full():
-                    self.records.rows.append((offset, -1.0, 0.0, "ClientSaturated"))
+                    records.rows.append((offset, -1.0, 0.0, "ClientSaturated"))
                     self.environment.events.request.fire(
                         request_type=self.protocol, name=cfg["model"], response_time=0.0, response_length=0,
                         exception=RuntimeError("ClientSaturated: max_inflight requests outstanding"), context={})
                     continue
-                pool.spawn(self._one, inputs, offset)
-            schedule_end = time.monotonic() - self.t0
+                pool.spawn(self._one, inputs, offset, t0, records)
+            schedule_end = time.monotonic() - t0
             pool.join(timeout=float(cfg.get("drain_timeout_s", 30)))
             stopped_early = False
-        finally:  # also on Ctrl-C (locust stops users with GreenletExit): keep what was measured
+        finally:
             unfinished = len(pool)
             pool.kill(block=False)
-            elapsed = time.monotonic() - self.t0
-            self.records.dump(cfg["records_path"], {
+            elapsed = time.monotonic() - t0
+            records.dump(phase["records_path"], {
                 "protocol": self.protocol, "rate": rate, "duration_s": duration, "scheduled": scheduled,
                 "unfinished": unfinished, "elapsed_s": elapsed, "stopped_early": stopped_early,
                 "schedule_end_s": elapsed if stopped_early else schedule_end,
             })
+
+    @task
+    def dispatch(self) -> None:
+        # Warm the connection outside the measurement (the first request pays connection set-up).
+        for _ in range(int(self.cfg.get("warmup_requests", 2))):
+            with contextlib.suppress(Exception):  # errors of the measured requests are what count
+                self.infer(self.requests[0])
+        for i, phase in enumerate(self.cfg["phases"]):
+            if i:
+                gevent.sleep(float(self.cfg.get("pause_s", 0.5)))  # let the server settle between rates
+            self._phase(phase)
         self.on_stop()
         runner = self.environment.runner
-        if runner is not None:  # one schedule per run: end the whole locust run now
+        if runner is not None:  # the phases are the whole run: end it now
             gevent.spawn(runner.quit)
         raise StopUser()
 
