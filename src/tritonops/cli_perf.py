@@ -38,6 +38,40 @@ Examples:
   tritonops loadtest embed --url 127.0.0.1:8000 --rate 50 --samples sentences.txt --protocol http-json
 """
 
+STUDY_PROTOCOLS_HELP = """Compare HTTP JSON, HTTP binary and gRPC on one model: open-loop Poisson load at several rates.
+
+Runs {protocols} x {rates} through locust (repeated for a spread) plus a perf_analyzer concurrency sweep per
+protocol, and writes a self-contained HTML report (latency and throughput vs offered load, payload sizes, a
+concurrency sweep) with findings derived from the numbers, plus study.json and study.csv.
+
+Examples:
+
+  tritonops study protocols mlp --serve model_repository/
+
+  tritonops study protocols mlp --url 127.0.0.1:8000 --rates 50:400:50 --repeats 5 --duration 20
+"""
+
+
+def _values(text: str, what: str, integer: bool) -> tuple[float, ...]:
+    """A comma list (1,2,4,8) or a range START:END:STEP."""
+    from tritonops.errors import UsageError
+    from tritonops.perf.analyzer import parse_range
+
+    if ":" in text:
+        return parse_range(text, what, integer)
+    try:
+        values = tuple((int(v) if integer else float(v)) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UsageError(f"cannot parse {what} '{text}'", f"write a comma list or START:END:STEP, e.g. {what} "
+                         + ("1,2,4,8" if integer else "25,50,100")) from None
+    if not values or any(v <= 0 for v in values):
+        raise UsageError(f"{what} '{text}' needs positive values", f"e.g. {what} " + ("1,2,4,8" if integer else "25,50"))
+    return values
+
+
+def _ms2(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
 
 def _ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.2f}"
@@ -158,4 +192,62 @@ def register(app: typer.Typer) -> None:
             out.print(f"results: {r.files['csv']}, {r.files['json']}, {r.files['locust_html']}", markup=False)
         if r.interrupted:
             err.print(f"[yellow]interrupted[/yellow]: {r.ok} requests measured, kept in {r.files['json']}")
+            raise typer.Exit(130)
+
+    study_app = typer.Typer(help="Comparative studies with HTML reports: protocols, configs.", no_args_is_help=True)
+    app.add_typer(study_app, name="study")
+
+    @study_app.command("protocols", help=STUDY_PROTOCOLS_HELP)
+    def study_protocols(
+        model: Annotated[str, typer.Argument(help="Model name, as served.")],
+        serve: Annotated[Path | None, typer.Option(help="Start a server on this model repository.")] = None,
+        url: Annotated[str | None, typer.Option(help="HTTP HOST:PORT of a running server.")] = None,
+        grpc_url: Annotated[str | None, typer.Option(help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
+        rates: Annotated[str, typer.Option(help="Offered Poisson rates λ, req/s: list or START:END:STEP.")
+                         ] = "25,50,100,200",
+        protocols: Annotated[str, typer.Option(help="Comma list of http-json, http-binary, grpc.")
+                             ] = "http-json,http-binary,grpc",
+        repeats: Annotated[int, typer.Option(help="Repeats of the whole matrix, for a spread.")] = 3,
+        duration: Annotated[float, typer.Option(help="Seconds per (protocol, λ) cell.")] = 10.0,
+        concurrency: Annotated[str, typer.Option(
+            help="perf_analyzer concurrency sweep per protocol: list, START:END:STEP, or none.")] = "1,2,4,8",
+        measurement_interval: Annotated[int, typer.Option(help="perf_analyzer window in ms.")] = 2000,
+        stability_percentage: Annotated[float, typer.Option(help="perf_analyzer stability, %.")] = 10.0,
+        batch_size: Annotated[int, typer.Option(help="Batch size per request.")] = 1,
+        samples: Annotated[Path | None, typer.Option(help="Request data (.npz, .txt, images).")] = None,
+        shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input.")] = None,
+        output_dir: Annotated[Path | None, typer.Option(help="[default: study_results/MODEL-protocols]")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        from tritonops.perf.study import ProtocolStudyOptions, run_protocol_study
+
+        conc = () if concurrency.strip().lower() in ("none", "0", "") else tuple(
+            int(c) for c in _values(concurrency, "--concurrency", True))
+        options = ProtocolStudyOptions(
+            model=model, output_dir=output_dir or Path("study_results") / f"{model}-protocols",
+            rates=_values(rates, "--rates", False), repeats=repeats, duration_s=duration,
+            protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()),  # type: ignore[arg-type]
+            concurrency=conc, measurement_interval_ms=measurement_interval,
+            stability_percentage=stability_percentage, serve=serve, url=url, grpc_url=grpc_url,
+            batch_size=batch_size, samples=samples, shapes=tuple(shape or ()),
+        )
+        with _spinner(not as_json) as progress:
+            result = run_protocol_study(options, progress)
+        if as_json:
+            _emit_json(result.to_dict())
+        else:
+            out.print(f"protocol study of {result.model}: {len(result.runs)} open-loop runs, "
+                      f"{sum(len(r) for r in result.concurrency.values())} perf_analyzer points")
+            out.print(f"{'protocol':<12} {'λ/s':>6} {'achieved':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99 range':>13}"
+                      f"  keeps up")
+            for c in result.cells:
+                rng = "-" if c.p99_range is None else f"{c.p99_range[0]:.2f}–{c.p99_range[1]:.2f}"
+                out.print(f"{c.protocol:<12} {c.rate:>6g} {c.achieved_rate:>9.1f} {_ms2(c.p50_ms):>7} "
+                          f"{_ms2(c.p99_ms):>7} {rng:>13}  {'yes' if c.keeps_up else 'no'}", markup=False)
+            for f in result.findings:
+                out.print(f"• {f}", markup=False)
+            out.print(f"report: {result.files['html']}  (data: {result.files['json']}, {result.files['csv']})",
+                      markup=False)
+        if result.interrupted:
+            err.print(f"[yellow]interrupted[/yellow]: the report covers the runs that finished: {result.files['html']}")
             raise typer.Exit(130)
