@@ -22,7 +22,8 @@ async function rasterCheck(svg) {
   const marks = [...svg.querySelectorAll('path.series, circle.point, rect.bar')];
   const drawn = marks.filter(m => { const b = m.getBBox(); return b.width > 0 || b.height > 0; }).length;
   const img = new Image();
-  img.src = 'data:image/svg+xml;base64,' + btoa(unescape(encodeURIComponent(new XMLSerializer().serializeToString(svg))));
+  const xml = new XMLSerializer().serializeToString(svg);
+  img.src = 'data:image/svg+xml;base64,' + btoa(unescape(encodeURIComponent(xml)));
   await img.decode();
   const c = document.createElement('canvas');
   c.width = Math.round(r.width); c.height = Math.round(r.height);

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from report_check import render_check
-
 from tritonops.perf.analyzer import PerfRow
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.study import Cell, derive_findings
@@ -21,9 +20,12 @@ def cell(protocol, rate, p99, rng, achieved_vs_scheduled=1.0, errors=0, req=100,
 
 def test_findings_follow_the_numbers():
     cells = [
-        cell("http-json", 25, 3.0, (2.8, 3.3)), cell("http-binary", 25, 2.5, (2.3, 2.7)), cell("grpc", 25, 1.5, (1.4, 1.6)),
-        cell("http-json", 50, 3.2, (3.0, 3.5)), cell("http-binary", 50, 2.6, (2.4, 2.8)), cell("grpc", 50, 1.7, (1.5, 1.9)),
-        cell("http-json", 100, 4.0, (3.0, 6.0)), cell("http-binary", 100, 3.5, (2.0, 5.0)), cell("grpc", 100, 3.0, (2.2, 4.4)),
+        cell("http-json", 25, 3.0, (2.8, 3.3)), cell("http-binary", 25, 2.5, (2.3, 2.7)),
+        cell("grpc", 25, 1.5, (1.4, 1.6)),
+        cell("http-json", 50, 3.2, (3.0, 3.5)), cell("http-binary", 50, 2.6, (2.4, 2.8)),
+        cell("grpc", 50, 1.7, (1.5, 1.9)),
+        cell("http-json", 100, 4.0, (3.0, 6.0)), cell("http-binary", 100, 3.5, (2.0, 5.0)),
+        cell("grpc", 100, 3.0, (2.2, 4.4)),
         cell("http-json", 200, 7.0, (6.5, 7.5)), cell("http-binary", 200, 5.0, (4.0, 6.0)),
         cell("grpc", 200, 90.0, (80.0, 99.0), achieved_vs_scheduled=0.8, errors=12),
     ]

@@ -65,7 +65,8 @@ def _values(text: str, what: str, integer: bool) -> tuple[float, ...]:
         raise UsageError(f"cannot parse {what} '{text}'", f"write a comma list or START:END:STEP, e.g. {what} "
                          + ("1,2,4,8" if integer else "25,50,100")) from None
     if not values or any(v <= 0 for v in values):
-        raise UsageError(f"{what} '{text}' needs positive values", f"e.g. {what} " + ("1,2,4,8" if integer else "25,50"))
+        example = "1,2,4,8" if integer else "25,50"
+        raise UsageError(f"{what} '{text}' needs positive values", f"e.g. {what} {example}")
     return values
 
 
