@@ -227,7 +227,7 @@ def register(app: typer.Typer) -> None:
         options = ProtocolStudyOptions(
             model=model, output_dir=output_dir or Path("study_results") / f"{model}-protocols",
             rates=_values(rates, "--rates", False), repeats=repeats, duration_s=duration,
-            protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()),  # type: ignore[arg-type]
+            protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()),  # type: ignore[misc]
             concurrency=conc, measurement_interval_ms=measurement_interval,
             stability_percentage=stability_percentage, serve=serve, url=url, grpc_url=grpc_url,
             batch_size=batch_size, samples=samples, shapes=tuple(shape or ()),
