@@ -247,3 +247,30 @@ def test_study_protocols_cli_writes_a_report_that_renders(cli, repo, tmp_path):
         assert p["width"] >= 600 and p["height"] >= 300, p
         assert p["marks"] > 0 and p["drawn"] == p["marks"], p
         assert p["colored"] > 1000, p
+
+
+def test_study_config_compares_naive_and_generated(cli, repo, tmp_path):
+    out_dir = tmp_path / "cfg"
+    code, out, err = cli("study", "config", "mlp", "--repo", repo, "--variant", "generated", "--concurrency", "1,4",
+                         "--repeats", "1", "--measurement-interval", "300", "--stability-percentage", "100",
+                         "--p99-budget", "1000", "--output-dir", out_dir, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["schema"] == "tritonops.study.config/1"
+    assert [v["name"] for v in doc["variants"]] == ["naive", "generated"]
+    naive_cfg, generated_cfg = (v["config"] for v in doc["variants"])
+    assert "dynamic_batching" not in naive_cfg and "dynamic_batching" in generated_cfg
+    # the variants were served under their own names, versions linked to the original model files
+    staged = out_dir / "repository"
+    assert sorted(p.name for p in staged.iterdir()) == ["mlp__generated", "mlp__naive"]
+    assert (staged / "mlp__naive" / "1").resolve() == (repo / "mlp" / "1").resolve()
+    assert 'name: "mlp__naive"' in (staged / "mlp__naive" / "config.pbtxt").read_text()
+    assert sorted((p["variant"], p["concurrency"]) for p in doc["points"]) == [
+        ("generated", 1), ("generated", 4), ("naive", 1), ("naive", 4)]
+    assert doc["peak_ratio_vs_naive"]["naive"] == 1.0
+    assert doc["peak_ratio_vs_naive"]["generated"] == pytest.approx(
+        doc["peak_throughput"]["generated"] / doc["peak_throughput"]["naive"])
+    assert set(doc["throughput_within_budget"]) == {"naive", "generated"}
+    assert any(f.startswith("The generated config reaches") for f in doc["findings"])
+    plots = render_check(out_dir / "report.html", tmp_path)
+    assert len(plots) == 4 and all(p["marks"] > 0 and p["drawn"] == p["marks"] for p in plots)

@@ -51,6 +51,19 @@ Examples:
   tritonops study protocols mlp --url 127.0.0.1:8000 --rates 50:400:50 --repeats 5 --duration 20
 """
 
+STUDY_CONFIG_HELP = """Compare the naive config, tritonops' generated config and variants of it under the same load.
+
+Variants (naive: no dynamic batching, 1 instance; generated: config.pbtxt as in the repository; batching with
+2 instances; batching with a 500 us queue delay; 2 instances without batching) are served side by side by one
+server and swept with perf_analyzer. Reports throughput and p99 ratios to the naive config in an HTML report.
+
+Examples:
+
+  tritonops study config mlp --repo model_repository/
+
+  tritonops study config mlp --repo model_repository/ --concurrency 1,8,32 --p99-budget 20 --repeats 3
+"""
+
 
 def _values(text: str, what: str, integer: bool) -> tuple[float, ...]:
     """A comma list (1,2,4,8) or a range START:END:STEP."""
@@ -251,4 +264,56 @@ def register(app: typer.Typer) -> None:
                       markup=False)
         if result.interrupted:
             err.print(f"[yellow]interrupted[/yellow]: the report covers the runs that finished: {result.files['html']}")
+            raise typer.Exit(130)
+
+    @study_app.command("config", help=STUDY_CONFIG_HELP)
+    def study_config(
+        model: Annotated[str, typer.Argument(help="Model name in the repository.")],
+        repository: Annotated[Path, typer.Option("--repo", help="Model repository holding MODEL.")
+                              ] = Path("model_repository"),
+        concurrency: Annotated[str, typer.Option(help="Concurrency sweep: list or START:END:STEP.")] = "1,4,16",
+        protocol: Annotated[str, typer.Option(help="http or grpc.")] = "grpc",
+        repeats: Annotated[int, typer.Option(help="Repeats of every variant's sweep, interleaved.")] = 2,
+        p99_budget: Annotated[float | None, typer.Option(help="Also compare throughput within this p99, in ms.")
+                              ] = None,
+        variant: Annotated[list[str] | None, typer.Option(
+            help="Only these variants (repeatable; naive is always kept): generated, batching_2x, "
+                 "batching_delay500, instances_2x.")] = None,
+        measurement_interval: Annotated[int, typer.Option(help="perf_analyzer window in ms.")] = 2000,
+        stability_percentage: Annotated[float, typer.Option(help="perf_analyzer stability, %.")] = 25.0,
+        samples: Annotated[Path | None, typer.Option(help="Request data (.npz, .txt, images).")] = None,
+        shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input.")] = None,
+        output_dir: Annotated[Path | None, typer.Option(help="[default: study_results/MODEL-config]")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    ) -> None:
+        from tritonops.perf.config_study import ConfigStudyOptions, run_config_study
+
+        options = ConfigStudyOptions(
+            model=model, repository=repository, output_dir=output_dir or Path("study_results") / f"{model}-config",
+            concurrency=tuple(int(c) for c in _values(concurrency, "--concurrency", True)),
+            protocol=protocol,  # type: ignore[arg-type]
+            repeats=repeats, p99_budget_ms=p99_budget, variants=tuple(variant or ()),
+            measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
+            samples=samples, shapes=tuple(shape or ()),
+        )
+        with _spinner(not as_json) as progress:
+            r = run_config_study(options, progress)
+        if as_json:
+            _emit_json(r.to_dict())
+        else:
+            out.print(f"config study of {r.model}: {len(r.variants)} variants x concurrency "
+                      f"{','.join(str(c) for c in options.concurrency)} x {options.repeats} repeats")
+            out.print(f"{'variant':<18} {'peak infer/s':>12} {'x naive':>8}"
+                      + (f" {'within p99 ' + format(r.budget_ms, 'g') + ' ms':>18}" if r.budget_ms else ""))
+            for v in r.variants:
+                within = ""
+                if r.budget_ms:
+                    within = f" {r.budget_throughput.get(v.name, 0.0):>18.1f}"
+                out.print(f"{v.name:<18} {r.peak.get(v.name, 0.0):>12.1f} "
+                          f"{r.peak_ratio.get(v.name, 0.0):>8.2f}{within}", markup=False)
+            for f in r.findings:
+                out.print(f"• {f}", markup=False)
+            out.print(f"report: {r.files['html']}  (data: {r.files['json']})", markup=False)
+        if r.interrupted:
+            err.print(f"[yellow]interrupted[/yellow]: the report covers the runs that finished: {r.files['html']}")
             raise typer.Exit(130)
