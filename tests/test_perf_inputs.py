@@ -122,3 +122,18 @@ def test_perf_analyzer_csv_is_parsed_into_typed_rows():
     assert [g.load for g in grpc] == [100.0, 300.0]
     assert grpc[0].avg_us == 10 + 396 + 117 + 33 + 385 + 165 + 3
     assert grpc[1].requests_per_s == pytest.approx(287.952)
+
+
+def test_images_decode_to_a_numeric_input_of_the_model_shape(tmp_path):
+    pil = pytest.importorskip("PIL.Image", reason="Pillow decodes image samples (the [perf] extra installs it)")
+    rgb = np.zeros((10, 20, 3), dtype=np.uint8)
+    rgb[:, :10, 0] = 255  # left half red
+    pil.fromarray(rgb).save(tmp_path / "a.png")
+    hwc = load_samples(tmp_path / "a.png", [spec("img", "FP32", (4, 8, 3))], batched=True)
+    x = hwc.items[0]["img"]
+    assert x.shape == (4, 8, 3) and x.dtype == np.float32
+    assert x[:, 0, 0].tolist() == [1.0] * 4 and x[:, -1, 0].tolist() == [0.0] * 4  # scaled to [0, 1], resized
+    chw = load_samples(tmp_path, [spec("img", "UINT8", (3, 4, 8))], batched=True)
+    assert chw.items[0]["img"].shape == (3, 4, 8) and chw.items[0]["img"][0, 0, 0] == 255
+    with pytest.raises(UsageError, match=r"^input 'img' has dims \[-1,-1,3\]; decoded images need fixed HWC"):
+        load_samples(tmp_path / "a.png", [spec("img", "FP32", (-1, -1, 3))], batched=True)
