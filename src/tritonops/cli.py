@@ -258,6 +258,9 @@ def doctor(
 # ------------------------------------------------------------------------------------------- more commands
 # Each area registers its commands on `app` from its own module (imported here, after `app`, `out`
 # and `err` exist, since those modules import them).
+from tritonops import cli_validate  # noqa: E402
+
+cli_validate.register(app)
 # ----- entry (register modules above this line)
 
 
