@@ -4,9 +4,14 @@ prints the table (or --json), and exits 7 with the first failure when anything f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from tritonops.validate import CheckResult, ValidationReport
 
 VALIDATE_HELP = """Prove a Triton deployment works: readiness, metadata vs config, inference over HTTP JSON,
 HTTP binary and gRPC at batch 1 and a larger batch, identical outputs across the three, outputs equal
@@ -103,24 +108,22 @@ def register(app: typer.Typer) -> None:
             out.print(render_table(report))
             counts = report.to_dict()["counts"]
             verdict = "[green]all checks passed[/green]" if report.ok else "[red]validation failed[/red]"
+            n = len(report.models)
             out.print(f"{verdict}: {counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped "
-                      f"({len(report.models)} models, Triton {report.server_version} at {report.http_url})")
+                      f"({n} model{'s' if n != 1 else ''}, Triton {report.server_version} at {report.http_url})")
         if not report.ok:
             raise report.error()
 
 
-def render_table(report):  # type: ignore[no-untyped-def]
+def render_table(report: ValidationReport) -> Table:
     """model × check rows, one column per protocol (a check that is not per protocol spans them)."""
-    from rich.markup import escape
-    from rich.table import Table
-
     table = Table(show_lines=False, header_style="bold", pad_edge=False)
-    table.add_column("model")
-    table.add_column("check")
+    table.add_column("model", no_wrap=True)
+    table.add_column("check", no_wrap=True)
     for _, title in _PROTOCOL_COLUMNS:
         table.add_column(title, no_wrap=True)
     table.add_column("detail", overflow="fold")
-    groups: dict[tuple[str, str], list] = {}
+    groups: dict[tuple[str, str], list[CheckResult]] = {}
     for row in report.rows:
         groups.setdefault((row.model, row.check), []).append(row)
     last_model = None
@@ -147,7 +150,7 @@ def render_table(report):  # type: ignore[no-untyped-def]
 PROTOCOL_KEYS = ("http", "grpc", "http-json", "http-binary")
 
 
-def _cell(row) -> str:  # type: ignore[no-untyped-def]
+def _cell(row: CheckResult) -> str:
     mark = {"pass": "[green]✓[/green]", "fail": "[red]✗[/red]", "skip": "[yellow]–[/yellow]"}[row.status]
     if row.latency_ms is not None:
         return f"{mark} {row.latency_ms:.2f} ms"

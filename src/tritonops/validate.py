@@ -525,14 +525,17 @@ class _Clients:
         self.options = options
         self.http = httpclient.InferenceServerClient(
             options.http_url, connection_timeout=min(10.0, options.timeout_s), network_timeout=options.timeout_s)
-        channel_args = None
+        self.grpc = grpcclient.InferenceServerClient(options.grpc_url)
+        # The message limit mimics a production client's, which matters for inference messages;
+        # metadata and statistics go through the unlimited client.
+        self.grpc_infer = self.grpc
         if options.grpc_max_message_bytes is not None:
-            channel_args = [("grpc.max_send_message_length", options.grpc_max_message_bytes),
-                            ("grpc.max_receive_message_length", options.grpc_max_message_bytes)]
-        self.grpc = grpcclient.InferenceServerClient(options.grpc_url, channel_args=channel_args)
+            limit = options.grpc_max_message_bytes
+            self.grpc_infer = grpcclient.InferenceServerClient(options.grpc_url, channel_args=[
+                ("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)])
 
     def close(self) -> None:
-        for c in (self.http, self.grpc):
+        for c in {id(x): x for x in (self.http, self.grpc, self.grpc_infer)}.values():
             with contextlib.suppress(Exception):  # closing a broken connection must not hide the real error
                 c.close()
 
@@ -959,7 +962,7 @@ def _infer(run: _Run, protocol: str, model: ModelUnderTest, inputs: Mapping[str,
             i.set_data_from_numpy(a)
             ins.append(i)
         outs = [mod.InferRequestedOutput(n) for n in out_names]
-        res = c.grpc.infer(model.name, ins, outputs=outs, client_timeout=run.options.timeout_s, **kwargs)
+        res = c.grpc_infer.infer(model.name, ins, outputs=outs, client_timeout=run.options.timeout_s, **kwargs)
     else:
         binary = protocol == "http-binary"
         mod = c.http_mod
