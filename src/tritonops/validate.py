@@ -665,7 +665,7 @@ def _server_checks(run: _Run) -> str:
 
 def _health_checks(run: _Run, index: Mapping[str, _IndexEntry]) -> None:
     c = run.clients
-    not_ready = sorted(n for n, e in index.items() if e.state != "READY")
+    not_ready = sorted(n for n, e in index.items() if e.state != "READY" and not _unloaded(e))
     for proto, client in (("http", c.http), ("grpc", c.grpc)):
         live = client.is_server_live()
         run.add(SERVER, "live", proto, "pass" if live else "fail", "live" if live else "not live",
@@ -701,12 +701,20 @@ def _vkey(v: str) -> int:
     return int(v) if v.isdigit() else -1
 
 
+def _unloaded(entry: _IndexEntry) -> bool:
+    """Explicit model control: in the repository but not loaded (on purpose, until someone loads it)."""
+    return not entry.state or (entry.state == "UNAVAILABLE" and entry.reason.strip() == "unloaded")
+
+
 def _select_models(options: ValidateOptions, index: Mapping[str, _IndexEntry]) -> list[str]:
     if not options.models:
-        if not index:
-            raise ValidationFailed(f"the server at {options.http_url} has no models",
-                                   "check the repository the server was started with")
-        return sorted(index)
+        loaded = sorted(n for n, e in index.items() if not _unloaded(e))
+        if not loaded:
+            there = f" (not loaded: {', '.join(sorted(index))})" if index else ""
+            raise ValidationFailed(f"the server at {options.http_url} has no loaded models{there}",
+                                   "check the repository the server was started with, or load models "
+                                   "(explicit model control) before validating")
+        return loaded
     for m in options.models:
         if m not in index:
             there = ", ".join(sorted(index)) or "none"
@@ -744,7 +752,7 @@ def _validate_model(run: _Run, name: str, entry: _IndexEntry, user_inputs: Mappi
     reason = _first_line(entry.reason) or "the server gives no reason"
     ready = {}
     for proto, client in (("http", run.clients.http), ("grpc", run.clients.grpc)):
-        ready[proto] = ok = entry.state == "READY" and client.is_model_ready(name)
+        ready[proto] = ok = entry.state == "READY" and client.is_model_ready(name, entry.version)
         run.add(name, "ready", proto, "pass" if ok else "fail", f"version {entry.version} ready" if ok else
                 f"not ready ({entry.state or 'UNKNOWN'}): {reason}",
                 hint="" if ok else "see the server log for the whole error; `tritonops check REPOSITORY` "
@@ -778,6 +786,10 @@ def _validate_model(run: _Run, name: str, entry: _IndexEntry, user_inputs: Mappi
 
 def _model_dir(repository: Path | None, name: str) -> Path | None:
     if repository is None:
+        return None
+    try:
+        check_model_name(name)  # the name comes from the server: never let it walk out of the repository
+    except UsageError:
         return None
     d = repository / name
     return d if d.is_dir() else None
@@ -932,8 +944,10 @@ def _inference_checks(run: _Run, model: ModelUnderTest, user_inputs: Mapping[str
 def _unsupported_protocols(in_specs: Sequence[TensorSpec], out_specs: Sequence[TensorSpec],
                            cases: Sequence[_Case]) -> dict[str, str]:
     skipped: dict[str, str] = {}
-    if any(t.dtype.name == "BF16" for t in (*in_specs, *out_specs)):
-        skipped["http-json"] = "BF16 has no JSON encoding (binary data only)"
+    half = sorted({t.dtype.name for t in (*in_specs, *out_specs) if t.dtype.name in ("FP16", "BF16")})
+    if half:
+        # Triton's HTTP server refuses these as JSON ("receiving FP16 data via JSON is not supported").
+        skipped["http-json"] = f"Triton's HTTP API carries {'/'.join(half)} as binary data only, not as JSON"
     for case in cases:
         for n, a in case.inputs.items():
             if a.dtype == np.object_:
@@ -962,7 +976,8 @@ def _infer(run: _Run, protocol: str, model: ModelUnderTest, inputs: Mapping[str,
             i.set_data_from_numpy(a)
             ins.append(i)
         outs = [mod.InferRequestedOutput(n) for n in out_names]
-        res = c.grpc_infer.infer(model.name, ins, outputs=outs, client_timeout=run.options.timeout_s, **kwargs)
+        res = c.grpc_infer.infer(model.name, ins, model_version=model.version, outputs=outs,
+                                 client_timeout=run.options.timeout_s, **kwargs)
     else:
         binary = protocol == "http-binary"
         mod = c.http_mod
@@ -972,7 +987,7 @@ def _infer(run: _Run, protocol: str, model: ModelUnderTest, inputs: Mapping[str,
             i.set_data_from_numpy(a, binary_data=binary)
             ins.append(i)
         outs = [mod.InferRequestedOutput(n, binary_data=binary) for n in out_names]
-        res = c.http.infer(model.name, ins, outputs=outs, **kwargs)
+        res = c.http.infer(model.name, ins, model_version=model.version, outputs=outs, **kwargs)
     result = {}
     for n in out_names:
         arr = res.as_numpy(n)
