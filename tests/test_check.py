@@ -60,3 +60,23 @@ def test_check_missing_repository(tmp_path, cli):
     code, _, err = cli("check", tmp_path / "nope")
     assert code == 2
     assert f"error: repository '{tmp_path / 'nope'}' does not exist" in err
+
+
+@pytest.mark.server
+def test_real_tritonserver_agrees_with_check(bad_repo):
+    """The oracle: the bundled real tritonserver loads every good model and refuses every case.
+
+    Config-level rules are enforced by Triton's core itself. The ONNX I/O agreement rules are
+    enforced at load by the ONNX Runtime backend; on machines without Triton's native ORT backend
+    that is tritonops' Python-based onnxruntime backend, which mirrors those load-time checks."""
+    from tritonops.server import ServerOptions, TritonServer
+
+    opts = ServerOptions(repository=bad_repo, http_port=0, grpc_port=0, metrics_port=0, strict_readiness=False,
+                         exit_on_error=False)
+    with TritonServer(opts) as server:
+        states = {s.name: s for s in server.model_states()}
+    for good in GOOD:
+        assert states[good].state == "READY", states.get(good)
+    for case in CASES:
+        st = states.get(case.name)
+        assert st is not None and st.state != "READY", (case.name, st)

@@ -406,7 +406,7 @@ def _add_onnx(staged: StagedModel, info: OnnxInfo) -> None:
         staged.add_file(info.path, "model.onnx")
 
 
-def _smoke_onnx(path: Path, spec: ModelSpec, opts: BuildOptions):  # type: ignore[no-untyped-def]
+def _smoke_onnx(path: Path, spec: ModelSpec, opts: BuildOptions) -> Any:
     """No conversion happened, so verification means: onnxruntime loads the model and produces
     outputs of the declared shapes at two batch sizes."""
     from tritonops.convert.verify import runner_onnxruntime, verify_shapes

@@ -3,8 +3,10 @@ renders its result; errors become one red line plus a hint (tracebacks only with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -46,7 +48,7 @@ def _main(
 
 
 @contextmanager
-def _spinner(enabled: bool = True):  # type: ignore[no-untyped-def]
+def _spinner(enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A spinner on stderr; yields the progress callback the library calls with each step."""
     if not enabled or not err.is_terminal:
         yield lambda msg: None
@@ -88,7 +90,8 @@ Examples:
 def build(
     source: Annotated[str | None, typer.Argument(help="Model file or module:factory.", show_default=False)] = None,
     file: Annotated[Path | None, typer.Option("-f", "--file", help="Build every model in a YAML build file.")] = None,
-    repo: Annotated[Path, typer.Option("--repo", help="Model repository directory.")] = Path("model_repository"),
+    repo: Annotated[Path | None, typer.Option(
+        "--repo", help="Model repository directory [default: model_repository; with -f: the file's].")] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: from the file name).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, onnx, torchscript or tensorrt.")] = "auto",
     max_batch_size: Annotated[int | None, typer.Option(
@@ -133,10 +136,13 @@ def build(
         raise UsageError("--input and --example-shape mean the same thing", "use one of them")
     if file is not None:
         options = load_build_file(file)
+        if repo is not None:
+            options = [dataclasses.replace(o, repository=repo) for o in options]
     else:
         assert source is not None
         options = [BuildOptions(
-            source=source, format=fmt, name=name, repository=repo, max_batch_size=max_batch_size,  # type: ignore[arg-type]
+            source=source, format=fmt, name=name,  # type: ignore[arg-type]
+            repository=repo or Path("model_repository"), max_batch_size=max_batch_size,
             instances=instances, kind=kind, gpus=tuple(gpu or ()), dynamic_batching=dynamic_batching,  # type: ignore[arg-type]
             preferred_batch_sizes=tuple(preferred_batch_size or ()), max_queue_delay_us=max_queue_delay_us,
             preserve_ordering=preserve_ordering, priority_levels=priority_levels,

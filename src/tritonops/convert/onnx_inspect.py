@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tritonops.dtypes import DType, from_onnx
 from tritonops.errors import ModelError, UsageError
@@ -132,7 +133,7 @@ def inspect_onnx(path: Path) -> OnnxInfo:
     return OnnxInfo(file, inputs, outputs, opset, model.ir_version, model.producer_name, tuple(external))
 
 
-def _tensor(value, kind: str) -> OnnxTensor:  # type: ignore[no-untyped-def]
+def _tensor(value: Any, kind: str) -> OnnxTensor:
     tt = value.type.tensor_type
     if not value.type.HasField("tensor_type"):
         raise ModelError(f"{kind} '{value.name}' is not a tensor (sequence/map types cannot be served)",
