@@ -357,3 +357,25 @@ def test_tensor_specs_keep_reshape():
         "output": [{"name": "y", "data_type": "TYPE_STRING", "dims": [-1]}]}, "test")
     ins, outs = tensor_specs(cfg)
     assert ins[0].reshape == () and ins[0].dims == (1,) and outs[0].dtype.name == "BYTES"
+
+
+@pytest.mark.torch
+def test_torchscript_reference_runner(tmp_path):
+    torch = pytest.importorskip("torch", reason="needs the torch extra")
+    from tritonops.pbtxt import dict_to_config
+    from tritonops.validate import ModelUnderTest, TorchScriptReference
+
+    torch.manual_seed(0)
+    module = torch.nn.Linear(4, 2).eval()
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(module), str(path))
+    cfg = dict_to_config({"name": "lin", "platform": "pytorch_libtorch", "max_batch_size": 8,
+                          "input": [{"name": "INPUT__0", "data_type": "TYPE_FP32", "dims": [4]}],
+                          "output": [{"name": "OUTPUT__0", "data_type": "TYPE_FP32", "dims": [2]}]}, "test")
+    runner = TorchScriptReference(ModelUnderTest("lin", "1", cfg, None, path))
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    got = runner({"INPUT__0": x})
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()
+    assert list(got) == ["OUTPUT__0"] and np.array_equal(got["OUTPUT__0"], want)
+    assert runner.description.startswith("torch.jit ")

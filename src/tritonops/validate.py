@@ -342,25 +342,11 @@ def tensor_specs(config: mc.ModelConfig) -> tuple[tuple[TensorSpec, ...], tuple[
 
 
 def generate_inputs(specs: Sequence[TensorSpec], batch: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Example data for every type: normal floats, small non-negative integers (safe as indices or
-    token ids), random booleans and short UTF-8 strings (JSON needs UTF-8). Variable dims become 3."""
-    out: dict[str, np.ndarray] = {}
-    for t in specs:
-        if t.optional:
-            continue
-        shape = ((batch,) if batch is not None else ()) + tuple(3 if d < 0 else d for d in t.dims)
-        name = t.dtype.name
-        if name == "BYTES":
-            words = np.array([f"tritonops {i} ✓".encode() for i in range(16)], dtype=np.object_)
-            out[t.name] = words[rng.integers(0, len(words), size=shape)] if shape else np.array(words[0])
-        elif name == "BOOL":
-            out[t.name] = rng.random(shape) < 0.5
-        elif name in ("FP16", "FP32", "FP64", "BF16"):
-            out[t.name] = rng.standard_normal(shape).astype(numpy_dtype(t.dtype))
-        else:
-            low, high = (0, 8) if t.value_range is None else (int(t.value_range[0]), int(t.value_range[1]) + 1)
-            out[t.name] = rng.integers(low, high, size=shape).astype(t.dtype.numpy)
-    return out
+    """Example data for the required inputs (convert.examples: every type; BYTES as short ASCII,
+    which JSON can carry). Variable dims become 3, so a dims bug cannot hide behind a square shape."""
+    from tritonops.convert.examples import make_inputs
+
+    return make_inputs([t for t in specs if not t.optional], batch, rng, dim_default=3)
 
 
 def load_inputs(path: Path) -> dict[str, np.ndarray]:
