@@ -1239,6 +1239,18 @@ def parse_size(text: str) -> int:
 
 
 def validate_repository(repository: Path, options: ValidateOptions, progress: Progress | None = None, *,
-                        cache_size_bytes: int | None = None) -> ValidationReport:
+                        cache_size_bytes: int | None = None,
+                        references: Mapping[str, ReferenceRunner] | None = None) -> ValidationReport:
     """Start a real server on ``repository`` (free ports), validate every model, stop it."""
-    raise NotImplementedError("waiting for tritonops.server")
+    import dataclasses
+
+    from tritonops.server import ServerOptions, TritonServer
+
+    say = progress or (lambda _msg: None)
+    say(f"starting tritonserver on {repository}")
+    server_options = ServerOptions(repository=repository, cache_size_bytes=cache_size_bytes,
+                                   exit_on_error=False, strict_readiness=False)
+    with TritonServer(server_options) as server:
+        opts = dataclasses.replace(options, http_url=server.http_url, grpc_url=server.grpc_url,
+                                   metrics_url=server.metrics_url, repository=options.repository or repository)
+        return validate(opts, progress, references=references)
