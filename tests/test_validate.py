@@ -81,6 +81,9 @@ def _build_repo(root: Path) -> tuple[Path, Path]:
     build(BuildOptions(source=str(fixed), repository=repo, name="fixed"))
     build(BuildOptions(source=str(mlp), repository=repo, name="swapped", max_batch_size=8))
     onnx_models.mlp(src / "other.onnx", seed=1)  # same shapes, other weights
+    # A model whose file is not ONNX: the server reports it UNAVAILABLE with onnxruntime's reason.
+    build(BuildOptions(source=str(mlp), repository=repo, name="broken", max_batch_size=8))
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
     return repo, src
 
 
@@ -89,7 +92,9 @@ def served(tmp_path_factory):
     from tritonops.server import ServerOptions, TritonServer
 
     repo, src = _build_repo(tmp_path_factory.mktemp("validate"))
-    with TritonServer(ServerOptions(repository=repo, cache_size_bytes=4 << 20)) as server:
+    # Start despite "broken", the way `validate --serve` does, so its reason can be checked.
+    options = ServerOptions(repository=repo, cache_size_bytes=4 << 20, exit_on_error=False, strict_readiness=False)
+    with TritonServer(options) as server:
         # The server has loaded "swapped"; now the repository's file changes under it.
         shutil.copy(src / "other.onnx", repo / "swapped" / "1" / "model.onnx")
         yield Served(repo, src, server.http_url, server.grpc_url, server.metrics_url,
@@ -129,7 +134,7 @@ def test_batched_string_and_nonbatched_models_pass_over_all_paths(served):
         assert first.status == "pass" and first.latency_ms is not None
     assert "OUTPUT BYTES[4, 2]" in _rows(report, "text", "infer b=4")["http-json"].detail
     assert "y FP32[1, 3]" in _rows(report, "fixed", "infer b=-")["grpc"].detail
-    assert {r.status for r in report.rows_for("")} == {"pass"}  # server live and ready over both
+    assert {r.status for r in report.rows_for("")} == {"pass"}  # live, and ready (not strict) over both
 
 
 @pytest.mark.server
@@ -238,7 +243,19 @@ def test_grpc_message_limit(served, cli):
 def test_unknown_model(served, cli):
     code, _, err = cli("validate", *served.ports(), "--model", "nope")
     assert_clean_error(code, err, "model 'nope' is not in the server's repository "
-                                  "(models there: fixed, mlp, swapped, text)", 7)
+                                  "(models there: broken, fixed, mlp, swapped, text)", 7)
+
+
+@pytest.mark.server
+def test_model_not_ready_gives_the_servers_reason(served, cli):
+    code, out, err = cli("validate", *served.ports(), "--model", "broken", "--model", "text")
+    assert "text" in out and "infer b=1" in out  # the other model is still validated
+    assert_clean_error(code, err, re.compile(
+        r"error: model 'broken' is not ready \(UNAVAILABLE\): .*INVALID_PROTOBUF.* \(and 1 more failed check\)"), 7)
+    report = validate(served.options(models=("broken",)))
+    rows = _rows(report, "broken", "ready")
+    assert set(rows) == {"http", "grpc"} and {r.status for r in rows.values()} == {"fail"}
+    assert [r.check for r in report.rows_for("broken")] == ["ready", "ready"]  # nothing else is attempted
 
 
 def test_unreachable_server(cli):
@@ -379,3 +396,22 @@ def test_torchscript_reference_runner(tmp_path):
         want = module(torch.from_numpy(x)).numpy()
     assert list(got) == ["OUTPUT__0"] and np.array_equal(got["OUTPUT__0"], want)
     assert runner.description.startswith("torch.jit ")
+
+
+@pytest.mark.server
+def test_cli_serve_validates_and_stops(cli, tmp_path):
+    """`validate REPO --serve`: a server of its own (here with the response cache turned on
+    because the model asks for it), everything validated, then the server is gone."""
+    import socket
+
+    mlp = onnx_models.mlp(tmp_path / "src" / "mlp.onnx")
+    repo = tmp_path / "repo"
+    build(BuildOptions(source=str(mlp), repository=repo, name="clf", max_batch_size=4, response_cache=True))
+    code, out, err = cli("validate", repo, "--serve")
+    assert code == 0, err
+    assert "clf" in out and "response cache" in out
+    m = re.search(r"all checks passed: (\d+) passed, 0 failed, 0 skipped \(1 model, Triton 2\.51\.0 at "
+                  r"127\.0\.0\.1:(\d+)\)", out)
+    assert m, out
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", int(m.group(2))))
