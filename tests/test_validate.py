@@ -21,6 +21,7 @@ import onnx_models
 from tritonops.build import BuildOptions, build
 from tritonops.dtypes import BY_NAME
 from tritonops.errors import ServerError, UsageError, ValidationFailed
+from tritonops.pbtxt import config_to_text, dict_to_config, read_config
 from tritonops.spec import TensorSpec
 from tritonops.validate import (
     CheckResult,
@@ -81,6 +82,15 @@ def _build_repo(root: Path) -> tuple[Path, Path]:
     build(BuildOptions(source=str(fixed), repository=repo, name="fixed"))
     build(BuildOptions(source=str(mlp), repository=repo, name="swapped", max_batch_size=8))
     onnx_models.mlp(src / "other.onnx", seed=1)  # same shapes, other weights
+    # An ensemble over mlp (IN -> x, y -> OUT), written through the protobuf renderer.
+    (repo / "pipe" / "1").mkdir(parents=True)
+    (repo / "pipe" / "config.pbtxt").write_text(config_to_text(dict_to_config({
+        "name": "pipe", "platform": "ensemble", "max_batch_size": 8,
+        "input": [{"name": "IN", "data_type": "TYPE_FP32", "dims": [4]}],
+        "output": [{"name": "OUT", "data_type": "TYPE_FP32", "dims": [3]}],
+        "ensemble_scheduling": {"step": [{"model_name": "mlp", "model_version": -1, "input_map": {"x": "IN"},
+                                          "output_map": {"y": "OUT"}}]},
+    }, "pipe")))
     # A model whose file is not ONNX: the server reports it UNAVAILABLE with onnxruntime's reason.
     build(BuildOptions(source=str(mlp), repository=repo, name="broken", max_batch_size=8))
     (repo / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
@@ -160,26 +170,37 @@ def test_user_inputs_npz_and_json(served, tmp_path):
     assert report.ok, [r.line() for r in report.failures]
 
 
+class _PipeReference:
+    """The ensemble's reference: the MLP's own file through onnxruntime, with the ensemble's names."""
+
+    def __init__(self, served: Served, scale: float = 1.0) -> None:
+        from tritonops.validate import ModelUnderTest, OnnxRuntimeReference
+
+        cfg = read_config(served.repo / "mlp" / "config.pbtxt")
+        self.mlp = OnnxRuntimeReference(ModelUnderTest("mlp", "1", cfg, None, served.src / "mlp.onnx"))
+        self.scale = scale
+        self.description = f"mlp step in onnxruntime, times {scale:g}"
+
+    def __call__(self, inputs):
+        return {"OUT": self.mlp({"x": inputs["IN"]})["y"] * self.scale}
+
+
 @pytest.mark.server
-def test_plugged_reference_runner(served):
-    """A model with no built-in reference (here: any model) can get one per name, e.g. an ensemble."""
-
-    class Doubled:
-        description = "a runner that doubles the MLP's outputs"
-
-        def __init__(self) -> None:
-            from tritonops.pbtxt import read_config
-            from tritonops.validate import ModelUnderTest, OnnxRuntimeReference
-
-            cfg = read_config(served.repo / "mlp" / "config.pbtxt")
-            self.inner = OnnxRuntimeReference(ModelUnderTest("mlp", "1", cfg, None, served.src / "mlp.onnx"))
-
-        def __call__(self, inputs):
-            return {k: v * 2 for k, v in self.inner(inputs).items()}
-
-    report = validate(served.options(models=("mlp",), protocols=("grpc",)), references={"mlp": Doubled()})
-    ref = _rows(report, "mlp", "reference b=1")["grpc"]
-    assert ref.status == "fail" and "a runner that doubles the MLP's outputs" in ref.detail
+def test_ensemble_end_to_end_and_plugged_reference(served):
+    report = validate(served.options(models=("pipe",)))
+    assert report.ok, [r.line() for r in report.failures]
+    for label in ("b=1", "b=4"):
+        assert {r.status for r in _rows(report, "pipe", f"infer {label}").values()} == {"pass"}
+        assert {r.status for r in _rows(report, "pipe", f"agree {label}").values()} == {"pass"}
+        skipped = _rows(report, "pipe", f"reference {label}")["-"]
+        assert skipped.status == "skip" and skipped.detail == "no reference runner for platform 'ensemble' yet"
+    # A runner plugged in per model is used: the right one passes, a wrong one fails.
+    report = validate(served.options(models=("pipe",)), references={"pipe": _PipeReference(served)})
+    assert report.ok and {r.status for r in _rows(report, "pipe", "reference b=4").values()} == {"pass"}
+    report = validate(served.options(models=("pipe",), protocols=("grpc",)),
+                      references={"pipe": _PipeReference(served, scale=2.0)})
+    ref = _rows(report, "pipe", "reference b=1")["grpc"]
+    assert ref.status == "fail" and "(mlp step in onnxruntime, times 2)" in ref.detail
 
 
 # ---------------------------------------------------------------- failures found in the deployment
@@ -243,7 +264,7 @@ def test_grpc_message_limit(served, cli):
 def test_unknown_model(served, cli):
     code, _, err = cli("validate", *served.ports(), "--model", "nope")
     assert_clean_error(code, err, "model 'nope' is not in the server's repository "
-                                  "(models there: broken, fixed, mlp, swapped, text)", 7)
+                                  "(models there: broken, fixed, mlp, pipe, swapped, text)", 7)
 
 
 @pytest.mark.server
@@ -279,11 +300,11 @@ def test_wrong_ports(served):
 
 
 @pytest.mark.server
-def test_user_input_mismatches(served, tmp_path):
+def test_user_input_mismatches(served, tmp_path, cli):
     np.savez(tmp_path / "int.npz", x=np.zeros((2, 4), np.int64))
-    with pytest.raises(UsageError) as e:
-        validate(served.options(models=("mlp",), inputs=tmp_path / "int.npz"))
-    assert e.value.message == "input 'x' of model 'mlp': expected FP32, given INT64"
+    code, _, err = cli("validate", *served.ports(), "--model", "mlp", "--inputs", tmp_path / "int.npz")
+    assert_clean_error(code, err, "input 'x' of model 'mlp': expected FP32, given INT64", 2)
+    assert "hint: convert it before saving, e.g. arr.astype(np.float32)" in err
     np.savez(tmp_path / "shape.npz", x=np.zeros((2, 5), np.float32))
     with pytest.raises(UsageError) as e:
         validate(served.options(models=("mlp",), inputs=tmp_path / "shape.npz"))
