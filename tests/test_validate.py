@@ -1,9 +1,10 @@
 """tritonops validate against a real tritonserver over real HTTP and gRPC.
 
 One module-scoped server serves a repository built with tritonops.build: a batched MLP with the
-response cache, a STRING identity model, a non-batched MLP, and "swapped", whose model.onnx is
-replaced on disk after the server loaded it (the server keeps the loaded session), so the
-repository no longer holds what is served. Errors are asserted by their exact first line."""
+response cache, a STRING identity model, a non-batched MLP, an ensemble over the MLP, "broken"
+(not an ONNX file: UNAVAILABLE), and "swapped", whose model.onnx is replaced on disk after the
+server loaded it (the server keeps the loaded session), so the repository no longer holds what is
+served. Errors are asserted by their exact first line."""
 
 from __future__ import annotations
 
