@@ -264,11 +264,9 @@ def doctor(
 # ------------------------------------------------------------------------------------------- more commands
 # Each area registers its commands on `app` from its own module (imported here, after `app`, `out`
 # and `err` exist, since those modules import them).
-from tritonops import cli_serve  # noqa: E402
+from tritonops import cli_serve, cli_validate  # noqa: E402
 
 cli_serve.register(app)
-from tritonops import cli_validate  # noqa: E402
-
 cli_validate.register(app)
 # ----- entry (register modules above this line)
 

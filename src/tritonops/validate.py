@@ -1263,7 +1263,7 @@ def validate_repository(repository: Path, options: ValidateOptions, progress: Pr
                                    exit_on_error=False, strict_readiness=False)
     with TritonServer(server_options) as server:
         served = replace(options, http_url=server.http_url, grpc_url=server.grpc_url,
-                         metrics_url=server.metrics_url, repository=repository)
+                         metrics_url=server.metrics_url, repository=options.repository or repository)
         return validate(served, progress, references=references)
 
 
