@@ -1,9 +1,10 @@
 """tritonops validate against a real tritonserver over real HTTP and gRPC.
 
 One module-scoped server serves a repository built with tritonops.build: a batched MLP with the
-response cache, a STRING identity model, a non-batched MLP, and "swapped", whose model.onnx is
-replaced on disk after the server loaded it (the server keeps the loaded session), so the
-repository no longer holds what is served. Errors are asserted by their exact first line."""
+response cache, a STRING identity model, a non-batched MLP, an ensemble over the MLP, "broken"
+(not an ONNX file: UNAVAILABLE), and "swapped", whose model.onnx is replaced on disk after the
+server loaded it (the server keeps the loaded session), so the repository no longer holds what is
+served. Errors are asserted by their exact first line."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import onnx_models
 from tritonops.build import BuildOptions, build
 from tritonops.dtypes import BY_NAME
 from tritonops.errors import ServerError, UsageError, ValidationFailed
+from tritonops.pbtxt import config_to_text, dict_to_config, read_config
 from tritonops.spec import TensorSpec
 from tritonops.validate import (
     CheckResult,
@@ -81,6 +83,18 @@ def _build_repo(root: Path) -> tuple[Path, Path]:
     build(BuildOptions(source=str(fixed), repository=repo, name="fixed"))
     build(BuildOptions(source=str(mlp), repository=repo, name="swapped", max_batch_size=8))
     onnx_models.mlp(src / "other.onnx", seed=1)  # same shapes, other weights
+    # An ensemble over mlp (IN -> x, y -> OUT), written through the protobuf renderer.
+    (repo / "pipe" / "1").mkdir(parents=True)
+    (repo / "pipe" / "config.pbtxt").write_text(config_to_text(dict_to_config({
+        "name": "pipe", "platform": "ensemble", "max_batch_size": 8,
+        "input": [{"name": "IN", "data_type": "TYPE_FP32", "dims": [4]}],
+        "output": [{"name": "OUT", "data_type": "TYPE_FP32", "dims": [3]}],
+        "ensemble_scheduling": {"step": [{"model_name": "mlp", "model_version": -1, "input_map": {"x": "IN"},
+                                          "output_map": {"y": "OUT"}}]},
+    }, "pipe")))
+    # A model whose file is not ONNX: the server reports it UNAVAILABLE with onnxruntime's reason.
+    build(BuildOptions(source=str(mlp), repository=repo, name="broken", max_batch_size=8))
+    (repo / "broken" / "1" / "model.onnx").write_bytes(b"this is not an onnx model")
     return repo, src
 
 
@@ -89,7 +103,9 @@ def served(tmp_path_factory):
     from tritonops.server import ServerOptions, TritonServer
 
     repo, src = _build_repo(tmp_path_factory.mktemp("validate"))
-    with TritonServer(ServerOptions(repository=repo, cache_size_bytes=4 << 20)) as server:
+    # Start despite "broken", the way `validate --serve` does, so its reason can be checked.
+    options = ServerOptions(repository=repo, cache_size_bytes=4 << 20, exit_on_error=False, strict_readiness=False)
+    with TritonServer(options) as server:
         # The server has loaded "swapped"; now the repository's file changes under it.
         shutil.copy(src / "other.onnx", repo / "swapped" / "1" / "model.onnx")
         yield Served(repo, src, server.http_url, server.grpc_url, server.metrics_url,
@@ -129,7 +145,7 @@ def test_batched_string_and_nonbatched_models_pass_over_all_paths(served):
         assert first.status == "pass" and first.latency_ms is not None
     assert "OUTPUT BYTES[4, 2]" in _rows(report, "text", "infer b=4")["http-json"].detail
     assert "y FP32[1, 3]" in _rows(report, "fixed", "infer b=-")["grpc"].detail
-    assert {r.status for r in report.rows_for("")} == {"pass"}  # server live and ready over both
+    assert {r.status for r in report.rows_for("")} == {"pass"}  # live, and ready (not strict) over both
 
 
 @pytest.mark.server
@@ -155,26 +171,37 @@ def test_user_inputs_npz_and_json(served, tmp_path):
     assert report.ok, [r.line() for r in report.failures]
 
 
+class _PipeReference:
+    """The ensemble's reference: the MLP's own file through onnxruntime, with the ensemble's names."""
+
+    def __init__(self, served: Served, scale: float = 1.0) -> None:
+        from tritonops.validate import ModelUnderTest, OnnxRuntimeReference
+
+        cfg = read_config(served.repo / "mlp" / "config.pbtxt")
+        self.mlp = OnnxRuntimeReference(ModelUnderTest("mlp", "1", cfg, None, served.src / "mlp.onnx"))
+        self.scale = scale
+        self.description = f"mlp step in onnxruntime, times {scale:g}"
+
+    def __call__(self, inputs):
+        return {"OUT": self.mlp({"x": inputs["IN"]})["y"] * self.scale}
+
+
 @pytest.mark.server
-def test_plugged_reference_runner(served):
-    """A model with no built-in reference (here: any model) can get one per name, e.g. an ensemble."""
-
-    class Doubled:
-        description = "a runner that doubles the MLP's outputs"
-
-        def __init__(self) -> None:
-            from tritonops.pbtxt import read_config
-            from tritonops.validate import ModelUnderTest, OnnxRuntimeReference
-
-            cfg = read_config(served.repo / "mlp" / "config.pbtxt")
-            self.inner = OnnxRuntimeReference(ModelUnderTest("mlp", "1", cfg, None, served.src / "mlp.onnx"))
-
-        def __call__(self, inputs):
-            return {k: v * 2 for k, v in self.inner(inputs).items()}
-
-    report = validate(served.options(models=("mlp",), protocols=("grpc",)), references={"mlp": Doubled()})
-    ref = _rows(report, "mlp", "reference b=1")["grpc"]
-    assert ref.status == "fail" and "a runner that doubles the MLP's outputs" in ref.detail
+def test_ensemble_end_to_end_and_plugged_reference(served):
+    report = validate(served.options(models=("pipe",)))
+    assert report.ok, [r.line() for r in report.failures]
+    for label in ("b=1", "b=4"):
+        assert {r.status for r in _rows(report, "pipe", f"infer {label}").values()} == {"pass"}
+        assert {r.status for r in _rows(report, "pipe", f"agree {label}").values()} == {"pass"}
+        skipped = _rows(report, "pipe", f"reference {label}")["-"]
+        assert skipped.status == "skip" and skipped.detail == "no reference runner for platform 'ensemble' yet"
+    # A runner plugged in per model is used: the right one passes, a wrong one fails.
+    report = validate(served.options(models=("pipe",)), references={"pipe": _PipeReference(served)})
+    assert report.ok and {r.status for r in _rows(report, "pipe", "reference b=4").values()} == {"pass"}
+    report = validate(served.options(models=("pipe",), protocols=("grpc",)),
+                      references={"pipe": _PipeReference(served, scale=2.0)})
+    ref = _rows(report, "pipe", "reference b=1")["grpc"]
+    assert ref.status == "fail" and "(mlp step in onnxruntime, times 2)" in ref.detail
 
 
 # ---------------------------------------------------------------- failures found in the deployment
@@ -238,7 +265,19 @@ def test_grpc_message_limit(served, cli):
 def test_unknown_model(served, cli):
     code, _, err = cli("validate", *served.ports(), "--model", "nope")
     assert_clean_error(code, err, "model 'nope' is not in the server's repository "
-                                  "(models there: fixed, mlp, swapped, text)", 7)
+                                  "(models there: broken, fixed, mlp, pipe, swapped, text)", 7)
+
+
+@pytest.mark.server
+def test_model_not_ready_gives_the_servers_reason(served, cli):
+    code, out, err = cli("validate", *served.ports(), "--model", "broken", "--model", "text")
+    assert "text" in out and "infer b=1" in out  # the other model is still validated
+    assert_clean_error(code, err, re.compile(
+        r"error: model 'broken' is not ready \(UNAVAILABLE\): .*INVALID_PROTOBUF.* \(and 1 more failed check\)"), 7)
+    report = validate(served.options(models=("broken",)))
+    rows = _rows(report, "broken", "ready")
+    assert set(rows) == {"http", "grpc"} and {r.status for r in rows.values()} == {"fail"}
+    assert [r.check for r in report.rows_for("broken")] == ["ready", "ready"]  # nothing else is attempted
 
 
 def test_unreachable_server(cli):
@@ -262,11 +301,11 @@ def test_wrong_ports(served):
 
 
 @pytest.mark.server
-def test_user_input_mismatches(served, tmp_path):
+def test_user_input_mismatches(served, tmp_path, cli):
     np.savez(tmp_path / "int.npz", x=np.zeros((2, 4), np.int64))
-    with pytest.raises(UsageError) as e:
-        validate(served.options(models=("mlp",), inputs=tmp_path / "int.npz"))
-    assert e.value.message == "input 'x' of model 'mlp': expected FP32, given INT64"
+    code, _, err = cli("validate", *served.ports(), "--model", "mlp", "--inputs", tmp_path / "int.npz")
+    assert_clean_error(code, err, "input 'x' of model 'mlp': expected FP32, given INT64", 2)
+    assert "hint: convert it before saving, e.g. arr.astype(np.float32)" in err
     np.savez(tmp_path / "shape.npz", x=np.zeros((2, 5), np.float32))
     with pytest.raises(UsageError) as e:
         validate(served.options(models=("mlp",), inputs=tmp_path / "shape.npz"))
@@ -379,3 +418,22 @@ def test_torchscript_reference_runner(tmp_path):
         want = module(torch.from_numpy(x)).numpy()
     assert list(got) == ["OUTPUT__0"] and np.array_equal(got["OUTPUT__0"], want)
     assert runner.description.startswith("torch.jit ")
+
+
+@pytest.mark.server
+def test_cli_serve_validates_and_stops(cli, tmp_path):
+    """`validate REPO --serve`: a server of its own (here with the response cache turned on
+    because the model asks for it), everything validated, then the server is gone."""
+    import socket
+
+    mlp = onnx_models.mlp(tmp_path / "src" / "mlp.onnx")
+    repo = tmp_path / "repo"
+    build(BuildOptions(source=str(mlp), repository=repo, name="clf", max_batch_size=4, response_cache=True))
+    code, out, err = cli("validate", repo, "--serve")
+    assert code == 0, err
+    assert "clf" in out and "response cache" in out
+    m = re.search(r"all checks passed: (\d+) passed, 0 failed, 0 skipped \(1 model, Triton 2\.51\.0 at "
+                  r"127\.0\.0\.1:(\d+)\)", out)
+    assert m, out
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", int(m.group(2))))
