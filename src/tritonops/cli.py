@@ -264,6 +264,9 @@ def doctor(
 # ------------------------------------------------------------------------------------------- more commands
 # Each area registers its commands on `app` from its own module (imported here, after `app`, `out`
 # and `err` exist, since those modules import them).
+from tritonops import cli_deploy  # noqa: E402
+
+cli_deploy.register(app)
 # ----- entry (register modules above this line)
 
 
