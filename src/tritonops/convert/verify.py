@@ -1,0 +1,440 @@
+"""Numerical verification: run a reference and a candidate model on the same generated inputs and
+compare every output, or (with no reference) check a model produces the outputs it declares.
+
+A *runner* is any callable taking ``{input name: array}`` and returning ``{output name: array}``;
+this module provides runners for onnxruntime, an in-memory ``torch.nn.Module`` and a TorchScript
+file. torch is imported only when a torch runner is made."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from tritonops.convert.examples import make_inputs
+from tritonops.dtypes import from_numpy
+from tritonops.errors import ConversionError, MissingDependencyError, ModelError, TritonOpsError, UsageError
+from tritonops.spec import TensorSpec
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+SCHEMA = "tritonops.verification/1"
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Row:
+    """One output at one batch size. ``max_abs``/``max_rel`` are None when no numbers were compared
+    (shape checks, mismatched shapes, failed runs); ``problem`` says why a failed row failed."""
+
+    batch: int | None
+    output: str
+    ok: bool
+    max_abs: float | None = None
+    max_rel: float | None = None
+    shape: tuple[int, ...] | None = None
+    dtype: str | None = None
+    problem: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch, "output": self.output, "ok": self.ok, "max_abs": self.max_abs,
+            "max_rel": self.max_rel, "shape": None if self.shape is None else list(self.shape),
+            "dtype": self.dtype, "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    """``kind`` is ``"compare"`` (candidate against a reference, with tolerances) or ``"shapes"``
+    (one model against its declared outputs)."""
+
+    rows: tuple[Row, ...]
+    kind: Literal["compare", "shapes"] = "compare"
+    atol: float | None = None
+    rtol: float | None = None
+    batch_sizes: tuple[int | None, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.rows) and all(r.ok for r in self.rows)
+
+    @property
+    def failures(self) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if not r.ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA, "kind": self.kind, "ok": self.ok, "atol": self.atol, "rtol": self.rtol,
+            "batch_sizes": list(self.batch_sizes), "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+class VerificationError(ConversionError):
+    """The converted model does not match the original (or its own declaration). ``report`` is the
+    full report; ``details`` its table, which the CLI prints under the error."""
+
+    def __init__(self, message: str, hint: str | None, report: VerificationReport) -> None:
+        super().__init__(message, hint)
+        self.report = report
+        self.details = format_table(report)
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if math.isnan(x):
+        return "nan"
+    return f"{x:.1e}"
+
+
+def _tol(x: float | None) -> str:
+    """``1e-04`` for round tolerances, ``2.5e-04`` otherwise."""
+    if x is None:
+        return "-"
+    for digits in range(6):
+        text = f"{x:.{digits}e}"
+        if float(text) == x:
+            return text
+    return f"{x:.6e}"
+
+
+def _batch_text(batch: int | None) -> str:
+    return "-" if batch is None else str(batch)
+
+
+def format_table(report: VerificationReport) -> str:
+    """Plain-text table: batch, output, max_abs, max_rel, status (with the problem, if any)."""
+    header = ("batch", "output", "max_abs", "max_rel", "status")
+    lines = [header]
+    for r in report.rows:
+        status = "ok" if r.ok else f"FAIL: {r.problem}" if r.problem else "FAIL"
+        lines.append((_batch_text(r.batch), r.output, _num(r.max_abs), _num(r.max_rel), status))
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    out = []
+    for line in lines:
+        cells = [line[i].ljust(widths[i]) for i in range(4)]
+        out.append("  ".join([*cells, line[4]]).rstrip())
+    return "\n".join(out)
+
+
+def raise_if_failed(report: VerificationReport) -> None:
+    """Raise ``VerificationError`` naming the first failure; do nothing when the report is ok."""
+    if report.ok:
+        return
+    if not report.rows:
+        raise VerificationError("nothing was verified: the model has no outputs to check",
+                                "declare the model's outputs", report)
+    first = report.failures[0]
+    if report.kind == "shapes":
+        raise VerificationError(
+            f"the model does not produce the outputs it declares: {first.problem}",
+            "fix the model's declared outputs (or the --output specs) to match what it computes",
+            report,
+        )
+    raise VerificationError(
+        f"converted model differs from the original: {first.problem}",
+        "see the table below; loosen --atol/--rtol only if the difference is expected",
+        report,
+    )
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def _dtype_name(a: np.ndarray) -> str:
+    try:
+        return from_numpy(a.dtype).name
+    except UsageError:
+        return str(a.dtype)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
+def _at(batch: int | None) -> str:
+    return "unbatched" if batch is None else f"batch {batch}"
+
+
+def _compare(name: str, batch: int | None, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> Row:
+    got, want = np.asarray(got), np.asarray(want)
+    shape = tuple(int(d) for d in got.shape)
+    dtype = _dtype_name(got)
+    if got.shape != want.shape:
+        return Row(batch, name, False, shape=shape, dtype=dtype,
+                   problem=f"output '{name}' has shape {_shape_text(got.shape)}, expected {_shape_text(want.shape)}")
+    if dtype != _dtype_name(want):
+        return Row(batch, name, False, shape=shape, dtype=dtype,
+                   problem=f"output '{name}' has type {dtype}, expected {_dtype_name(want)}")
+    if got.dtype.kind in ("O", "S", "U", "b"):
+        equal = np.array([x == y for x, y in zip(got.ravel(), want.ravel(), strict=True)], dtype=bool)
+        bad = int((~equal).sum())
+        if bad:
+            return Row(batch, name, False, shape=shape, dtype=dtype,
+                       problem=f"output '{name}' differs in {bad} of {equal.size} values ({_at(batch)})")
+        return Row(batch, name, True, 0.0, 0.0, shape, dtype)
+    a = got.astype(np.float64)
+    b = want.astype(np.float64)
+    fin_a, fin_b = np.isfinite(a), np.isfinite(b)
+    # non-finite values must sit at the same positions with the same value (nan, +inf, -inf)
+    nonfinite_bad = (fin_a != fin_b) | (~fin_a & ~fin_b & ~((np.isnan(a) & np.isnan(b)) | (a == b)))
+    both = fin_a & fin_b
+    diff = np.abs(a - b, where=both, out=np.zeros_like(a))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    denom = np.abs(b)
+    rel = np.divide(diff, denom, where=both & (denom > 0), out=np.zeros_like(a))
+    max_rel = float(rel.max()) if rel.size else 0.0
+    if nonfinite_bad.any():
+        n = int(nonfinite_bad.sum())
+        return Row(batch, name, False, max_abs, max_rel, shape, dtype,
+                   problem=f"output '{name}' has {n} non-finite values (nan/inf) where the original differs "
+                           f"({_at(batch)})")
+    too_far = both & (diff > atol + rtol * denom)
+    if too_far.any():
+        return Row(batch, name, False, max_abs, max_rel, shape, dtype,
+                   problem=f"output '{name}' max abs error {_num(max_abs)} > atol {_tol(atol)} ({_at(batch)})")
+    return Row(batch, name, True, max_abs, max_rel, shape, dtype)
+
+
+def model_feed(specs: Sequence[TensorSpec], batch: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Inputs as the model receives them from Triton: generated as the client sends them, then
+    reshaped to ``reshape`` where a spec has one (Triton applies it before the model)."""
+    feed = make_inputs(specs, batch, rng)
+    for s in specs:
+        if s.reshape is not None:
+            shape = tuple(s.reshape) if batch is None else (batch, *s.reshape)
+            feed[s.name] = feed[s.name].reshape(shape)
+    return feed
+
+
+def _run(run: Runner, inputs: dict[str, np.ndarray], batch: int | None, which: str) -> dict[str, np.ndarray] | Row:
+    """Call a runner on a private copy of the inputs; a failure becomes a failed row (typed
+    tritonops errors, e.g. a missing dependency, propagate)."""
+    try:
+        return run({k: v.copy() for k, v in inputs.items()})
+    except TritonOpsError:
+        raise
+    except Exception as e:
+        return Row(batch, "*", False, problem=f"the {which} failed to run ({_at(batch)}): {_first_line(e)}")
+
+
+def verify(reference: Runner, candidate: Runner, inputs: Sequence[TensorSpec], batch_sizes: Sequence[int | None],
+           atol: float, rtol: float, seed: int = 0) -> VerificationReport:
+    """Run both models on the same random inputs at each batch size (None: one non-batched run) and
+    compare every output of the reference: ``|candidate - reference| <= atol + rtol * |reference|``
+    everywhere, shapes and types equal, nan/inf at the same positions."""
+    rng = np.random.default_rng(seed)
+    rows: list[Row] = []
+    for batch in batch_sizes:
+        feed = model_feed(inputs, batch, rng)
+        want = _run(reference, feed, batch, "original model")
+        if isinstance(want, Row):
+            rows.append(want)
+            continue
+        got = _run(candidate, feed, batch, "converted model")
+        if isinstance(got, Row):
+            rows.append(got)
+            continue
+        for name, ref in want.items():
+            if name not in got:
+                rows.append(Row(batch, name, False, problem=f"output '{name}' is missing from the converted model "
+                                                            f"(it returned {', '.join(got) or 'nothing'})"))
+                continue
+            rows.append(_compare(name, batch, got[name], ref, atol, rtol))
+    return VerificationReport(tuple(rows), "compare", atol, rtol, tuple(batch_sizes))
+
+
+def _expected_shape(spec: TensorSpec, batch: int | None) -> tuple[int, ...]:
+    dims = spec.reshape if spec.reshape is not None else spec.dims
+    return tuple(dims) if batch is None else (batch, *dims)
+
+
+def verify_shapes(run: Runner, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+                  batch_sizes: Sequence[int | None], seed: int = 0) -> VerificationReport:
+    """No reference: at each batch size the model must produce every declared output with the
+    declared type and shape (``-1`` dims match any size; ``reshape``, when set, is the model's shape)."""
+    rng = np.random.default_rng(seed)
+    rows: list[Row] = []
+    for batch in batch_sizes:
+        feed = model_feed(inputs, batch, rng)
+        got = _run(run, feed, batch, "model")
+        if isinstance(got, Row):
+            rows.append(got)
+            continue
+        for spec in outputs:
+            if spec.name not in got:
+                rows.append(Row(batch, spec.name, False,
+                                problem=f"output '{spec.name}' is missing (the model returned "
+                                        f"{', '.join(got) or 'nothing'})"))
+                continue
+            arr = np.asarray(got[spec.name])
+            shape = tuple(int(d) for d in arr.shape)
+            dtype = _dtype_name(arr)
+            want = _expected_shape(spec, batch)
+            fits = len(shape) == len(want) and all(w in (-1, s) for s, w in zip(shape, want, strict=True))
+            if not fits:
+                expected = [s if w == -1 else w for s, w in zip(shape, want, strict=False)] \
+                    if len(shape) == len(want) else list(want)
+                rows.append(Row(batch, spec.name, False, shape=shape, dtype=dtype,
+                                problem=f"output '{spec.name}' has shape {_shape_text(shape)}, "
+                                        f"expected {_shape_text(expected)}"))
+            elif dtype != spec.dtype.name:
+                rows.append(Row(batch, spec.name, False, shape=shape, dtype=dtype,
+                                problem=f"output '{spec.name}' has type {dtype}, expected {spec.dtype.name}"))
+            else:
+                rows.append(Row(batch, spec.name, True, shape=shape, dtype=dtype))
+    return VerificationReport(tuple(rows), "shapes", None, None, tuple(batch_sizes))
+
+
+# ---------------------------------------------------------------- runners
+
+
+def runner_onnxruntime(path: Path) -> Runner:
+    """Run an ONNX model on onnxruntime's CPU provider. ``path`` is the .onnx file, or Triton's
+    ``model.onnx/`` directory holding ``model.onnx`` and its external data."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.onnx"
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: nothing reaches the terminal
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ModelError(f"onnxruntime cannot load '{path}': {_first_line(e)}",
+                         "check the model with: tritonops inspect MODEL") from e
+    input_names = [i.name for i in session.get_inputs()]
+    output_names = [o.name for o in session.get_outputs()]
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ort_feed = {}
+        for name in input_names:
+            if name not in feed:
+                continue  # optional input left out; onnxruntime names any required one
+            arr = feed[name]
+            if arr.dtype == np.object_:  # onnxruntime takes str for ONNX strings
+                arr = np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v,
+                                   otypes=[object])(arr) if arr.size else arr
+            ort_feed[name] = arr
+        results = session.run(output_names, ort_feed)
+        return {n: _from_ort(r) for n, r in zip(output_names, results, strict=True)}
+
+    return run
+
+
+def _from_ort(arr: Any) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype.kind in ("O", "U"):
+        flat = [v.encode("utf-8") if isinstance(v, str) else v for v in arr.ravel()]
+        out = np.empty(len(flat), dtype=np.object_)
+        out[:] = flat
+        return out.reshape(arr.shape)
+    return arr
+
+
+def import_torch(purpose: str = "converting a PyTorch model") -> Any:
+    """Import torch, or raise ``MissingDependencyError`` naming the extra to install."""
+    try:
+        import torch
+    except ImportError as e:
+        raise MissingDependencyError("torch", "torch", purpose) from e
+    return torch
+
+
+def to_torch(arr: np.ndarray) -> Any:
+    torch = import_torch()
+    if arr.dtype == np.object_:
+        raise ConversionError("PyTorch models cannot take BYTES (string) inputs",
+                              "tokenize or encode strings to numbers before the model, e.g. in an ensemble")
+    if arr.dtype.name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(arr, copy=True, order="C"))
+
+
+def to_numpy(t: Any) -> np.ndarray:
+    torch = import_torch()
+    if not isinstance(t, torch.Tensor):
+        raise ConversionError(f"the model returned a {type(t).__name__}, not a tensor",
+                              "make the model return tensors (a tensor, a tuple/list of tensors, or a dict of them)")
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.contiguous().numpy()
+
+
+def flatten_outputs(result: Any) -> list[tuple[str | None, Any]]:
+    """A model's result as ``[(key or None, tensor)]`` in order: a tensor, a tuple/list, or a dict."""
+    if isinstance(result, dict):
+        return [(str(k), v) for k, v in result.items()]
+    if isinstance(result, (tuple, list)):
+        return [(None, v) for v in result]
+    return [(None, result)]
+
+
+def _name_outputs(result: Any, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+    items = flatten_outputs(result)
+    keys = [k for k, _ in items]
+    if all(k is not None for k in keys) and set(output_names) <= set(keys):
+        by_key = dict(items)
+        return {n: to_numpy(by_key[n]) for n in output_names}
+    if len(items) != len(output_names):
+        raise ConversionError(
+            f"the model returned {len(items)} output(s) but {len(output_names)} output name(s) were given "
+            f"({', '.join(output_names)})",
+            "give one --output per tensor the model returns",
+        )
+    return {n: to_numpy(v) for n, (_, v) in zip(output_names, items, strict=True)}
+
+
+def runner_torch(module: Any, input_names: list[str], output_names: list[str]) -> Runner:
+    """Run an in-memory PyTorch module (positional inputs in ``input_names`` order) under
+    ``torch.inference_mode``; outputs are named in order, or by key for dict outputs."""
+    torch = import_torch()
+    names = list(input_names)
+    outs = list(output_names)
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [to_torch(feed[n]) for n in names]
+        with torch.inference_mode():
+            result = module(*args)
+        return _name_outputs(result, outs)
+
+    return run
+
+
+def runner_torchscript(path: Path, input_names: list[str]) -> Runner:
+    """Run a TorchScript file as Triton's libtorch backend would: positional inputs in
+    ``input_names`` order, outputs named ``OUTPUT__0``, ``OUTPUT__1``, ... in order."""
+    torch = import_torch("running a TorchScript model")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:
+        raise ModelError(f"'{path}' is not a TorchScript model: {_first_line(e)}",
+                         "save the model with torch.jit.save(torch.jit.trace(model, example), path)") from e
+    module.eval()
+    names = list(input_names)
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [to_torch(feed[n]) for n in names]
+        with torch.inference_mode():
+            result = module(*args)
+        items = flatten_outputs(result)
+        return {f"OUTPUT__{i}": to_numpy(v) for i, (_, v) in enumerate(items)}
+
+    return run
