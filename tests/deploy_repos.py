@@ -37,3 +37,25 @@ def mlp_repo(root: Path, name: str = "mlp", seed: int = 0, version: int = 1, **s
     onnx_file = onnx_models.mlp(root / "src" / f"{name}-{seed}.onnx", seed=seed)
     write_model(repo, mlp_spec(name, **spec_kw), version, onnx_file)
     return repo
+
+
+def broken_mlp(path: Path) -> Path:
+    """Same inputs and outputs as the MLP, loads fine, fails every inference: Gather reads columns 7-9
+    of a 4-column input (ONNX shape inference does not check index values; onnxruntime does at run time)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    idx = numpy_helper.from_array(np.array([7, 8, 9], dtype=np.int64), "idx")
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["x", "idx"], ["y"], axis=1)], "broken",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[idx],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", onnx_models.OPSET)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save_model(model, str(path))
+    return path
