@@ -180,6 +180,31 @@ def records(target: Path) -> list[dict]:
     return [json.loads(line) for line in (target / ".tritonops-deploys.jsonl").read_text().splitlines()]
 
 
+# ------------------------------------------------------------------------------ why a candidate model
+def test_triton_serves_unversioned_requests_from_the_highest_ready_version(setup):
+    """The fact the design rests on: with N and N+1 both loaded (version_policy specific [N, N+1]),
+    requests that name no version go to N+1 at once, so N+1 must be validated before it is loaded
+    under the served name."""
+    import tritonclient.http as httpclient
+
+    from tritonops.pbtxt import read_config
+
+    shutil.copytree(setup.target / "mlp" / "1", setup.target / "mlp" / "2")
+    cfg = read_config(setup.target / "mlp" / "config.pbtxt")
+    cfg.version_policy.specific.versions.extend([1, 2])
+    c = httpclient.InferenceServerClient(setup.server.http_url)
+    try:
+        from tritonops.pbtxt import config_to_json
+
+        c.load_model("mlp", config=config_to_json(cfg))
+        x = httpclient.InferInput("x", list(X.shape), "FP32")
+        x.set_data_from_numpy(X)
+        assert c.infer("mlp", [x]).get_response()["model_version"] == "2"
+        assert c.infer("mlp", [x], model_version="1").get_response()["model_version"] == "1"
+    finally:
+        c.close()
+
+
 # ------------------------------------------------------------------------------ the roll-outs under load
 def test_rollout_under_steady_load_good_then_broken(setup):
     new = onnx_models.mlp(setup.root / "src" / "mlp-1.onnx", seed=1)
@@ -267,6 +292,10 @@ def test_load_failure_rollback_status_and_unchanged_through_the_cli(setup, cli):
     assert code == 2
     assert err.splitlines()[0] == "error: nothing to roll back: no deployed version in the record is live now"
 
+    code, out, err = cli("deploy", "--status", "--to", setup.target, *setup.cli_url())
+    assert code == 0, err
+    assert out.splitlines()[1].split()[:5] == ["mlp", "1", "1", "rolled-back", records(setup.target)[-1]["started"]]
+    assert out.splitlines()[0].split() == ["model", "live", "on", "disk", "last", "action"]
     code, out, err = cli("deploy", "--status", "--to", setup.target, *setup.cli_url(), "--json")
     assert code == 0, err
     status = json.loads(out)

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -226,12 +225,14 @@ def _status(to: Path, http_url: str, as_json: bool) -> None:
         return
     if st.server_error:
         _out().print(f"[yellow]![/yellow] server {escape(http_url)} not reachable: {escape(st.server_error)}")
-    table = Table("model", "live", "on disk", "last action", "when", "sha256", "validated", box=None)
+    width = max((len(m.name) for m in st.models), default=5)
+    _out().print(f"{'model':{width}}  live  on disk  last action", markup=False)
     for m in st.models:
-        live = "?" if m.live is None else (", ".join(map(str, m.live)) or "not loaded")
-        table.add_row(m.name, live, ", ".join(map(str, m.on_disk)) or "-", m.last_action or "-", m.last_time or "-",
-                      (m.sha256 or "-")[:12], {True: "yes", False: "no", None: "-"}[m.validation_ok])
-    _out().print(table)
+        live = "?" if m.live is None else (",".join(map(str, m.live)) or "-")
+        last = "-" if m.last_action is None else (
+            f"{m.last_action} {m.last_time} sha256 {(m.sha256 or '-')[:12]} "
+            f"validated {({True: 'yes', False: 'no', None: '-'}[m.validation_ok])}")
+        _out().print(f"{m.name:{width}}  {live:4}  {','.join(map(str, m.on_disk)) or '-':7}  {last}", markup=False)
 
 
 def _emit(obj: object) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 
 from tritonops.deploy.inventory import file_hashes, policy_versions, tree_sha256
 from tritonops.deploy.record import append_record, read_records, record_path
-from tritonops.errors import RepositoryError, ServerError, UsageError, ValidationFailed
+from tritonops.errors import RepositoryError, ServerError, TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
 from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, read_config
 from tritonops.repository import version_dirs
@@ -286,6 +286,16 @@ def _signature(cfg: ModelConfig) -> tuple[Any, ...]:
     return cfg.max_batch_size, tensors(cfg.input), tensors(cfg.output)
 
 
+def _recorded_versions(target: Path) -> dict[str, int]:
+    """The highest version number each model was ever deployed as (numbers are never reused)."""
+    highest: dict[str, int] = {}
+    for entry in read_records(target):
+        for m in entry.get("models", []):
+            if isinstance(m.get("to_version"), int) and entry.get("action") == "deploy":
+                highest[m["name"]] = max(highest.get(m["name"], 0), m["to_version"])
+    return highest
+
+
 def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
     from tritonops.check import check_repository
     from tritonops.deploy.inventory import read_inventory
@@ -299,6 +309,7 @@ def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
     for m in opts.models:
         inv.model(m)
     order = inv.load_order(opts.models or None)
+    recorded = _recorded_versions(opts.target)
     plans: list[_Plan] = []
     for name in order:
         info = inv.model(name)
@@ -336,14 +347,15 @@ def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
             disk = version_dirs(tgt_dir)
             served = live.get(name, [])
             current = served[-1] if served else None
-            to_v = max([*disk, *served, 0]) + 1
+            to_v = max([*disk, *served, recorded.get(name, 0)]) + 1
             unchanged = (current is not None and prev_text == text
                          and (tgt_dir / str(current)).is_dir() and file_hashes(tgt_dir / str(current)) == files)
             plans.append(_Plan(name, src_dir, src_v, cfg, text, files, False, current,
                                current if unchanged and current is not None else to_v, prev_text,
                                info.composing, changed=not unchanged))
         else:
-            plans.append(_Plan(name, src_dir, src_v, cfg, text, files, True, None, 1, None, info.composing))
+            plans.append(_Plan(name, src_dir, src_v, cfg, text, files, True, None, recorded.get(name, 0) + 1, None,
+                               info.composing))
     return plans
 
 
@@ -477,7 +489,10 @@ def deploy_versions(opts: RolloutOptions, progress: Progress | None = None) -> R
             result = _result("deploy", True, opts, plans, None, None, started, t0)
             append_record(target, _record(result, plans))
             return result
-        reason, hint, validation = _run(server, opts, plans, changed, say)
+        try:
+            reason, hint, validation = _run(server, opts, plans, changed, say)
+        except TritonOpsError as e:  # e.g. the gate could not run; _run has undone its changes
+            reason, hint, validation = f"{e.message}; {_keeps_all(changed)}", e.hint or "see the server log", None
         result = _result("deploy", reason is None, opts, plans, reason, validation, started, t0)
         append_record(target, _record(result, plans))
         if reason is not None:
