@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx_models
 from tritonclient.grpc import model_config_pb2 as mc
 
+import onnx_models
 from tritonops.build import BuildOptions, build
 from tritonops.pbtxt import config_to_text, read_config
 

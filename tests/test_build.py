@@ -6,10 +6,10 @@ import errno
 import shutil
 from pathlib import Path
 
-import onnx_models
 import pytest
 from onnx import TensorProto
 
+import onnx_models
 from tritonops.build import BuildOptions, build
 from tritonops.errors import ConversionError, RepositoryError, UsageError
 from tritonops.pbtxt import read_config

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import onnx_models
 import pytest
 from onnx import TensorProto
+
+import onnx_models
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

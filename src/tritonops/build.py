@@ -484,7 +484,6 @@ def _observe_outputs(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
     """Output names, types and dims from two runs with different batch and variable sizes:
     dims that change between the runs are variable (-1)."""
     from tritonops.convert.examples import make_inputs
-
     from tritonops.dtypes import from_numpy
 
     batched = mbs > 0

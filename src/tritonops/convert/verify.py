@@ -421,13 +421,10 @@ def runner_torch(module: Any, input_names: list[str], output_names: list[str]) -
 def runner_torchscript(path: Path, input_names: list[str]) -> Runner:
     """Run a TorchScript file as Triton's libtorch backend would: positional inputs in
     ``input_names`` order, outputs named ``OUTPUT__0``, ``OUTPUT__1``, ... in order."""
+    from tritonops.convert.torch_export import load_torchscript
+
     torch = import_torch("running a TorchScript model")
-    try:
-        module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as e:
-        raise ModelError(f"'{path}' is not a TorchScript model: {_first_line(e)}",
-                         "save the model with torch.jit.save(torch.jit.trace(model, example), path)") from e
-    module.eval()
+    module = load_torchscript(path)
     names = list(input_names)
 
     def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

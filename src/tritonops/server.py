@@ -1,0 +1,457 @@
+"""The one tritonserver lifecycle, used by ``serve``, ``validate --serve``, ``deploy``, perf and tests.
+
+``TritonServer`` is a context manager: it refuses busy ports, starts the real server in its own
+session with the log in a file, waits for readiness while watching the process, and on exit
+terminates, waits and kills. The child gets ``PR_SET_PDEATHSIG`` so it dies with its parent even
+when the parent is SIGKILLed: no orphaned servers."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from tritonops.errors import ServerError, UsageError
+
+BACKENDS_DIR = Path(__file__).parent / "backends"
+FALLBACK_BACKENDS = ("onnxruntime", "pytorch")
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    repository: Path
+    host: str = "127.0.0.1"
+    http_port: int = 0  # 0 = a free port
+    grpc_port: int = 0
+    metrics_port: int = 0
+    explicit: bool = False
+    load_models: tuple[str, ...] = ()
+    cache_size_bytes: int | None = None
+    python_shm_bytes: int | None = None
+    log_verbose: int = 0
+    log_file: Path | None = None
+    tritonserver: Path | None = None
+    startup_timeout: float = 180.0
+    strict_readiness: bool = True
+    exit_on_error: bool = True  # False: start even when some models fail (see model_states())
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.load_models and not self.explicit:
+            raise UsageError("--load-model needs explicit model control", "add --explicit")
+        if self.cache_size_bytes is not None and self.cache_size_bytes < 1024:
+            raise UsageError(f"cache size {self.cache_size_bytes} bytes is too small",
+                             "Triton's local cache needs at least 1 KB, e.g. --cache-size 64MB")
+
+
+@dataclass(frozen=True)
+class ModelState:
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class _Pytriton:
+    binary: Path
+    libs: Path | None
+    python_backend: Path | None
+    stubs: Path | None
+    caches: Path | None
+
+
+def _site_root() -> Path | None:
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))).parent
+
+
+def _pytriton() -> _Pytriton | None:
+    site = _site_root()
+    if site is None:
+        return None
+    base = site / "pytriton" / "tritonserver"
+    binary = base / "bin" / "tritonserver"
+    if not binary.exists():
+        return None
+    return _Pytriton(binary, site / "nvidia_pytriton.libs", base / "backends" / "python",
+                     base / "python_backend_stubs", base / "caches")
+
+
+def find_tritonserver(explicit: Path | None = None) -> Path:
+    """The server binary: explicit path, else $TRITONSERVER, else the nvidia-pytriton wheel's."""
+    for candidate, what in ((explicit, "--tritonserver"), (os.environ.get("TRITONSERVER"), "$TRITONSERVER")):
+        if candidate:
+            p = Path(candidate)
+            if not p.is_file() or not os.access(p, os.X_OK):
+                raise ServerError(f"{what} '{p}' is not an executable file",
+                                  "give the path of a tritonserver binary")
+            return p
+    pt = _pytriton()
+    if pt is not None:
+        return pt.binary
+    found = shutil.which("tritonserver")
+    if found:
+        return Path(found)
+    raise ServerError("no tritonserver binary found",
+                      "run the README's set-up (it installs nvidia-pytriton), "
+                      "or set TRITONSERVER=/path/to/tritonserver")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _native_backend_dir(binary: Path) -> Path | None:
+    for d in (binary.parent.parent / "backends", Path("/opt/tritonserver/backends")):
+        if d.is_dir() and any((d / b).is_dir() for b in ("onnxruntime", "pytorch", "tensorrt")):
+            return d
+    return None
+
+
+def _stub_for_running_python(pt: _Pytriton) -> Path | None:
+    if pt.stubs is None:
+        return None
+    stub = pt.stubs / f"{sys.version_info.major}.{sys.version_info.minor}" / "triton_python_backend_stub"
+    return stub if stub.exists() else None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    # Triton refuses backend libraries whose real path escapes the backend directory, so no
+    # symlinks: a hard link where possible (free), else a copy (a few MB).
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _assemble_backends(binary: Path, workdir: Path) -> tuple[Path, tuple[str, ...]]:
+    """A backend directory: the Python backend plus tritonops' Python-based CPU backends for each
+    backend the server does not ship (the pytriton build ships none but python)."""
+    native = _native_backend_dir(binary)
+    pt = _pytriton()
+    target = workdir / "backends"
+    target.mkdir()
+    fallbacks: list[str] = []
+    if native is not None:
+        for d in native.iterdir():
+            (target / d.name).symlink_to(d)
+    if not (target / "python").exists():
+        if pt is None or pt.python_backend is None or not pt.python_backend.exists():
+            raise ServerError("the Python backend was not found", "reinstall nvidia-pytriton (README set-up)")
+        stub = _stub_for_running_python(pt)
+        if stub is None:
+            raise ServerError(f"no Python backend stub for Python {sys.version_info.major}.{sys.version_info.minor}",
+                              "use Python 3.8-3.13")
+        (target / "python").mkdir()
+        for f in pt.python_backend.iterdir():
+            if f.is_file():
+                _link_or_copy(f, target / "python" / f.name)
+        _link_or_copy(stub, target / "python" / "triton_python_backend_stub")
+    stub_path = target / "python" / "triton_python_backend_stub"
+    for name in FALLBACK_BACKENDS:
+        if (target / name).exists():
+            continue
+        (target / name).mkdir()
+        _link_or_copy(BACKENDS_DIR / name / "model.py", target / name / "model.py")
+        _link_or_copy(stub_path, target / name / "triton_python_backend_stub")
+        fallbacks.append(name)
+    return target, tuple(fallbacks)
+
+
+def _environment(repository: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # The fallback ORT backend's auto-complete gets no paths from Triton; it finds models here.
+    env["TRITONOPS_MODEL_REPOSITORIES"] = str(repository.absolute())
+    libs = []
+    pt = _pytriton()
+    if pt is not None and pt.libs is not None:
+        libs.append(str(pt.libs))
+    libdir = sysconfig.get_config_var("LIBDIR")
+    if libdir:
+        libs.append(libdir)
+    if env.get("LD_LIBRARY_PATH"):
+        libs.append(env["LD_LIBRARY_PATH"])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(libs)
+    # The Python backend stub runs the first python3 on PATH: make it this environment's.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env
+
+
+_FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+_TABLE_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*(UNAVAILABLE: .*?)\s*\|\s*$")
+
+
+class TritonServer:
+    """A real tritonserver for the lifetime of a ``with`` block."""
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._workdir: Path | None = None
+        self._log_handle: object | None = None
+        self.fallback_backends: tuple[str, ...] = ()
+        self.http_port = self.grpc_port = self.metrics_port = 0
+        self.log_path = Path()
+
+    # ----------------------------------------------------------------- endpoints
+    @property
+    def http_url(self) -> str:
+        return f"{self._client_host}:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._client_host}:{self.grpc_port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self._client_host}:{self.metrics_port}"
+
+    @property
+    def _client_host(self) -> str:
+        return "127.0.0.1" if self.options.host in ("0.0.0.0", "") else self.options.host  # noqa: S104
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid if self._proc is not None else -1
+
+    # ----------------------------------------------------------------- lifecycle
+    def command(self, backend_dir: Path) -> list[str]:
+        o = self.options
+        cmd = [
+            str(find_tritonserver(o.tritonserver)),
+            f"--model-repository={o.repository.absolute()}",
+            f"--backend-directory={backend_dir}",
+            f"--http-address={o.host}", f"--grpc-address={o.host}",
+            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+            "--allow-gpu-metrics=false",
+            f"--exit-on-error={'true' if o.exit_on_error else 'false'}",
+            f"--strict-readiness={'true' if o.strict_readiness else 'false'}",
+            f"--log-verbose={o.log_verbose}",
+        ]
+        pt = _pytriton()
+        if o.cache_size_bytes:
+            if pt is not None and pt.caches is not None:
+                cmd.append(f"--cache-directory={pt.caches}")
+            cmd.append(f"--cache-config=local,size={o.cache_size_bytes}")
+        if o.python_shm_bytes:
+            cmd.append(f"--backend-config=python,shm-default-byte-size={o.python_shm_bytes}")
+        if o.explicit:
+            cmd.append("--model-control-mode=explicit")
+            cmd.extend(f"--load-model={m}" for m in o.load_models)
+        cmd.extend(o.extra_args)
+        return cmd
+
+    def __enter__(self) -> TritonServer:
+        o = self.options
+        repo = o.repository
+        if not repo.is_dir():
+            raise UsageError(f"model repository '{repo}' does not exist or is not a directory",
+                             "build a model first: tritonops build MODEL --repo DIR")
+        ports = []
+        for flag, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port),
+                           ("--metrics-port", o.metrics_port)):
+            if port and _port_in_use(o.host, port):
+                raise ServerError(f"port {port} on {o.host} is in use",
+                                  f"stop the process using it, or choose another with {flag}")
+            ports.append(port or free_port(o.host))
+        self.http_port, self.grpc_port, self.metrics_port = ports
+        binary = find_tritonserver(o.tritonserver)
+        self._workdir = Path(tempfile.mkdtemp(prefix="tritonops-server-"))
+        try:
+            backend_dir, self.fallback_backends = _assemble_backends(binary, self._workdir)
+            self.log_path = o.log_file or (self._workdir / "tritonserver.log")
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            log = self.log_path.open("wb")
+            self._log_handle = log
+            self._proc = subprocess.Popen(
+                self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=_environment(o.repository), start_new_session=True,
+                preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - it only calls prctl
+            )
+            self._wait_ready()
+        except BaseException:
+            self._stop(keep_log=True)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stop(keep_log=exc is not None)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError, TimeoutError):
+            return False
+
+    def _wait_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + self.options.startup_timeout
+        while time.monotonic() < deadline:
+            rc = self._proc.poll()
+            if rc is not None:
+                raise self._failure(f"tritonserver exited with code {rc} during start-up", rc)
+            if self._ready():
+                if self.options.exit_on_error:
+                    bad = [s for s in self.model_states() if s.state not in ("READY", "")]
+                    if bad and not self.options.explicit:
+                        raise self._failure(f"model '{bad[0].name}' failed to load: {bad[0].reason}", None)
+                return
+            if not self.options.strict_readiness and self._live() and self._loading_done():
+                return
+            time.sleep(0.1)
+        raise self._failure(f"tritonserver was not ready after {self.options.startup_timeout:.0f} s", None)
+
+    def _live(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=2) as r:
+                return bool(r.status == 200)
+        except (urllib.error.URLError, OSError, TimeoutError):
+            return False
+
+    def _loading_done(self) -> bool:
+        try:
+            states = self.model_states()
+        except ServerError:
+            return False
+        return all(s.state not in ("LOADING", "UNLOADING") for s in states)
+
+    def _failure(self, message: str, rc: int | None) -> ServerError:
+        tail = self.log_tail()
+        if "model '" not in message:
+            for line in self.log_tail(n=100_000):
+                m = _FAILED_LOAD.search(line)
+                if m:
+                    reason = m.group(2).split("\\n")[0].strip().rstrip('"')
+                    message = f"{message}: model '{m.group(1)}' failed to load: {reason}"
+                    break
+        return ServerError(message, f"see the server log: {self.log_path}", returncode=rc, log_tail=tail)
+
+    def _stop(self, keep_log: bool) -> None:
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        if self._log_handle is not None:
+            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle = None
+        if self._workdir is not None:
+            if keep_log and self.log_path.is_relative_to(self._workdir):
+                kept = Path(tempfile.gettempdir()) / f"tritonserver-{os.getpid()}-{int(time.time())}.log"
+                with contextlib.suppress(OSError):
+                    shutil.copy2(self.log_path, kept)
+                    self.log_path = kept
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+
+    # ----------------------------------------------------------------- queries
+    def log_tail(self, n: int = 50) -> list[str]:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return lines[-n:]
+
+    def model_states(self) -> list[ModelState]:
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
+                entries = json.loads(r.read())
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            raise ServerError(f"cannot read the model repository index: {e}", "is the server running?") from None
+        return [ModelState(e.get("name", ""), str(e.get("version", "")), e.get("state", ""), e.get("reason", ""))
+                for e in entries]
+
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def wait(self, stop: threading.Event) -> int | None:
+        """Block until ``stop`` is set or the server exits; returns its exit code if it exited."""
+        while not stop.is_set():
+            if self._proc is None:
+                return None
+            rc = self._proc.poll()
+            if rc is not None:
+                return rc
+            stop.wait(0.5)
+        return None
+
+
+def serve(options: ServerOptions, on_ready: Callable[[TritonServer], None]) -> int:
+    """Run a server until SIGINT/SIGTERM; ``on_ready`` reports endpoints. Returns an exit code."""
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with TritonServer(options) as server:
+            on_ready(server)
+            rc = server.wait(stop)
+            if rc is not None:
+                raise ServerError(f"tritonserver exited with code {rc}", f"see the server log: {server.log_path}",
+                                  returncode=rc, log_tail=server.log_tail())
+        return 0
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def docker_command(options: ServerOptions, image: str) -> list[str]:
+    """The equivalent ``docker run`` for a real Triton image (ports published on the host given)."""
+    repo = options.repository.absolute()
+    host = options.host
+    hp, gp, mp = options.http_port or 8000, options.grpc_port or 8001, options.metrics_port or 8002
+    cmd = ["docker", "run", "--rm", "--init", "--shm-size=256m",
+           "-p", f"{host}:{hp}:8000", "-p", f"{host}:{gp}:8001", "-p", f"{host}:{mp}:8002",
+           "-v", f"{repo}:/models:ro", image, "tritonserver", "--model-repository=/models"]
+    if options.explicit:
+        cmd.append("--model-control-mode=explicit")
+        cmd.extend(f"--load-model={m}" for m in options.load_models)
+    if options.cache_size_bytes:
+        cmd.append(f"--cache-config=local,size={options.cache_size_bytes}")
+    return cmd
