@@ -26,9 +26,9 @@ import pytest
 import onnx_models
 from conftest import tree_digest
 from deploy_repos import broken_mlp, mlp_repo, mlp_spec, write_model
-from deploy_server import _free_port, triton
 from tritonops.deploy.rollout import DeployFailed, RolloutOptions, deploy_versions, rollback
 from tritonops.errors import RepositoryError, UsageError
+from tritonops.server import ServerOptions, TritonServer, free_port
 
 pytestmark = pytest.mark.server
 SRC = Path(__file__).parent.parent / "src"
@@ -157,7 +157,7 @@ class Setup:
 def setup(tmp_path):
     target = mlp_repo(tmp_path / "target", seed=0)
     expected = {"1": reference(tmp_path / "target" / "src" / "mlp-0.onnx")}
-    with triton(target, tmp_path / "server", "--load-model=*") as server:
+    with TritonServer(ServerOptions(repository=target, explicit=True, load_models=("*",))) as server:
         yield Setup(tmp_path, target, server, expected)
 
 
@@ -340,7 +340,7 @@ def test_bad_targets_and_servers_change_nothing(setup, cli, tmp_path):
     good = setup.source("good", onnx_models.mlp(setup.root / "src" / "mlp-1.onnx", seed=1))
     before = tree_digest(setup.target)
 
-    port = _free_port()
+    port = free_port()
     code, _out, err = cli("deploy", good, "--to", setup.target, "--url", f"127.0.0.1:{port}")
     assert code == 6
     assert err.splitlines()[0].startswith(f"error: cannot reach the server at 127.0.0.1:{port} over HTTP: ")
@@ -383,7 +383,7 @@ def test_server_not_in_explicit_mode(tmp_path, cli):
     target = mlp_repo(tmp_path / "target", seed=0)
     source = mlp_repo(tmp_path / "source", seed=1)
     before = tree_digest(target)
-    with triton(target, tmp_path / "server", mode="none") as server:
+    with TritonServer(ServerOptions(repository=target)) as server:  # model control "none"
         code, _out, err = cli("deploy", source, "--to", target, "--url", "127.0.0.1", "--http-port",
                               server.http_port, "--grpc-port", server.grpc_port)
     assert code == 6
@@ -406,7 +406,7 @@ def test_permission_denied_changes_nothing(tmp_path):
                 p.chmod(0o555)
         before = tree_digest(target)
         cmd = [sys.executable, "-m", "tritonops", "deploy", str(source), "--to", str(target), "--url",
-               f"127.0.0.1:{_free_port()}"]
+               f"127.0.0.1:{free_port()}"]
         if os.geteuid() == 0:
             if shutil.which("setpriv") is None:
                 pytest.skip("running as root and setpriv (util-linux) is missing: cannot drop CAP_DAC_OVERRIDE")
