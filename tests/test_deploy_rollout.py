@@ -424,6 +424,33 @@ def test_permission_denied_changes_nothing(tmp_path):
         shutil.rmtree(root)
 
 
+def test_a_load_that_times_out_is_undone(setup):
+    """A new Python-backend model whose initialize() outlasts --timeout: the roll-out fails with the
+    reason, and nothing of it stays on disk or loaded (the cleanup waits for the late load to end)."""
+    source = setup.root / "slow" / "repo"
+    (source / "slow" / "1").mkdir(parents=True)
+    (source / "slow" / "1" / "model.py").write_text(
+        "import time\n\nclass TritonPythonModel:\n    def initialize(self, args):\n        time.sleep(6)\n\n"
+        "    def execute(self, requests):\n        return []\n")
+    (source / "slow" / "config.pbtxt").write_text(
+        'backend: "python"\nmax_batch_size: 0\ninput { name: "IN" data_type: TYPE_FP32 dims: [ 1 ] }\n'
+        'output { name: "OUT" data_type: TYPE_FP32 dims: [ 1 ] }\ninstance_group { kind: KIND_CPU }\n')
+    before = tree_digest(setup.target)
+    with pytest.raises(DeployFailed) as e:
+        deploy_versions(setup.options(source, timeout_s=2.0))
+    assert e.value.message.startswith("version 1 of 'slow' failed to load: ")
+    assert e.value.message.endswith("; 'slow' stays as it was and the new version was removed")
+    after = tree_digest(setup.target)
+    assert {k: v for k, v in after.items() if k != ".tritonops-deploys.jsonl"} == before
+    assert [e for e in index(setup) if e[0].startswith("slow")] == []
+    import tritonclient.http as httpclient
+
+    c = httpclient.InferenceServerClient(setup.server.http_url)
+    assert not c.is_model_ready("slow.tritonops-candidate")
+    c.close()
+    assert [e for e in index(setup) if e[2] == "READY"] == [("mlp", "1", "READY")]
+
+
 def test_rollback_without_a_record_is_a_clear_error(setup):
     with pytest.raises(UsageError) as e:
         rollback(setup.options(None))

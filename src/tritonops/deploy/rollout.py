@@ -617,6 +617,13 @@ def _what(plans: Sequence[_Plan]) -> str:
 
 
 def _cleanup_candidate(server: _Server, path: Path) -> None:
+    # After a timed-out load the server may still be loading it: wait (bounded) so the unload is not
+    # overtaken by a load that completes afterwards, and the files are not pulled from under it.
+    deadline = time.monotonic() + max(60.0, server.opts.timeout_s)
+    with contextlib.suppress(Exception):
+        while time.monotonic() < deadline and any(
+                e.get("name") == path.name and e.get("state") == "LOADING" for e in server.index()):
+            time.sleep(0.2)
     with contextlib.suppress(Exception):
         server.unload(path.name)
     _remove_dir(path)
