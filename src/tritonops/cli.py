@@ -25,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-out = Console(highlight=False, soft_wrap=True)
+# Tables stay readable when output is piped or logged (rich assumes 80 columns off a terminal).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
@@ -264,8 +265,9 @@ def doctor(
 # ------------------------------------------------------------------------------------------- more commands
 # Each area registers its commands on `app` from its own module (imported here, after `app`, `out`
 # and `err` exist, since those modules import them).
-from tritonops import cli_serve, cli_validate  # noqa: E402
+from tritonops import cli_deploy, cli_serve, cli_validate  # noqa: E402
 
+cli_deploy.register(app)
 cli_serve.register(app)
 cli_validate.register(app)
 # ----- entry (register modules above this line)
