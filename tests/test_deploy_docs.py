@@ -1,4 +1,4 @@
-"""Every `tritonops deploy` command in docs/deploy.md runs: the manifest commands offline (their
+"""Every `tritonops deploy` command in the README's deploy section runs: the manifest commands offline (their
 Kubernetes output validated strictly), the roll-out commands against a real server in explicit mode,
 with /srv/triton/models and localhost replaced by a scratch repository and the server's ports."""
 
@@ -15,12 +15,16 @@ from deploy_repos import mlp_spec, write_model
 from test_deploy_manifests import kubernetes_validate
 from tritonops.server import ServerOptions, TritonServer
 
-DOC = Path(__file__).parent.parent / "docs" / "deploy.md"
+README = Path(__file__).parent.parent / "README.md"
+
+
+def deploy_section() -> str:
+    return README.read_text().split("## deploy\n", 1)[1].split("\n## ", 1)[0]
 
 
 def doc_commands() -> list[str]:
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", DOC.read_text(), re.S):
+    for block in re.findall(r"```bash\n(.*?)```", deploy_section(), re.S):
         for line in block.replace("\\\n", " ").splitlines():
             line = line.split("  #", 1)[0].strip()
             if line.startswith("tritonops deploy "):
