@@ -87,3 +87,25 @@ def test_serve_command_on_the_example_prints_ready_and_stops_cleanly(minilm_repo
     rest, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "tritonserver stopped" in rest
+
+
+def test_manifests_for_the_shipped_example_pass_strict_schema_validation(minilm_repo, tmp_path, cli):
+    from test_deploy_manifests import kubernetes_validate
+
+    image = "nvcr.io/nvidia/tritonserver:24.08-py3"
+    code, _, err = cli("deploy", minilm_repo, "--target", "k8s", "--image", image, "--out", tmp_path / "k8s")
+    assert code == 0, err
+    files = sorted((tmp_path / "k8s").rglob("*.yaml"))
+    assert files
+    core = [f for f in files if "monitor" not in f.name.lower()]
+    kubernetes_validate(core)
+    code, _, err = cli("deploy", minilm_repo, "--target", "kserve", "--image", image, "--out", tmp_path / "ks",
+                       "--storage", "s3://models/minilm", "--storage-secret", "s3-creds")
+    assert code == 0, err
+    import yaml
+
+    from test_deploy_manifests import check_inference_service
+
+    (isvc,) = list(yaml.safe_load_all((tmp_path / "ks" / "inferenceservice.yaml").read_text()))
+    model = check_inference_service(isvc, tmp_path)
+    assert model["storageUri"] == "s3://models/minilm"
