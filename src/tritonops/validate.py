@@ -289,16 +289,30 @@ class TorchScriptReference:
         return out
 
 
-# Keyed by platform (or backend, for configs that name only a backend). The ensembles work adds
-# "ensemble" here: a factory composing the steps' runners.
+def _ensemble_reference(model: ModelUnderTest) -> ReferenceRunner:
+    from tritonops.ensemble import EnsembleReference
+
+    return EnsembleReference(model)
+
+
+def _python_step_reference(model: ModelUnderTest) -> ReferenceRunner:
+    from tritonops.ensemble import PythonStepReference
+
+    return PythonStepReference(model)
+
+
+# Keyed by platform (or backend, for configs that name only a backend). Ensembles compose the
+# steps' runners; python models run in-process when tritonops generated them (ensemble steps).
 REFERENCE_FACTORIES: dict[str, ReferenceFactory] = {
     "onnxruntime_onnx": OnnxRuntimeReference,
     "onnxruntime": OnnxRuntimeReference,
     "pytorch_libtorch": TorchScriptReference,
     "pytorch": TorchScriptReference,
+    "ensemble": _ensemble_reference,
+    "python": _python_step_reference,
 }
 _DEFAULT_FILES = {"onnxruntime_onnx": "model.onnx", "onnxruntime": "model.onnx", "pytorch_libtorch": "model.pt",
-                  "pytorch": "model.pt"}
+                  "pytorch": "model.pt", "python": "model.py"}
 
 
 def _to_model_shape(a: np.ndarray, t: Any, max_batch_size: int) -> np.ndarray:
@@ -786,6 +800,9 @@ def _artifact(opts: ValidateOptions, model_dir: Path | None, version: str, confi
         return opts.reference
     if model_dir is None:
         return None
+    if config.platform == "ensemble":  # the steps' artifacts: the reference reads them from the repository
+        path = model_dir / version
+        return path if path.is_dir() else None
     filename = config.default_model_filename or _DEFAULT_FILES.get(config.platform or config.backend, "")
     if not filename:
         return None
