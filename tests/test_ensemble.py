@@ -129,7 +129,7 @@ def test_unknown_resource_and_function_are_usage_errors(tmp_path):
     from tritonops.ensemble import load_ensemble_file
 
     path = _variant(tmp_path, lambda d: _steps(d)["double"].update(resources=["nope.txt"]))
-    with pytest.raises(UsageError, match="resources\\[0\\]: resource '.*nope.txt' does not exist"):
+    with pytest.raises(UsageError, match=r"resources\[0\]: resource '.*nope.txt' does not exist"):
         load_ensemble_file(path)
 
 
