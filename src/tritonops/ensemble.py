@@ -483,7 +483,10 @@ def load_ensemble_file(path: Path, repository: Path | None = None) -> EnsembleSp
             for k, v in m.items():
                 if k not in _FIELDS or k in ("name", "repository"):
                     raise _unknown(f"{where}.model", k, set(_FIELDS) - {"name", "repository"})
-                kwargs[k] = _convert(f"{where}.model", k, v, base)
+                if k == "source" and isinstance(v, dict):  # a model file shipped inside a PyPI package
+                    kwargs[k] = str(_resource(f"{where}.model.source", v, base))
+                else:
+                    kwargs[k] = _convert(f"{where}.model", k, v, base)
             kwargs.setdefault("max_batch_size", mbs)
             try:
                 opts = BuildOptions(name=model_name, repository=repo, **kwargs)
@@ -701,6 +704,7 @@ def build_ensemble(spec: EnsembleSpec, progress: Progress | None = None, *,
             s = spec.steps[i]
             st = staged[s.model_name]
             feeds = [{k: v[t] for k, t in s.input_map} for v in tensors]
+            _save_examples(st.model_root, feeds[1])
             if isinstance(s, ModelStep):
                 work = Path(scratch) / s.model_name
                 work.mkdir()
@@ -751,6 +755,7 @@ def build_ensemble(spec: EnsembleSpec, progress: Progress | None = None, *,
                     if k in o:
                         v[t] = o[k]
         _raise_first(spec, wiring_problems(_graph(spec, known)))
+        _save_examples(ens_stage.model_root, {t.name: examples[1][t.name] for t in spec.inputs})
         ens = _ensemble_spec(spec, known, tensor_specs)
         text = _render(ens)
         write_text_file(ens_stage.model_root / "config.pbtxt", text)
@@ -762,6 +767,16 @@ def build_ensemble(spec: EnsembleSpec, progress: Progress | None = None, *,
         )
     return EnsembleResult(spec.name, spec.repository,
                           (*(results[s.model_name] for s in spec.steps), ens_result), tuple(notes))
+
+
+def _save_examples(model_root: Path, feed: Mapping[str, np.ndarray]) -> None:
+    """Real example inputs beside config.pbtxt, for ``validate`` (random bytes are no image or text).
+    No pickles: byte strings are stored as a fixed-width bytes array."""
+    from tritonops.validate import EXAMPLES_FILE
+
+    arrays = {k: (np.array([bytes(b) for b in v.reshape(-1)], dtype=np.bytes_).reshape(v.shape)
+                  if v.dtype == np.object_ else v) for k, v in feed.items()}
+    np.savez(model_root / EXAMPLES_FILE, **arrays)  # type: ignore[arg-type]
 
 
 def _render(ms: ModelSpec) -> str:

@@ -363,6 +363,9 @@ def generate_inputs(specs: Sequence[TensorSpec], batch: int | None, rng: np.rand
     return make_inputs([t for t in specs if not t.optional], batch, rng, dim_default=3)
 
 
+EXAMPLES_FILE = "tritonops_examples.npz"  # beside config.pbtxt: example inputs validate uses by default
+
+
 def load_inputs(path: Path) -> dict[str, np.ndarray]:
     """Read user inputs: ``.npz`` (one array per input; no pickles, so strings as ``U``/``S`` arrays)
     or ``.json`` (``{"name": nested list}`` or KServe ``{"inputs": [{name, datatype, shape, data}]}``)."""
@@ -781,6 +784,9 @@ def _validate_model(run: _Run, name: str, entry: _IndexEntry, user_inputs: Mappi
         _check_repository_config(run, name, model_dir, config)
     # ---- inference
     model = ModelUnderTest(name, entry.version, config, model_dir, _artifact(opts, model_dir, entry.version, config))
+    if user_inputs is None and model_dir is not None and (model_dir / EXAMPLES_FILE).is_file():
+        # Inputs random data cannot stand for (encoded images, text): saved by the ensemble build.
+        user_inputs = load_inputs(model_dir / EXAMPLES_FILE)
     _inference_checks(run, model, user_inputs)
 
 
@@ -1169,7 +1175,9 @@ def _first_request_latency(run: _Run, model: ModelUnderTest, case: _Case, protoc
         batch = None if model.config.max_batch_size == 0 else next(iter(case.inputs.values())).shape[0]
         for _ in range(run.options.latency_repeats):
             # Fresh inputs so a response cache cannot answer the repeats.
-            inputs = case.inputs if run.options.inputs is not None else generate_inputs(in_specs, batch, rng)
+            given = run.options.inputs is not None or (
+                model.model_dir is not None and (model.model_dir / EXAMPLES_FILE).is_file())
+            inputs = case.inputs if given else generate_inputs(in_specs, batch, rng)
             t0 = time.perf_counter()
             _infer(run, proto, model, inputs)
             times.append((time.perf_counter() - t0) * 1e3)
