@@ -776,7 +776,7 @@ def _save_examples(model_root: Path, feed: Mapping[str, np.ndarray]) -> None:
 
     arrays = {k: (np.array([bytes(b) for b in v.reshape(-1)], dtype=np.bytes_).reshape(v.shape)
                   if v.dtype == np.object_ else v) for k, v in feed.items()}
-    np.savez(model_root / EXAMPLES_FILE, **arrays)  # type: ignore[arg-type]
+    np.savez(model_root / EXAMPLES_FILE, **arrays)
 
 
 def _render(ms: ModelSpec) -> str:
