@@ -174,3 +174,27 @@ def test_real_server_refuses_bad_ensembles_and_serves_the_good_one(pipe_repo):
             pending.append((n, client.async_infer("pipe", [inp])))
         for n, req in pending:
             assert req.get_result().as_numpy("total").tolist() == [[3.0 * sum(range(n))]]
+
+
+def test_failing_step_at_build_time_leaves_repository_untouched(tmp_path, cli, digest):
+    """Inference runs every step before the first rename: a step that raises on the examples
+    (here: values above 1000) fails the build and no model of the ensemble is written."""
+    path = _variant(tmp_path, lambda d: d.update(examples="steps.py:big"))
+    with (tmp_path / "steps.py").open("a") as f:
+        f.write("\n\ndef big(variant):\n    return {'x': np.full((1 + variant, 3), 5000, np.float32)}\n")
+    repo = tmp_path / "model_repository"
+    repo.mkdir()
+    (repo / "keep.txt").write_text("unrelated")
+    before = digest(repo)
+    code, _out, err = cli("build", "-f", path)
+    assert code == 3, err
+    assert err.splitlines()[0] == "error: step function 'double' raised ValueError: input above 1000"
+    assert digest(repo) == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tritonops-stage")]
+
+
+def test_cli_check_reports_ensemble_findings(pipe_repo, cli):
+    code, out, _err = cli("check", pipe_repo)
+    assert code != 0
+    assert "bad_cycle/config.pbtxt: ensemble_scheduling.step[0]: steps 'step[0] pipe_double', " in out
+    assert "✓ pipe\n" in out
