@@ -84,6 +84,8 @@ Examples:
   tritonops build mypkg.models:make_model --example-shape x:FP32:3,32,32 --format onnx
 
   tritonops build -f tritonops.yaml
+
+  tritonops build -f ensembles/text_embedding/ensemble.yaml   (an ensemble: every step model + the ensemble)
 """
 
 
@@ -135,7 +137,12 @@ def build(
         raise UsageError("nothing to build", "give a model file, a module:factory, or -f tritonops.yaml")
     if input and example_shape:
         raise UsageError("--input and --example-shape mean the same thing", "use one of them")
-    if file is not None:
+    from tritonops.ensemble import build_ensemble_file, is_ensemble_file
+
+    ensemble_file = file if file is not None and is_ensemble_file(file) else None
+    if ensemble_file is not None:
+        options = []
+    elif file is not None:
         options = load_build_file(file)
         if repo is not None:
             options = [dataclasses.replace(o, repository=repo) for o in options]
@@ -154,7 +161,7 @@ def build(
             accelerator=accelerator, precision=precision.upper(),  # type: ignore[arg-type]
         )]
     with _spinner(not as_json) as progress:
-        results = build_many(options, progress)
+        results = build_ensemble_file(ensemble_file, repo, progress) if ensemble_file else build_many(options, progress)
     if as_json:
         _emit_json({"schema": "tritonops.build/1", "models": [r.to_dict() for r in results]})
         return

@@ -289,16 +289,30 @@ class TorchScriptReference:
         return out
 
 
-# Keyed by platform (or backend, for configs that name only a backend). The ensembles work adds
-# "ensemble" here: a factory composing the steps' runners.
+def _ensemble_reference(model: ModelUnderTest) -> ReferenceRunner:
+    from tritonops.ensemble import EnsembleReference
+
+    return EnsembleReference(model)
+
+
+def _python_step_reference(model: ModelUnderTest) -> ReferenceRunner:
+    from tritonops.ensemble import PythonStepReference
+
+    return PythonStepReference(model)
+
+
+# Keyed by platform (or backend, for configs that name only a backend). Ensembles compose the
+# steps' runners; python models run in-process when tritonops generated them (ensemble steps).
 REFERENCE_FACTORIES: dict[str, ReferenceFactory] = {
     "onnxruntime_onnx": OnnxRuntimeReference,
     "onnxruntime": OnnxRuntimeReference,
     "pytorch_libtorch": TorchScriptReference,
     "pytorch": TorchScriptReference,
+    "ensemble": _ensemble_reference,
+    "python": _python_step_reference,
 }
 _DEFAULT_FILES = {"onnxruntime_onnx": "model.onnx", "onnxruntime": "model.onnx", "pytorch_libtorch": "model.pt",
-                  "pytorch": "model.pt"}
+                  "pytorch": "model.pt", "python": "model.py"}
 
 
 def _to_model_shape(a: np.ndarray, t: Any, max_batch_size: int) -> np.ndarray:
@@ -347,6 +361,9 @@ def generate_inputs(specs: Sequence[TensorSpec], batch: int | None, rng: np.rand
     from tritonops.convert.examples import make_inputs
 
     return make_inputs([t for t in specs if not t.optional], batch, rng, dim_default=3)
+
+
+EXAMPLES_FILE = "tritonops_examples.npz"  # beside config.pbtxt: example inputs validate uses by default
 
 
 def load_inputs(path: Path) -> dict[str, np.ndarray]:
@@ -767,6 +784,9 @@ def _validate_model(run: _Run, name: str, entry: _IndexEntry, user_inputs: Mappi
         _check_repository_config(run, name, model_dir, config)
     # ---- inference
     model = ModelUnderTest(name, entry.version, config, model_dir, _artifact(opts, model_dir, entry.version, config))
+    if user_inputs is None and model_dir is not None and (model_dir / EXAMPLES_FILE).is_file():
+        # Inputs random data cannot stand for (encoded images, text): saved by the ensemble build.
+        user_inputs = load_inputs(model_dir / EXAMPLES_FILE)
     _inference_checks(run, model, user_inputs)
 
 
@@ -786,6 +806,9 @@ def _artifact(opts: ValidateOptions, model_dir: Path | None, version: str, confi
         return opts.reference
     if model_dir is None:
         return None
+    if config.platform == "ensemble":  # the steps' artifacts: the reference reads them from the repository
+        path = model_dir / version
+        return path if path.is_dir() else None
     filename = config.default_model_filename or _DEFAULT_FILES.get(config.platform or config.backend, "")
     if not filename:
         return None
@@ -1152,7 +1175,9 @@ def _first_request_latency(run: _Run, model: ModelUnderTest, case: _Case, protoc
         batch = None if model.config.max_batch_size == 0 else next(iter(case.inputs.values())).shape[0]
         for _ in range(run.options.latency_repeats):
             # Fresh inputs so a response cache cannot answer the repeats.
-            inputs = case.inputs if run.options.inputs is not None else generate_inputs(in_specs, batch, rng)
+            given = run.options.inputs is not None or (
+                model.model_dir is not None and (model.model_dir / EXAMPLES_FILE).is_file())
+            inputs = case.inputs if given else generate_inputs(in_specs, batch, rng)
             t0 = time.perf_counter()
             _infer(run, proto, model, inputs)
             times.append((time.perf_counter() - t0) * 1e3)
