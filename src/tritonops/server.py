@@ -318,9 +318,9 @@ class TritonServer:
                  tb: TracebackType | None) -> None:
         self._stop(keep_log=exc is not None)
 
-    def _ready(self) -> bool:
+    def _health(self, which: str) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/{which}", timeout=2) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError, TimeoutError):
             return False
@@ -332,23 +332,16 @@ class TritonServer:
             rc = self._proc.poll()
             if rc is not None:
                 raise self._failure(f"tritonserver exited with code {rc} during start-up", rc)
-            if self._ready():
+            if self._health("ready"):
                 if self.options.exit_on_error:
                     bad = [s for s in self.model_states() if s.state not in ("READY", "")]
                     if bad and not self.options.explicit:
                         raise self._failure(f"model '{bad[0].name}' failed to load: {bad[0].reason}", None)
                 return
-            if not self.options.strict_readiness and self._live() and self._loading_done():
+            if not self.options.strict_readiness and self._health("live") and self._loading_done():
                 return
             time.sleep(0.1)
         raise self._failure(f"tritonserver was not ready after {self.options.startup_timeout:.0f} s", None)
-
-    def _live(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError, TimeoutError):
-            return False
 
     def _loading_done(self) -> bool:
         try:
