@@ -251,7 +251,7 @@ def test_study_protocols_cli_writes_a_report_that_renders(cli, repo, tmp_path):
 
 def test_study_config_compares_naive_and_generated(cli, repo, tmp_path):
     out_dir = tmp_path / "cfg"
-    code, out, err = cli("study", "config", "mlp", "--repo", repo, "--variant", "generated", "--concurrency", "1,4",
+    code, out, err = cli("study", "config", "mlp", "--serve", repo, "--variant", "generated", "--concurrency", "1,4",
                          "--repeats", "1", "--measurement-interval", "300", "--stability-percentage", "100",
                          "--p99-budget", "1000", "--output-dir", out_dir, "--json")
     assert code == 0, err

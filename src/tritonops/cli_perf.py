@@ -59,9 +59,9 @@ server and swept with perf_analyzer. Reports throughput and p99 ratios to the na
 
 Examples:
 
-  tritonops study config mlp --repo model_repository/
+  tritonops study config mlp --serve model_repository/
 
-  tritonops study config mlp --repo model_repository/ --concurrency 1,8,32 --p99-budget 20 --repeats 3
+  tritonops study config mlp --serve model_repository/ --concurrency 1,8,32 --p99-budget 20 --repeats 3
 """
 
 
@@ -269,7 +269,8 @@ def register(app: typer.Typer) -> None:
     @study_app.command("config", help=STUDY_CONFIG_HELP)
     def study_config(
         model: Annotated[str, typer.Argument(help="Model name in the repository.")],
-        repository: Annotated[Path, typer.Option("--repo", help="Model repository holding MODEL.")
+        repository: Annotated[Path, typer.Option(
+            "--serve", "--repo", help="Model repository holding MODEL; the study serves variants of it.")
                               ] = Path("model_repository"),
         concurrency: Annotated[str, typer.Option(help="Concurrency sweep: list or START:END:STEP.")] = "1,4,16",
         protocol: Annotated[str, typer.Option(help="http or grpc.")] = "grpc",
