@@ -24,7 +24,7 @@ if [ "${1:-}" = "--tests" ] && ! command -v chromium >/dev/null 2>&1; then need_
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tritonops setup: installing system packages: ${need_apt[*]}"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then
