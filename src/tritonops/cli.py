@@ -272,11 +272,12 @@ def doctor(
 # ------------------------------------------------------------------------------------------- more commands
 # Each area registers its commands on `app` from its own module (imported here, after `app`, `out`
 # and `err` exist, since those modules import them).
-from tritonops import cli_deploy, cli_serve, cli_validate  # noqa: E402
+from tritonops import cli_deploy, cli_perf, cli_serve, cli_validate  # noqa: E402
 
 cli_deploy.register(app)
 cli_serve.register(app)
 cli_validate.register(app)
+cli_perf.register(app)
 # ----- entry (register modules above this line)
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
+
+from tritonops.errors import TritonOpsError
+from tritonops.external import run_tool
+from tritonops.perf.analyzer import library_hint, perf_analyzer_env, perf_analyzer_path
 
 
 @dataclass(frozen=True)
@@ -31,27 +32,6 @@ def _module(name: str, optional: bool = False, purpose: str = "") -> Check:
         return Check(name, True, version(dist), optional)
     except PackageNotFoundError:
         return Check(name, True, "installed", optional)
-
-
-def perf_analyzer_path() -> Path | None:
-    candidate = Path(sys.executable).parent / "perf_analyzer"
-    if candidate.exists():
-        return candidate
-    found = shutil.which("perf_analyzer")
-    return Path(found) if found else None
-
-
-def perf_analyzer_env() -> dict[str, str]:
-    """perf_analyzer from tritonclient 2.50 needs libcudart.so.12 (nvidia-cuda-runtime-cu12)."""
-    env = dict(os.environ)
-    spec = importlib.util.find_spec("nvidia.cuda_runtime")
-    dirs = []
-    if spec is not None and spec.submodule_search_locations:
-        dirs.append(str(Path(next(iter(spec.submodule_search_locations))) / "lib"))
-    if env.get("LD_LIBRARY_PATH"):
-        dirs.append(env["LD_LIBRARY_PATH"])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(dirs)
-    return env
 
 
 def run_doctor() -> list[Check]:
@@ -80,12 +60,12 @@ def run_doctor() -> list[Check]:
         checks.append(Check("perf_analyzer", False, "not found (pip install 'tritonops[perf]')", optional=True))
     else:
         try:
-            proc = subprocess.run([str(pa), "--version"], capture_output=True, text=True, timeout=30,
-                                  env=perf_analyzer_env(), check=False)
-            text = (proc.stdout + proc.stderr).strip()
-            missing = "error while loading shared libraries" in text
-            checks.append(Check("perf_analyzer", not missing,
-                                text.splitlines()[0] if missing else str(pa), optional=True))
-        except (OSError, subprocess.TimeoutExpired) as e:
+            run = run_tool([pa, "--version"], env=perf_analyzer_env(), timeout_s=30, check=False)
+            missing = "error while loading shared libraries" in run.output
+            detail = (run.output.strip().splitlines() or [""])[0]
+            if missing:
+                detail += f" ({library_hint(run.output)})"
+            checks.append(Check("perf_analyzer", not missing, detail if missing else str(pa), optional=True))
+        except TritonOpsError as e:
             checks.append(Check("perf_analyzer", False, str(e), optional=True))
     return checks
