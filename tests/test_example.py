@@ -62,3 +62,50 @@ def test_real_server_loads_it_ready_and_serves_real_embeddings(minilm_repo):
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     # Two paraphrases: real MiniLM embeddings are close (random weights would not be).
     assert float(emb[0] @ emb[1]) > 0.6
+
+
+@pytest.mark.server
+def test_serve_command_on_the_example_prints_ready_and_stops_cleanly(minilm_repo):
+    import signal
+    import subprocess
+    import sys
+
+    from tritonops.server import free_port
+
+    cli = Path(sys.executable).parent / "tritonops"
+    proc = subprocess.Popen([str(cli), "serve", str(minilm_repo), "--http-port", str(free_port()),
+                             "--grpc-port", str(free_port()), "--metrics-port", str(free_port())],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "Press Ctrl-C" in line:
+            break
+    assert any("READY" in line and "minilm" in line for line in seen), "".join(seen)
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "tritonserver stopped" in rest
+
+
+def test_manifests_for_the_shipped_example_pass_strict_schema_validation(minilm_repo, tmp_path, cli):
+    from test_deploy_manifests import kubernetes_validate
+
+    image = "nvcr.io/nvidia/tritonserver:24.08-py3"
+    code, _, err = cli("deploy", minilm_repo, "--target", "k8s", "--image", image, "--out", tmp_path / "k8s")
+    assert code == 0, err
+    files = sorted((tmp_path / "k8s").rglob("*.yaml"))
+    assert files
+    core = [f for f in files if "monitor" not in f.name.lower()]
+    kubernetes_validate(core)
+    code, _, err = cli("deploy", minilm_repo, "--target", "kserve", "--image", image, "--out", tmp_path / "ks",
+                       "--storage", "s3://models/minilm", "--storage-secret", "s3-creds")
+    assert code == 0, err
+    import yaml
+
+    from test_deploy_manifests import check_inference_service
+
+    (isvc,) = list(yaml.safe_load_all((tmp_path / "ks" / "inferenceservice.yaml").read_text()))
+    model = check_inference_service(isvc, tmp_path)
+    assert model["storageUri"] == "s3://models/minilm"

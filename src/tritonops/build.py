@@ -439,8 +439,8 @@ def _torch_to_onnx(opts: BuildOptions, module: Any, name: str, mbs: int, work: P
     out = work / "onnx" / "model.onnx"
     out.parent.mkdir()
     exported = torch_export.export_onnx(module, opts.inputs, opts.outputs or None, out, max_batch_size=mbs)
-    notes.extend(getattr(exported, "notes", ()))
-    onnx_path = getattr(exported, "path", exported)
+    notes.extend(exported.notes)
+    onnx_path = exported.path
     info = inspect_onnx(onnx_path)
     spec = spec_from_onnx(replace(opts, max_batch_size=mbs), name, info, f"the exported model '{name}'")
     say("verifying the ONNX model against PyTorch")
@@ -464,7 +464,7 @@ def _torch_to_torchscript(opts: BuildOptions, module: Any, name: str, mbs: int, 
     else:
         say("converting to TorchScript")
         exported = torch_export.export_torchscript(module, opts.inputs, out, max_batch_size=mbs)
-        out = getattr(exported, "path", out)
+        out = exported.path
         ts_inputs = tuple(replace(t, name=f"INPUT__{i}") for i, t in enumerate(opts.inputs))
     say("verifying the TorchScript model")
     candidate = verify.runner_torchscript(out, [t.name for t in ts_inputs])

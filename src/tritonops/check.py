@@ -235,6 +235,8 @@ def check_model(model_dir: Path) -> list[Finding]:
         c.add("name", f"name '{cfg.name}' does not match the directory name '{name}'",
               f"set name: \"{name}\" or rename the directory")
     findings = _check_config(cfg, name, rel)
+    if cfg.platform == "ensemble":
+        findings.extend(_check_ensemble(cfg, model_dir, rel))
     versions = version_dirs(model_dir)
     available = _policy_versions(cfg, versions)
     if not versions:
@@ -257,6 +259,33 @@ def check_model(model_dir: Path) -> list[Finding]:
         for v in version_paths:
             _check_onnx_io(c, cfg, v / filename, f"{name}/{v.name}/{filename}")
     return findings + c.findings
+
+
+def _check_ensemble(cfg: ModelConfig, model_dir: Path, rel: str) -> list[Finding]:
+    """The wiring rules of ``tritonops.ensemble`` (the same ones ``build`` applies to ensemble.yaml),
+    against the composing models' configs found beside the ensemble."""
+    from tritonops.ensemble import graph_from_configs, wiring_problems
+
+    c = _Collector(model_dir.name, rel)
+    members: dict[str, ModelConfig] = {}
+    for i, step in enumerate(cfg.ensemble_scheduling.step):
+        member = model_dir.parent / step.model_name
+        try:
+            if not (member / "config.pbtxt").is_file():
+                c.add(f"ensemble_scheduling.step[{i}].model_name",
+                      f"step model '{step.model_name}' is not in the repository (no {step.model_name}/config.pbtxt)",
+                      f"build '{step.model_name}' into this repository, or fix model_name")
+                continue
+            members[step.model_name] = read_config(member / "config.pbtxt")
+        except UsageError:
+            continue  # reported by that model's own check
+    if not cfg.ensemble_scheduling.step:
+        c.add("ensemble_scheduling", "the ensemble has no steps", "add ensemble_scheduling { step { ... } }")
+        return c.findings
+    for p in wiring_problems(graph_from_configs(cfg, members)):
+        fld = f"ensemble_scheduling.step[{p.index}]" if p.index is not None else "ensemble_scheduling"
+        c.add(fld, p.message, p.fix)
+    return c.findings
 
 
 def _policy_versions(cfg: ModelConfig, versions: list[int]) -> list[int]:

@@ -25,7 +25,8 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
-out = Console(highlight=False, soft_wrap=True)
+# Tables stay readable when output is piped or logged (rich assumes 80 columns off a terminal).
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 _state = {"debug": False}
 
@@ -83,6 +84,8 @@ Examples:
   tritonops build mypkg.models:make_model --example-shape x:FP32:3,32,32 --format onnx
 
   tritonops build -f tritonops.yaml
+
+  tritonops build -f ensembles/text_embedding/ensemble.yaml   (an ensemble: every step model + the ensemble)
 """
 
 
@@ -134,7 +137,12 @@ def build(
         raise UsageError("nothing to build", "give a model file, a module:factory, or -f tritonops.yaml")
     if input and example_shape:
         raise UsageError("--input and --example-shape mean the same thing", "use one of them")
-    if file is not None:
+    from tritonops.ensemble import build_ensemble_file, is_ensemble_file
+
+    ensemble_file = file if file is not None and is_ensemble_file(file) else None
+    if ensemble_file is not None:
+        options = []
+    elif file is not None:
         options = load_build_file(file)
         if repo is not None:
             options = [dataclasses.replace(o, repository=repo) for o in options]
@@ -153,7 +161,7 @@ def build(
             accelerator=accelerator, precision=precision.upper(),  # type: ignore[arg-type]
         )]
     with _spinner(not as_json) as progress:
-        results = build_many(options, progress)
+        results = build_ensemble_file(ensemble_file, repo, progress) if ensemble_file else build_many(options, progress)
     if as_json:
         _emit_json({"schema": "tritonops.build/1", "models": [r.to_dict() for r in results]})
         return
@@ -264,9 +272,11 @@ def doctor(
 # ------------------------------------------------------------------------------------------- more commands
 # Each area registers its commands on `app` from its own module (imported here, after `app`, `out`
 # and `err` exist, since those modules import them).
-from tritonops import cli_serve  # noqa: E402
+from tritonops import cli_deploy, cli_serve, cli_validate  # noqa: E402
 
+cli_deploy.register(app)
 cli_serve.register(app)
+cli_validate.register(app)
 # ----- entry (register modules above this line)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,20 +9,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-
-from tritonops.errors import UsageError
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]i?b?|b)?\s*$", re.I)
-_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
-          "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
-
-
-def parse_size(text: str, flag: str) -> int:
-    m = _SIZE.match(text)
-    if not m:
-        raise UsageError(f"{flag} '{text}' is not a size", f"write it like {flag} 64MB (B, KB, MB, GB, KiB, MiB, GiB)")
-    return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
-
 
 SERVE_HELP = """Serve a model repository with a real tritonserver on this machine (CPU-only is fine).
 
@@ -65,12 +50,13 @@ def register(app: typer.Typer) -> None:
         from tritonops.cli import err, out
         from tritonops.server import ServerOptions, TritonServer, docker_command
         from tritonops.server import serve as run_server
+        from tritonops.validate import parse_size
 
         options = ServerOptions(
             repository=repository, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
             explicit=explicit, load_models=tuple(load_model or ()),
-            cache_size_bytes=parse_size(cache_size, "--cache-size") if cache_size else None,
-            python_shm_bytes=parse_size(python_shm, "--python-shm") if python_shm else None,
+            cache_size_bytes=parse_size(cache_size) if cache_size else None,
+            python_shm_bytes=parse_size(python_shm) if python_shm else None,
             log_verbose=log_verbose, log_file=log_file, tritonserver=tritonserver, startup_timeout=startup_timeout,
             exit_on_error=False, strict_readiness=False,
         )

@@ -404,9 +404,9 @@ class TritonServer:
                  tb: TracebackType | None) -> None:
         self._stop(keep_log=exc is not None)
 
-    def _ready(self) -> bool:
+    def _health(self, which: str) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/{which}", timeout=2) as r:
                 return bool(r.status == 200)
         except (urllib.error.URLError, OSError, TimeoutError):
             return False
@@ -419,13 +419,13 @@ class TritonServer:
             rc = self._proc.poll()
             if rc is not None:
                 raise self._failure(f"tritonserver exited with code {rc} during start-up", rc)
-            if self._ready():
+            if self._health("ready"):
                 if o.exit_on_error:
                     bad = self._failed_models()
                     if bad and not o.explicit:
                         raise self._failure(f"model '{bad[0].name}' failed to load: {bad[0].reason}", None)
                 return
-            if self._live() and self._loading_done():
+            if self._health("live") and self._loading_done():
                 if not o.strict_readiness:
                     return
                 # Strict readiness and every load finished, yet not ready: a model failed (a server
@@ -445,13 +445,6 @@ class TritonServer:
             return [s for s in self.model_states() if s.state not in ("READY", "")]
         except ServerError:
             return []
-
-    def _live(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/live", timeout=2) as r:
-                return bool(r.status == 200)
-        except (urllib.error.URLError, OSError, TimeoutError):
-            return False
 
     def _loading_done(self) -> bool:
         try:

