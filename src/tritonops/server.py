@@ -376,8 +376,9 @@ class TritonServer:
                 try:
                     self._start(backend_dir)
                     break
-                except ServerError:
-                    if not (auto_ports and attempt < 2 and self._lost_port_race()):
+                except ServerError as e:
+                    retry = attempt < 2 and ((auto_ports and self._lost_port_race()) or self._upstream_abort(e))
+                    if not retry:
                         raise
                     self._stop_process()
         except BaseException:
@@ -396,6 +397,12 @@ class TritonServer:
             preexec_fn=_die_with_parent(),  # noqa: PLW1509 - it only calls prctl (see there)
         )
         self._wait_ready()
+
+    def _upstream_abort(self, e: ServerError) -> bool:
+        """The Python backend of Triton 2.5x can abort intermittently with boost::interprocess::lock_exception
+        (triton-inference-server/server#8882, open); seen here at start-up under heavy CPU load. A fresh start
+        is the known workaround, so start-up is retried for that crash only."""
+        return e.returncode == -signal.SIGABRT and any("lock_exception" in line for line in e.log_tail)
 
     def _lost_port_race(self) -> bool:
         return any(_FAILED_SERVICE.search(line) and "in use" in line for line in self.log_tail(200))
