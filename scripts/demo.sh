@@ -18,6 +18,6 @@ if "$T" validate --help >/dev/null 2>&1; then
   "$T" validate "$REPO" --serve
 fi
 if "$T" perf --help >/dev/null 2>&1; then
-  echo "== 4. perf: a short perf_analyzer concurrency sweep over gRPC"
-  "$T" perf text_embedding --serve "$REPO" --concurrency 1:4:3 --measurement-interval 2000 --out "$ROOT/out/perf"
+  echo "== 4. perf: a short perf_analyzer concurrency sweep (HTTP binary)"
+  "$T" perf text_embedding --serve "$REPO" --concurrency 1:4:3 --measurement-interval 2000 --output-dir "$ROOT/out/perf"
 fi

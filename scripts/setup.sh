@@ -19,10 +19,12 @@ if [ ! -e "$libdir/$ldlib" ] && ! ldconfig -p 2>/dev/null | grep -q "libpython3\
   need_apt+=("lib$("$PYTHON" -c 'import sys; print(f"python{sys.version_info[0]}.{sys.version_info[1]}")')")
 fi
 "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# The test suite opens generated HTML reports in headless Chromium (scripts/test.sh passes --tests).
+if [ "${1:-}" = "--tests" ] && ! command -v chromium >/dev/null 2>&1; then need_apt+=(chromium); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "tritonops setup: installing system packages: ${need_apt[*]}"
   as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 if [ ! -x "$VENV/bin/python" ]; then

@@ -56,8 +56,25 @@ class ServerOptions:
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not self.host:
+            raise UsageError("the host address is empty", "bind 127.0.0.1 (the default) or an interface address")
+        ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
+        for flag, port in ports.items():
+            if not 0 <= port <= 65535:
+                raise UsageError(f"{flag} {port} is not a port number",
+                                 f"use {flag} N with 0 <= N <= 65535 (0: a free one)")
+        used = [p for p in ports.values() if p]
+        if len(used) != len(set(used)):
+            raise UsageError("the HTTP, gRPC and metrics ports must differ",
+                             "give each its own port (or 0 for a free one)")
+        if self.startup_timeout <= 0:
+            raise UsageError(f"start-up timeout {self.startup_timeout} s is not positive",
+                             "use a timeout in seconds > 0")
         if self.load_models and not self.explicit:
             raise UsageError("--load-model needs explicit model control", "add --explicit")
+        if "*" in self.load_models and len(self.load_models) > 1:
+            raise UsageError("--load-model '*' loads every model and cannot be combined with names",
+                             "give either '*' or model names")
         if self.cache_size_bytes is not None and self.cache_size_bytes < 1024:
             raise UsageError(f"cache size {self.cache_size_bytes} bytes is too small",
                              "Triton's local cache needs at least 1 KB, e.g. --cache-size 64MB")
@@ -135,14 +152,35 @@ def _port_in_use(host: str, port: int) -> bool:
     return False
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when its parent dies, even by SIGKILL.
+
+    libc is resolved here, in the parent: the child between fork and exec must only make the
+    prctl call. The death signal follows the *thread* that forked, so the server must be started
+    from a thread that outlives it (the ``with`` block's own thread does)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def child() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would stop this server
+            os._exit(1)
+
+    return child
 
 
 def _native_backend_dir(binary: Path) -> Path | None:
-    for d in (binary.parent.parent / "backends", Path("/opt/tritonserver/backends")):
-        if d.is_dir() and any((d / b).is_dir() for b in ("onnxruntime", "pytorch", "tensorrt")):
+    """Where this binary's own backends live (a real installation: /opt/tritonserver/backends).
+
+    The pytriton wheel's binary ships only the python backend; backends of some other Triton
+    installation on the machine must not be mixed with it (their ABI follows their own server)."""
+    real = binary.resolve()
+    candidates = [real.parent.parent / "backends"]
+    pt = _pytriton()
+    if pt is None or real != pt.binary.resolve():
+        candidates.append(Path("/opt/tritonserver/backends"))
+    for d in candidates:
+        if d.is_dir() and any((d / n / f"libtriton_{n}.so").exists() for n in (*FALLBACK_BACKENDS, "python")):
             return d
     return None
 
@@ -173,6 +211,11 @@ def _assemble_backends(binary: Path, workdir: Path) -> tuple[Path, tuple[str, ..
     fallbacks: list[str] = []
     if native is not None:
         for d in native.iterdir():
+            # A symlinked backend *directory* is accepted (only library files may not escape it).
+            if not d.is_dir() or (d.name in FALLBACK_BACKENDS and not (d / f"libtriton_{d.name}.so").exists()):
+                continue
+            if d.name == "python" and not (d / "triton_python_backend_stub").exists():
+                continue  # the pytriton wheel keeps its stubs apart, per Python version: assembled below
             (target / d.name).symlink_to(d)
     if not (target / "python").exists():
         if pt is None or pt.python_backend is None or not pt.python_backend.exists():
@@ -197,6 +240,23 @@ def _assemble_backends(binary: Path, workdir: Path) -> tuple[Path, tuple[str, ..
     return target, tuple(fallbacks)
 
 
+_WORKDIR_PREFIX = "tritonops-server-"
+
+
+def _remove_stale_workdirs() -> None:
+    """Backend directories of servers whose parent was killed (it could not clean up)."""
+    for d in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}*-*"):
+        pid = d.name[len(_WORKDIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not d.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _environment(repository: Path) -> dict[str, str]:
     env = dict(os.environ)
     # The fallback ORT backend's auto-complete gets no paths from Triton; it finds models here.
@@ -218,7 +278,7 @@ def _environment(repository: Path) -> dict[str, str]:
 
 
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
-_TABLE_ROW = re.compile(r"^\|\s*(\S+)\s*\|\s*(\d+)\s*\|\s*(UNAVAILABLE: .*?)\s*\|\s*$")
+_FAILED_SERVICE = re.compile(r"failed to start (\w+) service: (.*?)\s*\"?$")
 
 
 class TritonServer:
@@ -232,6 +292,7 @@ class TritonServer:
         self.fallback_backends: tuple[str, ...] = ()
         self.http_port = self.grpc_port = self.metrics_port = 0
         self.log_path = Path()
+        self._temporary_log = False
 
     # ----------------------------------------------------------------- endpoints
     @property
@@ -287,32 +348,64 @@ class TritonServer:
         if not repo.is_dir():
             raise UsageError(f"model repository '{repo}' does not exist or is not a directory",
                              "build a model first: tritonops build MODEL --repo DIR")
-        ports = []
         for flag, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port),
                            ("--metrics-port", o.metrics_port)):
             if port and _port_in_use(o.host, port):
                 raise ServerError(f"port {port} on {o.host} is in use",
                                   f"stop the process using it, or choose another with {flag}")
-            ports.append(port or free_port(o.host))
-        self.http_port, self.grpc_port, self.metrics_port = ports
         binary = find_tritonserver(o.tritonserver)
-        self._workdir = Path(tempfile.mkdtemp(prefix="tritonops-server-"))
+        _remove_stale_workdirs()
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-"))
         try:
             backend_dir, self.fallback_backends = _assemble_backends(binary, self._workdir)
-            self.log_path = o.log_file or (self._workdir / "tritonserver.log")
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            log = self.log_path.open("wb")
-            self._log_handle = log
-            self._proc = subprocess.Popen(
-                self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=_environment(o.repository), start_new_session=True,
-                preexec_fn=_set_pdeathsig,  # noqa: PLW1509 - it only calls prctl
-            )
-            self._wait_ready()
+            if o.log_file is not None:
+                self.log_path = o.log_file
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            else:  # outside the work dir: a failure's message points at it, and it is kept then
+                fd, name = tempfile.mkstemp(prefix=f"tritonserver-{os.getpid()}-", suffix=".log")
+                os.close(fd)
+                self.log_path = Path(name)
+                self._temporary_log = True
+            # A free port picked here can be taken by someone else before the server binds it:
+            # then start again on other free ports (never for ports the user chose).
+            auto_ports = not (o.http_port and o.grpc_port and o.metrics_port)
+            for attempt in range(3):
+                self.http_port, self.grpc_port, self.metrics_port = (
+                    o.http_port or free_port(o.host), o.grpc_port or free_port(o.host),
+                    o.metrics_port or free_port(o.host))
+                try:
+                    self._start(backend_dir)
+                    break
+                except ServerError as e:
+                    retry = attempt < 2 and ((auto_ports and self._lost_port_race()) or self._upstream_abort(e))
+                    if not retry:
+                        raise
+                    self._stop_process()
         except BaseException:
             self._stop(keep_log=True)
             raise
         return self
+
+    def _start(self, backend_dir: Path) -> None:
+        if self._log_handle is not None:
+            self._log_handle.close()  # type: ignore[attr-defined]
+        log = self.log_path.open("wb")
+        self._log_handle = log
+        self._proc = subprocess.Popen(
+            self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=_environment(self.options.repository), start_new_session=True,
+            preexec_fn=_die_with_parent(),  # noqa: PLW1509 - it only calls prctl (see there)
+        )
+        self._wait_ready()
+
+    def _upstream_abort(self, e: ServerError) -> bool:
+        """The Python backend of Triton 2.5x can abort intermittently with boost::interprocess::lock_exception
+        (triton-inference-server/server#8882, open); seen here at start-up under heavy CPU load. A fresh start
+        is the known workaround, so start-up is retried for that crash only."""
+        return e.returncode == -signal.SIGABRT and any("lock_exception" in line for line in e.log_tail)
+
+    def _lost_port_race(self) -> bool:
+        return any(_FAILED_SERVICE.search(line) and "in use" in line for line in self.log_tail(200))
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -327,21 +420,38 @@ class TritonServer:
 
     def _wait_ready(self) -> None:
         assert self._proc is not None
-        deadline = time.monotonic() + self.options.startup_timeout
+        o = self.options
+        deadline = time.monotonic() + o.startup_timeout
         while time.monotonic() < deadline:
             rc = self._proc.poll()
             if rc is not None:
                 raise self._failure(f"tritonserver exited with code {rc} during start-up", rc)
             if self._health("ready"):
-                if self.options.exit_on_error:
-                    bad = [s for s in self.model_states() if s.state not in ("READY", "")]
-                    if bad and not self.options.explicit:
+                if o.exit_on_error:
+                    bad = self._failed_models()
+                    if bad and not o.explicit:
                         raise self._failure(f"model '{bad[0].name}' failed to load: {bad[0].reason}", None)
                 return
-            if not self.options.strict_readiness and self._health("live") and self._loading_done():
-                return
+            if self._health("live") and self._loading_done():
+                if not o.strict_readiness:
+                    return
+                # Strict readiness and every load finished, yet not ready: a model failed (a server
+                # with --exit-on-error=false keeps running); it will never become ready.
+                bad = self._failed_models()
+                if bad:
+                    raise self._failure(f"model '{bad[0].name}' failed to load: {bad[0].reason}", None)
             time.sleep(0.1)
-        raise self._failure(f"tritonserver was not ready after {self.options.startup_timeout:.0f} s", None)
+        waiting = ""
+        with contextlib.suppress(ServerError):
+            loading = [s.name for s in self.model_states() if s.state != "READY"]
+            waiting = f" (not ready: {', '.join(loading)})" if loading else ""
+        raise self._failure(f"tritonserver was not ready after {o.startup_timeout:.0f} s{waiting}", None)
+
+    def _failed_models(self) -> list[ModelState]:
+        try:
+            return [s for s in self.model_states() if s.state not in ("READY", "")]
+        except ServerError:
+            return []
 
     def _loading_done(self) -> bool:
         try:
@@ -359,11 +469,19 @@ class TritonServer:
                     reason = m.group(2).split("\\n")[0].strip().rstrip('"')
                     message = f"{message}: model '{m.group(1)}' failed to load: {reason}"
                     break
+                m = _FAILED_SERVICE.search(line)
+                if m:
+                    message = f"{message}: the {m.group(1)} service did not start: {m.group(2)}"
+                    break
         return ServerError(message, f"see the server log: {self.log_path}", returncode=rc, log_tail=tail)
 
-    def _stop(self, keep_log: bool) -> None:
+    def _stop_process(self) -> None:
+        """SIGTERM (Triton unloads its models and stops its stubs), wait, else SIGKILL the whole
+        process group; then remove anything left in the group (stubs of a server that crashed)."""
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
+        if proc is None:
+            return
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
             try:
@@ -372,15 +490,20 @@ class TritonServer:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+        # The server led its own session, so its group id is its pid and holds only its children.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def _stop(self, keep_log: bool) -> None:
+        self._stop_process()
         if self._log_handle is not None:
             self._log_handle.close()  # type: ignore[attr-defined]
             self._log_handle = None
+        if self._temporary_log and not keep_log:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+        self._temporary_log = False
         if self._workdir is not None:
-            if keep_log and self.log_path.is_relative_to(self._workdir):
-                kept = Path(tempfile.gettempdir()) / f"tritonserver-{os.getpid()}-{int(time.time())}.log"
-                with contextlib.suppress(OSError):
-                    shutil.copy2(self.log_path, kept)
-                    self.log_path = kept
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 
@@ -435,7 +558,9 @@ def serve(options: ServerOptions, on_ready: Callable[[TritonServer], None]) -> i
 
 
 def docker_command(options: ServerOptions, image: str) -> list[str]:
-    """The equivalent ``docker run`` for a real Triton image (ports published on the host given)."""
+    """The equivalent ``docker run`` of a real Triton image: ports published on ``options.host``
+    only (loopback by default), the repository mounted read-only, shared memory the Python backend
+    can live with (Docker's 64 MB default is too small for it)."""
     repo = options.repository.absolute()
     host = options.host
     hp, gp, mp = options.http_port or 8000, options.grpc_port or 8001, options.metrics_port or 8002
@@ -447,4 +572,13 @@ def docker_command(options: ServerOptions, image: str) -> list[str]:
         cmd.extend(f"--load-model={m}" for m in options.load_models)
     if options.cache_size_bytes:
         cmd.append(f"--cache-config=local,size={options.cache_size_bytes}")
+    if options.python_shm_bytes:
+        cmd.append(f"--backend-config=python,shm-default-byte-size={options.python_shm_bytes}")
+    if not options.exit_on_error:
+        cmd.append("--exit-on-error=false")
+    if not options.strict_readiness:
+        cmd.append("--strict-readiness=false")
+    if options.log_verbose:
+        cmd.append(f"--log-verbose={options.log_verbose}")
+    cmd.extend(options.extra_args)
     return cmd

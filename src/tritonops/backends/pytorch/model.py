@@ -1,92 +1,246 @@
 """tritonops' Python-based ``pytorch`` backend (TorchScript ``model.pt``) for CPU-only servers
-without Triton's native libtorch backend. Dynamic batches run as ONE forward call. Inputs map by
-``INPUT__i`` index or by ``forward`` argument name, outputs by ``OUTPUT__i`` index, as in Triton's
-PyTorch backend. Self-contained: runs inside the Python backend stub."""
+without Triton's native libtorch backend. As Triton's PyTorch backend: inputs map by ``forward``
+argument name, else by the ``<name>__<index>`` convention, else in config order; outputs by
+``<name>__<index>``, else in config order; TYPE_STRING inputs arrive as ``List[str]``; the model
+runs under ``torch.inference_mode()``. Like tritonops' onnxruntime backend, the requests of a dynamic
+batch run as ONE forward call (grouped by shape, or right-padded with ``tritonops.pad_ragged``) and
+a bad request gets its own error response. Self-contained: runs inside the Python backend stub."""
 
 import json
 import os
 import re
 
 import numpy as np
-import torch
 import triton_python_backend_utils as pb_utils
+
+# torch is imported in initialize(): Triton also starts a throw-away stub per model only to run
+# auto_complete_config (this backend has none), and importing torch there costs seconds.
+torch = None
 
 _INDEX = re.compile(r"^.+__(\d+)$")
 
 
+def _params(config):
+    return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
+
+
+def _response(outputs):
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in outputs.items()])
+
+
+def _error_response(e):
+    text = str(e).strip()
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(f"pytorch: {text.splitlines()[0] if text else type(e).__name__}"))
+
+
+def _indexed_order(names):
+    matches = [(_INDEX.match(n), n) for n in names]
+    if names and all(m for m, _ in matches):
+        return [n for _, n in sorted(matches, key=lambda p: int(p[0].group(1)))]
+    return None
+
+
+# ---------------------------------------------------------------- batching (same in every fallback backend)
+def _pad_value(arr):
+    if arr.dtype == np.object_:
+        return b""
+    return False if arr.dtype == np.bool_ else 0
+
+
+def _batch_groups(feeds, pad_ragged):
+    """Requests that can run as one call: equal non-batch shapes and dtypes per input, or, when
+    padding, equal ranks and dtypes (a request of another rank gets its own call and its own error)."""
+    groups = {}
+    for i, feed in feeds:
+        if pad_ragged:
+            key = tuple((k, v.ndim, v.dtype.str) for k, v in sorted(feed.items()))
+        else:
+            key = tuple((k, v.shape[1:], v.dtype.str) for k, v in sorted(feed.items()))
+        groups.setdefault(key, []).append((i, feed))
+    return list(groups.values())
+
+
+def _concatenate(group, pad_ragged):
+    """One batch from a group of requests; with padding, variable dims are right-padded to the
+    largest request's. Returns the batch, each request's batch size and its own input shapes."""
+    names = list(group[0][1])
+    sizes = [int(next(iter(feed.values())).shape[0]) if feed else 1 for _, feed in group]
+    shapes = [{n: feed[n].shape for n in names} for _, feed in group]
+    batch = {}
+    for name in names:
+        arrays = [feed[name] for _, feed in group]
+        if pad_ragged and len({a.shape[1:] for a in arrays}) > 1:
+            target = [max(a.shape[d] for a in arrays) for d in range(1, arrays[0].ndim)]
+            arrays = [np.pad(a, [(0, 0)] + [(0, t - s) for s, t in zip(a.shape[1:], target)],
+                             constant_values=_pad_value(a)) for a in arrays]
+        batch[name] = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
+    return batch, sizes, shapes
+
+
+def _split(outputs, sizes, shapes, batch, variable_dims):
+    """Each request's slice of the batch outputs; padded variable dims are cut back to its length."""
+    results = []
+    offset = 0
+    for size, own in zip(sizes, shapes):
+        part = {}
+        for name, value in outputs.items():
+            v = value[offset:offset + size]
+            if own is not None:
+                v = _unpad(v, own, batch, variable_dims.get(name))
+            part[name] = v
+        results.append(part)
+        offset += size
+    return results
+
+
+def _unpad(out, own_shapes, batch, variable):
+    """Cut an output dim back to the request's own length when it is variable in the config
+    (``-1``; ``variable`` None means unknown: any dim) and has the padded length of an input dim
+    at the same position that this request had shorter ([batch, seq, ...] sequence models)."""
+    index = [slice(None)]
+    changed = False
+    for d in range(1, out.ndim):
+        cut = None
+        if variable is None or (d - 1 < len(variable) and variable[d - 1]):
+            for name, own in own_shapes.items():
+                if d < len(own) and batch[name].shape[d] == out.shape[d] and own[d] < out.shape[d]:
+                    cut = own[d]
+                    break
+        index.append(slice(0, cut))
+        changed = changed or cut is not None
+    return out[tuple(index)] if changed else out
+
+
 class TritonPythonModel:
     def initialize(self, args):
+        # args["model_repository"] is the model's own directory (<repository>/<model>) in Triton 2.51.
+        global torch
+        import torch
+
         config = json.loads(args["model_config"])
         self.name = args["model_name"]
-        params = {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
-        count = sum(int(g.get("count", 1) or 1) for g in config.get("instance_group", [])) or 1
-        torch.set_num_threads(int(params.get("INTRA_OP_THREAD_COUNT") or max(1, (os.cpu_count() or 1) // count)))
+        params = _params(config)
+        # Unset: one intra-op thread per instance, as tritonops' onnxruntime backend (measured there:
+        # on 2 shared cores, one thread per instance served more than torch's all-cores default).
+        torch.set_num_threads(int(params.get("INTRA_OP_THREAD_COUNT") or 0) or 1)
         if params.get("INTER_OP_THREAD_COUNT"):
             try:
                 torch.set_num_interop_threads(int(params["INTER_OP_THREAD_COUNT"]))
             except RuntimeError:
-                pass  # only settable once per process
+                pass  # settable once per process, before any inter-op work
         filename = config.get("default_model_filename") or "model.pt"
         path = os.path.join(args["model_repository"], args["model_version"], filename)
         if not os.path.exists(path):
             raise pb_utils.TritonModelException(f"unable to find model file '{path}' for model '{self.name}'")
         self.module = torch.jit.load(path, map_location="cpu").eval()
         self.batched = int(config.get("max_batch_size", 0) or 0) > 0
-        self.inputs = [t["name"] for t in config.get("input", [])]
-        self.outputs = [t["name"] for t in config.get("output", [])]
-        self.input_order = self._order(self.inputs)
-        self.output_order = self._order(self.outputs)
+        self.inputs = {t["name"]: t for t in config.get("input", [])}
+        self.outputs = {t["name"]: t for t in config.get("output", [])}
+        self.input_order = self._input_order(list(self.inputs))
+        self.output_order = _indexed_order(list(self.outputs)) or list(self.outputs)
+        self.pad_ragged = params.get("tritonops.pad_ragged", "").lower() in ("1", "true", "yes")
+        self.variable_dims = {n: [int(d) == -1 for d in t.get("dims", [])] for n, t in self.outputs.items()}
 
-    @staticmethod
-    def _order(names):
-        indexed = [(_INDEX.match(n), n) for n in names]
-        if all(m for m, _ in indexed):
-            return [n for _, n in sorted(indexed, key=lambda p: int(p[0].group(1)))]
-        return list(names)  # config order, as Triton does for mixed naming
+    def _input_order(self, names):
+        try:
+            forward_args = [a.name for a in self.module.forward.schema.arguments][1:]  # drop self
+        except AttributeError:
+            forward_args = []
+        if names and set(names) == set(forward_args):
+            return forward_args
+        return _indexed_order(names) or names
 
-    def _forward(self, feed):
+    def _read(self, request):
+        feed = {}
+        for name, spec in self.inputs.items():
+            t = pb_utils.get_input_tensor_by_name(request, name)
+            if t is None:
+                if spec.get("optional"):
+                    continue
+                raise ValueError(f"input '{name}' is missing")
+            feed[name] = t.as_numpy()
+        return feed
+
+    def _to_torch(self, name, arr):
+        spec = self.inputs[name]
+        if "reshape" in spec:
+            shape = [int(d) for d in spec["reshape"].get("shape", [])]
+            arr = arr.reshape(([arr.shape[0]] if self.batched else []) + shape)
+        if arr.dtype == np.object_:
+            return [b.decode("utf-8", "surrogateescape") if isinstance(b, bytes) else str(b) for b in arr.reshape(-1)]
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+    def _to_numpy(self, name, value, batch):
+        spec = self.outputs.get(name, {})
+        if isinstance(value, torch.Tensor):
+            arr = value.detach().cpu().numpy()
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            arr = np.array([v.encode("utf-8", "surrogateescape") for v in value], dtype=np.object_)
+            dims = [int(d) for d in spec.get("dims", [])]
+            if self.batched and arr.shape[0] != batch and dims and all(d > 0 for d in dims):
+                arr = arr.reshape([-1, *dims])
+            elif self.batched and arr.ndim == 1 and dims == [1]:
+                arr = arr.reshape(-1, 1)
+        else:
+            arr = np.asarray(value)
+        if "reshape" in spec:
+            dims = [int(d) for d in spec.get("dims", [])]
+            arr = arr.reshape(([arr.shape[0]] if self.batched else []) + dims)
+        return arr
+
+    def _run(self, feed):
+        batch = int(next(iter(feed.values())).shape[0]) if feed and self.batched else 1
+        args = [self._to_torch(n, feed[n]) for n in self.input_order if n in feed]
         with torch.inference_mode():
-            result = self.module(*[torch.from_numpy(np.ascontiguousarray(feed[n])) for n in self.input_order])
-        if isinstance(result, torch.Tensor):
-            result = (result,)
+            result = self.module(*args)
         if isinstance(result, dict):
             result = tuple(result.values())
-        return {n: r.detach().cpu().numpy() for n, r in zip(self.output_order, result)}
+        elif not isinstance(result, tuple):  # one tensor, or one List[str]
+            result = (result,)
+        if len(result) < len(self.output_order):
+            raise ValueError(f"the model returned {len(result)} outputs, the configuration expects "
+                             f"{len(self.output_order)}")
+        return {n: self._to_numpy(n, r, batch) for n, r in zip(self.output_order, result)}
+
+    def _run_group(self, group):
+        """One forward call for the whole group; returns one output dict per request."""
+        if not self.batched:
+            return [self._run(group[0][1])]
+        batch, sizes, shapes = _concatenate(group, self.pad_ragged)
+        outputs = self._run(batch)
+        padded = self.pad_ragged and len(group) > 1
+        return _split(outputs, sizes, shapes if padded else [None] * len(group), batch, self.variable_dims)
 
     def execute(self, requests):
         responses = [None] * len(requests)
         feeds = []
         for i, request in enumerate(requests):
             try:
-                feed = {}
-                for n in self.inputs:
-                    t = pb_utils.get_input_tensor_by_name(request, n)
-                    if t is None:
-                        raise ValueError(f"input '{n}' is missing")
-                    feed[n] = t.as_numpy()
-                feeds.append((i, feed))
+                feeds.append((i, self._read(request)))
             except Exception as e:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
-        groups = {}
-        for i, feed in feeds:
-            key = tuple((n, v.shape[1:] if self.batched else v.shape) for n, v in feed.items())
-            groups.setdefault(key if self.batched else (i,), []).append((i, feed))
-        for group in groups.values():
+        groups = _batch_groups(feeds, self.pad_ragged) if self.batched else [[f] for f in feeds]
+        for group in groups:
             try:
-                if self.batched:
-                    sizes = [next(iter(f.values())).shape[0] for _, f in group]
-                    out = self._forward({n: np.concatenate([f[n] for _, f in group]) for n in self.inputs})
-                    offset = 0
-                    for (i, _), size in zip(group, sizes):
-                        responses[i] = pb_utils.InferenceResponse(
-                            [pb_utils.Tensor(n, v[offset:offset + size]) for n, v in out.items()])
-                        offset += size
-                else:
-                    i, f = group[0]
-                    out = self._forward(f)
-                    responses[i] = pb_utils.InferenceResponse([pb_utils.Tensor(n, v) for n, v in out.items()])
+                results = self._run_group(group)
             except Exception as e:
-                msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                for i, _ in group:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"pytorch: {msg}"))
+                if len(group) > 1:  # one bad request must not fail the others: run each on its own
+                    for member in group:
+                        self._respond_alone(responses, member)
+                else:
+                    responses[group[0][0]] = _error_response(e)
+                continue
+            for (i, _), out in zip(group, results):
+                responses[i] = _response(out)
         return responses
+
+    def _respond_alone(self, responses, member):
+        try:
+            (out,) = self._run_group([member])
+            responses[member[0]] = _response(out)
+        except Exception as e:
+            responses[member[0]] = _error_response(e)
+
+    def finalize(self):
+        self.module = None
