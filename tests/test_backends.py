@@ -364,3 +364,36 @@ def test_torchscript_forward_argument_names_bool_and_strings(served):
         expected = np.array([[w.decode().upper().encode() for w in row] for row in request["words"]],
                             dtype=np.object_)
         np.testing.assert_array_equal(result["UPPER__2"], expected)
+
+
+def _backend_module():
+    """The onnxruntime fallback backend's model.py, imported outside the stub (its
+    triton_python_backend_utils comes from the server wheel's Python backend)."""
+    import importlib.util
+    import sys
+
+    from tritonops.server import BACKENDS_DIR, _pytriton
+
+    pt = _pytriton()
+    assert pt is not None and pt.python_backend is not None, "nvidia-pytriton is part of the README set-up"
+    sys.path.insert(0, str(pt.python_backend))
+    try:
+        spec = importlib.util.spec_from_file_location("_ort_fallback", BACKENDS_DIR / "onnxruntime" / "model.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(pt.python_backend))
+    return module
+
+
+@pytest.mark.parametrize("param, threads", [(None, 1), ("0", 1), ("2", 2)])
+def test_session_threads_and_no_spinning(tmp_path, param, threads):
+    """One intra-op thread unless the config asks; idle pool threads never spin (instances are
+    separate processes on shared cores)."""
+    backend = _backend_module()
+    config = {"parameters": {"intra_op_thread_count": {"string_value": param}}} if param is not None else {}
+    session = backend._session(str(onnx_models.mlp(tmp_path / "m.onnx")), config)
+    options = session.get_session_options()
+    assert options.intra_op_num_threads == threads
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert options.get_session_config_entry("session.inter_op.allow_spinning") == "0"
