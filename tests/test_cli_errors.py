@@ -128,3 +128,35 @@ def test_console_script_exit_code(tmp_path):
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 2 and proc.stderr.startswith("error: model file")
     assert "Traceback" not in proc.stderr
+
+
+def test_duplicate_yaml_key_in_build_file(cli, tmp_path, mlp_onnx):
+    """PyYAML keeps the last of two equal keys; tritonops refuses the file instead."""
+    f = tmp_path / "tritonops.yaml"
+    f.write_text(f"models:\n  - source: {mlp_onnx}\n    max_batch_size: 8\n    max_batch_size: 16\n")
+    code, _, err = cli("build", "-f", f, "--repo", tmp_path / "repo")
+    assert_clean_error(code, err, f"{f}:4: invalid YAML: duplicate key 'max_batch_size' (first given on line 3)", 2)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_duplicate_yaml_key_in_ensemble_spec(cli, tmp_path):
+    import ensemble_fixtures as ef
+
+    text = ef.FIXTURE.read_text()
+    f = tmp_path / "ensemble.yaml"
+    (tmp_path / "steps.py").write_text((ef.FIXTURE.parent / "steps.py").read_text())
+    f.write_text(text.replace("    python: steps.py:double\n",
+                              "    python: steps.py:double\n    inputs: {x: x}\n", 1))
+    first = text.splitlines().index("    python: steps.py:double") + 2
+    code, _, err = cli("build", "-f", f, "--repo", tmp_path / "repo")
+    assert_clean_error(code, err, f"{f}:{first + 1}: invalid YAML: duplicate key 'inputs' "
+                                  f"(first given on line {first})", 2)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_yaml_merge_keys_may_be_overridden():
+    """'<<: *anchor' followed by one of its keys is an override, not a duplicate."""
+    from tritonops.buildfile import load_yaml
+
+    assert load_yaml("base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n") == {"base": {"x": 1, "y": 2},
+                                                                          "m": {"x": 1, "y": 3}}

@@ -23,6 +23,31 @@ _TOP = {"repository", "defaults", "models"}
 _TENSOR_KEYS = {"name", "dtype", "dims", "range", "optional", "allow_ragged_batch", "reshape"}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last silently,
+    so a second ``inputs:`` in a step would quietly replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor': its keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line + 1)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if first != key_node.start_mark.line + 1:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key '{key}' (first given on line {first})", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML for tritonops' spec files: safe types only, duplicate keys refused."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _unknown(where: str, key: str, known: typing.Iterable[str]) -> UsageError:
     close = difflib.get_close_matches(key, list(known), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(sorted(known))}"
@@ -117,7 +142,7 @@ def load_build_file(path: Path) -> list[BuildOptions]:
     if not path.exists():
         raise UsageError(f"build file '{path}' does not exist", "check the path given with -f")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

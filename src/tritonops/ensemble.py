@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 
 from tritonops.build import BuildOptions, BuildResult, Progress, _build_one, default_name, source_kind
+from tritonops.buildfile import load_yaml
 from tritonops.dtypes import from_numpy, numpy_dtype
 from tritonops.errors import ModelError, UsageError
 from tritonops.names import check_model_name
@@ -324,7 +325,7 @@ def graph_from_configs(cfg: Any, members: Mapping[str, Any]) -> Graph:
 def is_ensemble_file(path: Path) -> bool:
     """Whether a YAML build file describes an ensemble (it has 'ensemble' or 'steps' at the top)."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except (OSError, yaml.YAMLError):
         return False  # the models-file loader reports it
     return isinstance(data, dict) and ("ensemble" in data or "steps" in data)
@@ -399,7 +400,7 @@ def load_ensemble_file(path: Path, repository: Path | None = None) -> EnsembleSp
     if not path.exists():
         raise UsageError(f"ensemble file '{path}' does not exist", "check the path given with -f")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
