@@ -366,19 +366,25 @@ def test_torchscript_forward_argument_names_bool_and_strings(served):
         np.testing.assert_array_equal(result["UPPER__2"], expected)
 
 
-def _backend_module():
-    """The onnxruntime fallback backend's model.py, imported outside the stub (its
-    triton_python_backend_utils comes from the server wheel's Python backend)."""
+def _backend_module(tmp_path: Path):
+    """The onnxruntime fallback backend's model.py, imported outside the stub from a directory laid
+    out as the server launcher lays it out (model.py + _batching.py); its triton_python_backend_utils
+    comes from the server wheel's Python backend."""
     import importlib.util
+    import shutil
     import sys
 
     from tritonops.server import BACKENDS_DIR, _pytriton
 
     pt = _pytriton()
     assert pt is not None and pt.python_backend is not None, "nvidia-pytriton is part of the README set-up"
+    backend = tmp_path / "backends" / "onnxruntime"
+    backend.mkdir(parents=True)
+    shutil.copy(BACKENDS_DIR / "onnxruntime" / "model.py", backend)
+    shutil.copy(BACKENDS_DIR / "_batching.py", backend)
     sys.path.insert(0, str(pt.python_backend))
     try:
-        spec = importlib.util.spec_from_file_location("_ort_fallback", BACKENDS_DIR / "onnxruntime" / "model.py")
+        spec = importlib.util.spec_from_file_location("_ort_fallback", backend / "model.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:
@@ -390,7 +396,7 @@ def _backend_module():
 def test_session_threads_and_no_spinning(tmp_path, param, threads):
     """One intra-op thread unless the config asks; idle pool threads never spin (instances are
     separate processes on shared cores)."""
-    backend = _backend_module()
+    backend = _backend_module(tmp_path)
     config = {"parameters": {"intra_op_thread_count": {"string_value": param}}} if param is not None else {}
     session = backend._session(str(onnx_models.mlp(tmp_path / "m.onnx")), config)
     options = session.get_session_options()
