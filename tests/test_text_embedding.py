@@ -104,3 +104,29 @@ def test_validate_covers_the_ensemble(server, built):
     refs = report.rows_for("text_embedding", "reference b=4")
     assert {r.protocol for r in refs if r.status == "pass"} >= {"grpc"}
     assert all("the ensemble's steps in-process" in r.detail for r in refs)
+
+
+def test_concurrent_requests_of_different_lengths_batch_and_split_back(server):
+    """Concurrent single-sentence requests meet in dynamic batches at every step (ragged: padded to
+    the longest, sliced back); each must get exactly its own embedding."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import tritonclient.grpc as grpcclient
+
+    texts = [" ".join(["word"] * n) + f" {i}" for i, n in enumerate([1, 30, 3, 17, 8, 25, 2, 12] * 4)]
+    alone = [_served(server, "grpc", [t])[0] for t in texts]
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+
+    def stats() -> dict[str, tuple[int, int]]:
+        out = client.get_inference_statistics(as_json=True)["model_stats"]
+        return {s["name"]: (int(s.get("inference_count", 0)), int(s.get("execution_count", 0))) for s in out}
+
+    before = stats()
+    with ThreadPoolExecutor(16) as pool:
+        got = list(pool.map(lambda t: _served(server, "grpc", [t])[0], texts))
+    after = stats()
+    for t, g, ref in zip(texts, got, alone, strict=True):
+        assert float(_cosine(g, ref)) >= 0.99999, t
+    inferences, executions = (after["text_embedding_encoder"][k] - before["text_embedding_encoder"][k]
+                              for k in (0, 1))
+    assert inferences == len(texts) and executions < inferences, (inferences, executions)
