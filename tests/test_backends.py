@@ -367,28 +367,24 @@ def test_torchscript_forward_argument_names_bool_and_strings(served):
 
 
 def _backend_module(tmp_path: Path):
-    """The onnxruntime fallback backend's model.py, imported outside the stub from a directory laid
-    out as the server launcher lays it out (model.py + _batching.py); its triton_python_backend_utils
-    comes from the server wheel's Python backend."""
+    """The onnxruntime fallback backend's model.py, imported outside the stub from the backend
+    directory the server launcher assembles (model.py, _batching.py and the Python backend's
+    triton_python_backend_utils)."""
     import importlib.util
-    import shutil
     import sys
 
-    from tritonops.server import BACKENDS_DIR, _pytriton
+    from tritonops.server import _assemble_backends, find_tritonserver
 
-    pt = _pytriton()
-    assert pt is not None and pt.python_backend is not None, "nvidia-pytriton is part of the README set-up"
-    backend = tmp_path / "backends" / "onnxruntime"
-    backend.mkdir(parents=True)
-    shutil.copy(BACKENDS_DIR / "onnxruntime" / "model.py", backend)
-    shutil.copy(BACKENDS_DIR / "_batching.py", backend)
-    sys.path.insert(0, str(pt.python_backend))
+    backends, _ = _assemble_backends(find_tritonserver(), tmp_path)
+    sys.path.insert(0, str(backends / "python"))
     try:
-        spec = importlib.util.spec_from_file_location("_ort_fallback", backend / "model.py")
+        spec = importlib.util.spec_from_file_location("_ort_fallback", backends / "onnxruntime" / "model.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(pt.python_backend))
+    finally:  # model.py puts its own directory on sys.path too
+        for d in (backends / "python", backends / "onnxruntime"):
+            while str(d) in sys.path:
+                sys.path.remove(str(d))
     return module
 
 

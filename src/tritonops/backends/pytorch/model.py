@@ -9,9 +9,14 @@ a bad request gets its own error response. Self-contained: runs inside the Pytho
 import json
 import os
 import re
+import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+
+# _batching.py is put next to this file by tritonops' server launcher.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _batching import batch_groups, concatenate, split
 
 # torch is imported in initialize(): Triton also starts a throw-away stub per model only to run
 # auto_complete_config (this backend has none), and importing torch there costs seconds.
@@ -39,21 +44,6 @@ def _indexed_order(names):
     if names and all(m for m, _ in matches):
         return [n for _, n in sorted(matches, key=lambda p: int(p[0].group(1)))]
     return None
-
-
-def _load_batching():
-    """_batching.py, copied next to this file by the server launcher (see its docstring)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "_tritonops_batching", os.path.join(os.path.dirname(os.path.abspath(__file__)), "_batching.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_batching = _load_batching()
-_batch_groups, _concatenate, _split = _batching.batch_groups, _batching.concatenate, _batching.split
 
 
 class TritonPythonModel:
@@ -151,10 +141,10 @@ class TritonPythonModel:
         """One forward call for the whole group; returns one output dict per request."""
         if not self.batched:
             return [self._run(group[0][1])]
-        batch, sizes, shapes = _concatenate(group, self.pad_ragged)
+        batch, sizes, shapes = concatenate(group, self.pad_ragged)
         outputs = self._run(batch)
         padded = self.pad_ragged and len(group) > 1
-        return _split(outputs, sizes, shapes if padded else [None] * len(group), batch, self.variable_dims)
+        return split(outputs, sizes, shapes if padded else [None] * len(group), batch, self.variable_dims)
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -164,7 +154,7 @@ class TritonPythonModel:
                 feeds.append((i, self._read(request)))
             except Exception as e:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
-        groups = _batch_groups(feeds, self.pad_ragged) if self.batched else [[f] for f in feeds]
+        groups = batch_groups(feeds, self.pad_ragged) if self.batched else [[f] for f in feeds]
         for group in groups:
             try:
                 results = self._run_group(group)
