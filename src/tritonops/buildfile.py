@@ -48,6 +48,21 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+def read_yaml_file(path: Path, what: str) -> Any:
+    """A spec file (``what``: "build file", "ensemble file") parsed by ``load_yaml``; a missing
+    file or bad YAML is a UsageError naming the file and line."""
+    if not path.exists():
+        raise UsageError(f"{what} '{path}' does not exist", "check the path given with -f")
+    try:
+        return load_yaml(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UsageError(f"{where}: invalid YAML: {problem}",
+                         "fix the YAML syntax (indentation, colons, quotes)") from None
+
+
 def _unknown(where: str, key: str, known: typing.Iterable[str]) -> UsageError:
     close = difflib.get_close_matches(key, list(known), n=1)
     hint = f"did you mean '{close[0]}'?" if close else f"known fields: {', '.join(sorted(known))}"
@@ -139,16 +154,7 @@ def _convert(where: str, key: str, value: Any, base: Path) -> Any:
 
 
 def load_build_file(path: Path) -> list[BuildOptions]:
-    if not path.exists():
-        raise UsageError(f"build file '{path}' does not exist", "check the path given with -f")
-    try:
-        data = load_yaml(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise UsageError(f"{where}: invalid YAML: {problem}",
-                         "fix the YAML syntax (indentation, colons, quotes)") from None
+    data = read_yaml_file(path, "build file")
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with a 'models' list", "see the README's build file example")
     for k in data:

@@ -26,7 +26,7 @@ import numpy as np
 import yaml
 
 from tritonops.build import BuildOptions, BuildResult, Progress, _build_one, default_name, source_kind
-from tritonops.buildfile import load_yaml
+from tritonops.buildfile import load_yaml, read_yaml_file
 from tritonops.dtypes import from_numpy, numpy_dtype
 from tritonops.errors import ModelError, UsageError
 from tritonops.names import check_model_name
@@ -397,15 +397,7 @@ def _int(where: str, value: Any, minimum: int) -> int:
 def load_ensemble_file(path: Path, repository: Path | None = None) -> EnsembleSpec:
     from tritonops.buildfile import _FIELDS, _convert
 
-    if not path.exists():
-        raise UsageError(f"ensemble file '{path}' does not exist", "check the path given with -f")
-    try:
-        data = load_yaml(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UsageError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}",
-                         "fix the YAML syntax (indentation, colons, quotes)") from None
+    data = read_yaml_file(path, "ensemble file")
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping with 'ensemble' and 'steps'", "see ensembles/text_embedding")
     for k in data:
