@@ -20,7 +20,6 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -529,26 +528,28 @@ class TritonServer:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def wait(self, stop: threading.Event) -> int | None:
-        """Block until ``stop`` is set or the server exits; returns its exit code if it exited."""
-        while not stop.is_set():
+    def wait(self, stop: Callable[[], bool]) -> int | None:
+        """Block until ``stop()`` is true or the server exits; returns its exit code if it exited."""
+        while not stop():
             if self._proc is None:
                 return None
             rc = self._proc.poll()
             if rc is not None:
                 return rc
-            stop.wait(0.5)
+            time.sleep(0.5)  # a signal interrupts it, runs its handler, and the loop checks stop()
         return None
 
 
 def serve(options: ServerOptions, on_ready: Callable[[TritonServer], None]) -> int:
     """Run a server until SIGINT/SIGTERM; ``on_ready`` reports endpoints. Returns an exit code."""
-    stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    # A plain flag, no lock: threading.Event.set() in a signal handler deadlocked (seen in the
+    # SIGINT test) when the signal landed while the main thread held the Event's lock in wait().
+    stopped: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, _: stopped.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with TritonServer(options) as server:
             on_ready(server)
-            rc = server.wait(stop)
+            rc = server.wait(lambda: bool(stopped))
             if rc is not None:
                 raise ServerError(f"tritonserver exited with code {rc}", f"see the server log: {server.log_path}",
                                   returncode=rc, log_tail=server.log_tail())
