@@ -24,13 +24,13 @@ from tritonops.dtypes import BY_NAME
 from tritonops.errors import ServerError, UsageError, ValidationFailed
 from tritonops.pbtxt import config_to_text, dict_to_config, read_config
 from tritonops.spec import TensorSpec
+from tritonops.units import parse_size
 from tritonops.validate import (
     CheckResult,
     ValidateOptions,
     ValidationReport,
     check_inputs,
     load_inputs,
-    parse_size,
     tensor_specs,
     validate,
 )

@@ -23,6 +23,7 @@ from tritonops.convert.onnx_inspect import OnnxInfo, inspect_onnx
 from tritonops.errors import ModelError, RepositoryError, UsageError
 from tritonops.names import check_model_name
 from tritonops.pbtxt import config_to_text, parse_config_text, render_config
+from tritonops.progress import Progress
 from tritonops.repository import CopyFn, StagedModel, stage_model, write_text_file
 from tritonops.spec import (
     Accelerator,
@@ -34,7 +35,6 @@ from tritonops.spec import (
     VersionPolicy,
 )
 
-Progress = Callable[[str], None]
 SourceKind = Literal["onnx", "torchscript", "factory"]
 Format = Literal["auto", "onnx", "torchscript", "tensorrt"]
 DEFAULT_MAX_BATCH_SIZE = 32

@@ -13,25 +13,8 @@ from typing import Any
 
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.pbtxt import ModelConfig, read_config
+from tritonops.platforms import DEFAULT_FILE, PLATFORM_OF_BACKEND, VALID_PAIRS, config_backend
 from tritonops.repository import version_dirs
-
-PAIRS = {
-    ("onnxruntime_onnx", "onnxruntime"),
-    ("tensorrt_plan", "tensorrt"),
-    ("pytorch_libtorch", "pytorch"),
-    ("torch_aoti", "pytorch"),
-    ("ensemble", ""),
-    ("", "python"),
-}
-PLATFORM_OF_BACKEND = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan", "pytorch": "pytorch_libtorch"}
-DEFAULT_FILES = {
-    "onnxruntime": "model.onnx",
-    "tensorrt": "model.plan",
-    "pytorch": "model.pt",
-    "python": "model.py",
-}
-# Filled in by Triton from the files present when platform and backend are both absent.
-FILE_TO_BACKEND = {"model.onnx": "onnxruntime", "model.plan": "tensorrt", "model.pt": "pytorch", "model.py": "python"}
 
 
 @dataclass(frozen=True)
@@ -120,11 +103,11 @@ def _check_config(cfg: ModelConfig, model: str, file: str) -> list[Finding]:
     platform, backend = cfg.platform, cfg.backend
     if platform == "libtorch":
         platform = "pytorch_libtorch"
-    if platform and backend and (platform, backend) not in PAIRS:
+    if platform and backend and (platform, backend) not in VALID_PAIRS:
         c.add("platform/backend", f"unexpected platform '{platform}' and backend '{backend}' pair",
               f"use a valid pair, e.g. platform \"{PLATFORM_OF_BACKEND.get(backend, 'onnxruntime_onnx')}\" "
               f"with backend \"{backend}\"")
-    if platform and not backend and platform not in {p for p, _ in PAIRS if p}:
+    if platform and not backend and platform not in {p for p, _ in VALID_PAIRS if p}:
         c.add("platform", f"unknown platform '{platform}'",
               "use onnxruntime_onnx, pytorch_libtorch, tensorrt_plan or ensemble")
     if cfg.max_batch_size < 0:
@@ -202,19 +185,6 @@ def _check_config(cfg: ModelConfig, model: str, file: str) -> list[Finding]:
     return c.findings
 
 
-def _model_backend(cfg: ModelConfig, version_paths: list[Path]) -> str:
-    if cfg.backend:
-        return cfg.backend
-    if cfg.platform:
-        return {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt", "pytorch_libtorch": "pytorch",
-                "libtorch": "pytorch", "ensemble": ""}.get(cfg.platform, "")
-    for v in version_paths:
-        for f, b in FILE_TO_BACKEND.items():
-            if (v / f).exists():
-                return b
-    return ""
-
-
 def check_model(model_dir: Path) -> list[Finding]:
     name = model_dir.name
     config_path = model_dir / "config.pbtxt"
@@ -245,11 +215,11 @@ def check_model(model_dir: Path) -> list[Finding]:
         c.add("version_policy", f"the version policy selects no existing version (present: {versions})",
               "list versions that exist, or use the default latest policy")
     version_paths = [model_dir / str(v) for v in available]
-    backend = _model_backend(cfg, version_paths)
+    backend = config_backend(cfg, version_paths)
     if not backend and cfg.platform != "ensemble":
         c.add("platform/backend", "no platform or backend is set and no known model file was found",
               "set platform (e.g. \"onnxruntime_onnx\") or backend (e.g. \"python\")")
-    filename = cfg.default_model_filename or DEFAULT_FILES.get(backend, "")
+    filename = cfg.default_model_filename or DEFAULT_FILE.get(backend, "")
     if filename:
         for v in version_paths:
             if not (v / filename).exists():

@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         from tritonops.cli import err, out
         from tritonops.server import ServerOptions, TritonServer, docker_command
         from tritonops.server import serve as run_server
-        from tritonops.validate import parse_size
+        from tritonops.units import parse_size
 
         options = ServerOptions(
             repository=repository, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,

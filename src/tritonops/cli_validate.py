@@ -69,7 +69,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         from tritonops.cli import _emit_json, _spinner, out
         from tritonops.errors import UsageError
-        from tritonops.validate import ValidateOptions, parse_size, validate, validate_repository
+        from tritonops.units import parse_size
+        from tritonops.validate import ValidateOptions, validate, validate_repository
 
         host, _, port_in_url = url.removeprefix("http://").partition(":")
         if url.startswith("https://"):

@@ -30,7 +30,7 @@ from tritonops.buildfile import load_yaml, read_yaml_file
 from tritonops.dtypes import from_numpy, numpy_dtype
 from tritonops.errors import ModelError, UsageError
 from tritonops.names import check_model_name
-from tritonops.pbtxt import config_to_text, parse_config_text, render_config
+from tritonops.pbtxt import config_to_text, parse_config_text, render_config, tensor_specs
 from tritonops.repository import StagedModel, stage_model, write_text_file
 from tritonops.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
 
@@ -306,7 +306,6 @@ def topological_order(g: Graph) -> list[int] | None:
 def graph_from_configs(cfg: Any, members: Mapping[str, Any]) -> Graph:
     """The wiring of a hand-written ensemble config, with the composing models' configs (by name;
     a missing one leaves that step's tensors unknown)."""
-    from tritonops.validate import tensor_specs
 
     ins, outs = tensor_specs(cfg)
     nodes = []

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonops.dtypes import from_config
 from tritonops.errors import UsageError
 from tritonops.spec import ModelSpec, TensorSpec
 
@@ -152,3 +153,14 @@ def read_config(path: Path) -> mc.ModelConfig:
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}", "check the path and its permissions") from None
     return parse_config_text(text, str(path))
+
+
+def tensor_specs(config: mc.ModelConfig) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The served config's inputs and outputs as TensorSpecs (dims without the batch dimension)."""
+
+    def conv(t: Any) -> TensorSpec:
+        dtype = from_config(mc.DataType.Name(t.data_type))
+        reshape = tuple(t.reshape.shape) if t.HasField("reshape") else None
+        return TensorSpec(t.name, dtype, tuple(t.dims), reshape=reshape, optional=getattr(t, "optional", False))
+
+    return tuple(conv(t) for t in config.input), tuple(conv(t) for t in config.output)

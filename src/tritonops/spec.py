@@ -10,15 +10,15 @@ from typing import Literal
 from tritonops.dtypes import DType, parse_dtype
 from tritonops.errors import UsageError
 from tritonops.names import check_model_name
+from tritonops.platforms import BACKEND_OF_PLATFORM, DEFAULT_FILE
 
 Platform = Literal["onnxruntime_onnx", "pytorch_libtorch", "tensorrt_plan", "python", "ensemble"]
-# platform -> (backend, default model file)
+# platform of a spec -> (backend, default model file); "python" stands for a backend-only Python model
 PLATFORMS: dict[str, tuple[str, str]] = {
-    "onnxruntime_onnx": ("onnxruntime", "model.onnx"),
-    "pytorch_libtorch": ("pytorch", "model.pt"),
-    "tensorrt_plan": ("tensorrt", "model.plan"),
-    "python": ("python", "model.py"),
-    "ensemble": ("", ""),
+    p: (b, DEFAULT_FILE.get(b, ""))
+    for p, b in {**{k: v for k, v in BACKEND_OF_PLATFORM.items() if k in {"onnxruntime_onnx", "pytorch_libtorch",
+                                                                           "tensorrt_plan", "ensemble"}},
+                 "python": "python"}.items()
 }
 
 

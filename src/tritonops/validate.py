@@ -37,12 +37,13 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonops.dtypes import BY_NAME, from_config, from_numpy, numpy_dtype
 from tritonops.errors import ServerError, TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
+from tritonops.pbtxt import tensor_specs
+from tritonops.progress import Progress
 from tritonops.spec import TensorSpec
 
 SCHEMA = "tritonops.validate/1"
 PROTOCOLS: tuple[str, ...] = ("http-json", "http-binary", "grpc")
 Status = Literal["pass", "fail", "skip"]
-Progress = Callable[[str], None]
 # Outputs that crossed the wire as JSON text must round-trip exactly for FP32/FP64 (the server
 # prints shortest round-trip decimals); the allowance covers a last-ulp difference in FP16/other
 # encoders. What was measured is reported as max_error on every "agree" row.
@@ -342,17 +343,6 @@ def _str_to_bytes(a: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def tensor_specs(config: mc.ModelConfig) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The served config's inputs and outputs as TensorSpecs (dims without the batch dimension)."""
-
-    def conv(t: Any) -> TensorSpec:
-        dtype = from_config(mc.DataType.Name(t.data_type))
-        reshape = tuple(t.reshape.shape) if t.HasField("reshape") else None
-        return TensorSpec(t.name, dtype, tuple(t.dims), reshape=reshape, optional=getattr(t, "optional", False))
-
-    return tuple(conv(t) for t in config.input), tuple(conv(t) for t in config.output)
 
 
 def generate_inputs(specs: Sequence[TensorSpec], batch: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -1251,16 +1241,6 @@ def _cache_check(run: _Run, model: ModelUnderTest, before: tuple[int, int, int] 
 
 
 # ---------------------------------------------------------------- --serve
-
-
-def parse_size(text: str) -> int:
-    """``4MB``, ``64MiB``, ``512k``, ``1048576`` -> bytes."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)\s*", text.lower())
-    if not m:
-        raise UsageError(f"cannot parse size '{text}'", "write it as bytes or with a unit, e.g. 4MB or 64MiB")
-    unit = m.group(2).rstrip("b").rstrip("i")
-    scale = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}[unit]
-    return int(float(m.group(1)) * scale)
 
 
 DEFAULT_SERVE_CACHE_BYTES = 16 << 20

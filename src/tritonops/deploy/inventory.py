@@ -15,11 +15,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonops.errors import UsageError
 from tritonops.names import check_model_name
 from tritonops.pbtxt import ModelConfig, read_config
+from tritonops.platforms import config_backend
 from tritonops.repository import version_dirs
-
-_BACKEND_OF_PLATFORM = {"onnxruntime_onnx": "onnxruntime", "tensorrt_plan": "tensorrt",
-                        "pytorch_libtorch": "pytorch", "torch_aoti": "pytorch", "ensemble": ""}
-_FILE_BACKEND = {"model.onnx": "onnxruntime", "model.plan": "tensorrt", "model.pt": "pytorch", "model.py": "python"}
 
 
 @dataclass(frozen=True)
@@ -100,18 +97,6 @@ class RepositoryInventory:
         return order
 
 
-def _backend(cfg: ModelConfig, model_dir: Path, versions: list[int]) -> str:
-    if cfg.backend:
-        return cfg.backend
-    if cfg.platform:
-        return _BACKEND_OF_PLATFORM.get(cfg.platform, "")
-    for v in reversed(versions):
-        for f, b in _FILE_BACKEND.items():
-            if (model_dir / str(v) / f).exists():
-                return b
-    return ""
-
-
 def policy_versions(cfg: ModelConfig, versions: list[int]) -> list[int]:
     """The versions of ``versions`` that ``cfg.version_policy`` serves (Triton's rule)."""
     which = cfg.version_policy.WhichOneof("policy_choice") if cfg.HasField("version_policy") else None
@@ -172,8 +157,9 @@ def read_inventory(repository: Path) -> RepositoryInventory:
         versions = version_dirs(model_dir)
         cpu, gpu, auto, gpus_needed = _instances(cfg)
         composing = tuple(dict.fromkeys(s.model_name for s in cfg.ensemble_scheduling.step))
+        backend = config_backend(cfg, [model_dir / str(v) for v in reversed(versions)])
         models.append(ModelInfo(
-            name=model_dir.name, platform=cfg.platform, backend=_backend(cfg, model_dir, versions),
+            name=model_dir.name, platform=cfg.platform, backend=backend,
             versions=tuple(versions), served_versions=tuple(policy_versions(cfg, versions)),
             cpu_instances=cpu, gpu_instances=gpu, gpus_needed=gpus_needed, auto_instances=auto,
             bytes=_dir_bytes(model_dir), composing=composing, config=cfg,

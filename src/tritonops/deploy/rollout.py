@@ -29,7 +29,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,14 +41,14 @@ from tritonops.deploy.inventory import file_hashes, policy_versions, tree_sha256
 from tritonops.deploy.record import append_record, read_records, record_path
 from tritonops.errors import RepositoryError, ServerError, TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
-from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, read_config
+from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, read_config, tensor_specs
+from tritonops.progress import Progress
 from tritonops.repository import version_dirs
 
 SCHEMA = "tritonops.deploy.rollout/1"
 STATUS_SCHEMA = "tritonops.deploy.status/1"
 CANDIDATE_SUFFIX = ".tritonops-candidate"
 STAGE_PREFIX = ".tritonops-stage-"
-Progress = Callable[[str], None]
 ModelStatus = Literal["deployed", "unchanged", "failed", "reverted", "rolled-back", "not-attempted"]
 
 
@@ -391,7 +391,7 @@ def _canary(opts: RolloutOptions, name: str, count: int, say: Progress) -> str:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    from tritonops.validate import REFERENCE_FACTORIES, ModelUnderTest, generate_inputs, tensor_specs
+    from tritonops.validate import REFERENCE_FACTORIES, ModelUnderTest, generate_inputs
 
     say(f"{count} canary requests to {name}")
     http = httpclient.InferenceServerClient(opts.http_url, network_timeout=60.0)

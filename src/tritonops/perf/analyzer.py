@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -29,10 +29,10 @@ from tritonops.perf.inputs import (
     write_input_data,
 )
 from tritonops.perf.target import ModelIO, Protocol, Target, fetch_model_io, open_target
+from tritonops.progress import Progress
 
 SCHEMA = "tritonops.perf/1"
 UNSTABLE_RETURNCODE = 2  # perf_analyzer: "Failed to obtain stable measurement"
-Progress = Callable[[str], None]
 Mode = Literal["concurrency", "request_rate"]
 
 

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,9 +26,9 @@ from tritonops.perf.analyzer import PerfOptions, PerfRow, _require_perf_analyzer
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
 from tritonops.perf.target import Target
+from tritonops.progress import Progress
 
 SCHEMA = "tritonops.study.config/1"
-Progress = Callable[[str], None]
 SEPARATOR = "__"
 
 

@@ -15,7 +15,7 @@ import os
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,13 +28,13 @@ from tritonops.perf.analyzer import prepare_samples
 from tritonops.perf.inputs import Samples, serialize_bytes, write_input_data
 from tritonops.perf.poisson import ks_exponential
 from tritonops.perf.target import ModelIO, Target, fetch_model_io, open_target
+from tritonops.progress import Progress
 
 SCHEMA = "tritonops.loadtest/1"
 LoadProtocol = Literal["http-json", "http-binary", "grpc"]
 PROTOCOLS: tuple[LoadProtocol, ...] = ("http-json", "http-binary", "grpc")
 USER_CLASS = {"http-json": "HttpJsonUser", "http-binary": "HttpBinaryUser", "grpc": "GrpcUser"}
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

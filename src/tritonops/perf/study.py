@@ -14,7 +14,7 @@ import csv
 import json
 import platform
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,9 @@ from tritonops.perf.loadtest import (
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
 from tritonops.perf.target import open_target
+from tritonops.progress import Progress
 
 SCHEMA = "tritonops.study.protocols/1"
-Progress = Callable[[str], None]
 LABEL = {"http-json": "HTTP JSON", "http-binary": "HTTP binary", "grpc": "gRPC"}
 COLOR = {"http-json": "#d62728", "http-binary": "#1f77b4", "grpc": "#2ca02c"}
 # A cell "keeps up" when the server answered what the schedule offered, without errors.

@@ -14,10 +14,10 @@ from typing import Any, Literal
 from tritonops.dtypes import from_config
 from tritonops.errors import ServerError, UsageError
 from tritonops.names import check_model_name
+from tritonops.progress import Progress
 from tritonops.spec import TensorSpec
 
 Protocol = Literal["http", "grpc"]
-Progress = Callable[[str], None]
 
 
 def normalize_url(url: str, what: str = "--url") -> str:
