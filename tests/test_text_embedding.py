@@ -78,9 +78,8 @@ def test_matches_sentence_transformers(server, protocol):
 def test_matches_in_process_pipeline_and_protocols_agree(server, built):
     from tritonclient.grpc import model_config_pb2  # noqa: F401  (tritonclient present)
 
-    from tritonops.ensemble import EnsembleReference
     from tritonops.pbtxt import read_config
-    from tritonops.validate import ModelUnderTest
+    from tritonops.reference import EnsembleReference, ModelUnderTest
 
     cfg = read_config(built / "text_embedding" / "config.pbtxt")
     ref = EnsembleReference(ModelUnderTest("text_embedding", "1", cfg, built / "text_embedding",

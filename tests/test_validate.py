@@ -22,7 +22,7 @@ import onnx_models
 from tritonops.build import BuildOptions, build
 from tritonops.dtypes import BY_NAME
 from tritonops.errors import ServerError, UsageError, ValidationFailed
-from tritonops.pbtxt import config_to_text, dict_to_config, read_config
+from tritonops.pbtxt import config_to_text, dict_to_config, read_config, tensor_specs
 from tritonops.spec import TensorSpec
 from tritonops.units import parse_size
 from tritonops.validate import (
@@ -31,7 +31,6 @@ from tritonops.validate import (
     ValidationReport,
     check_inputs,
     load_inputs,
-    tensor_specs,
     validate,
 )
 
@@ -175,7 +174,7 @@ class _PipeReference:
     """The ensemble's reference: the MLP's own file through onnxruntime, with the ensemble's names."""
 
     def __init__(self, served: Served, scale: float = 1.0) -> None:
-        from tritonops.validate import ModelUnderTest, OnnxRuntimeReference
+        from tritonops.reference import ModelUnderTest, OnnxRuntimeReference
 
         cfg = read_config(served.repo / "mlp" / "config.pbtxt")
         self.mlp = OnnxRuntimeReference(ModelUnderTest("mlp", "1", cfg, None, served.src / "mlp.onnx"))
@@ -404,7 +403,7 @@ def test_tensor_specs_keep_reshape():
 def test_torchscript_reference_runner(tmp_path):
     torch = pytest.importorskip("torch", reason="needs the torch extra")
     from tritonops.pbtxt import dict_to_config
-    from tritonops.validate import ModelUnderTest, TorchScriptReference
+    from tritonops.reference import ModelUnderTest, TorchScriptReference
 
     torch.manual_seed(0)
     module = torch.nn.Linear(4, 2).eval()

@@ -15,6 +15,7 @@ from tritonops.errors import TritonOpsError, UsageError
 from tritonops.pbtxt import ModelConfig, read_config
 from tritonops.platforms import DEFAULT_FILE, PLATFORM_OF_BACKEND, VALID_PAIRS, config_backend
 from tritonops.repository import version_dirs
+from tritonops.wiring import graph_from_configs, wiring_problems
 
 
 @dataclass(frozen=True)
@@ -234,7 +235,6 @@ def check_model(model_dir: Path) -> list[Finding]:
 def _check_ensemble(cfg: ModelConfig, model_dir: Path, rel: str) -> list[Finding]:
     """The wiring rules of ``tritonops.ensemble`` (the same ones ``build`` applies to ensemble.yaml),
     against the composing models' configs found beside the ensemble."""
-    from tritonops.ensemble import graph_from_configs, wiring_problems
 
     c = _Collector(model_dir.name, rel)
     members: dict[str, ModelConfig] = {}

@@ -97,3 +97,15 @@ def numpy_dtype(d: DType) -> Any:
 
         return ml_dtypes.bfloat16
     return d.numpy
+
+
+def bytes_to_str(a: np.ndarray) -> np.ndarray:
+    """BYTES as Python str (what onnxruntime takes for ONNX strings)."""
+    return np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else str(b), otypes=[object])(a)
+
+
+def str_to_bytes(a: np.ndarray) -> np.ndarray:
+    """str (or any) elements as ``bytes`` in an object array: Triton's BYTES."""
+    if a.size == 0:
+        return a.astype(np.object_)
+    return np.vectorize(lambda s: s.encode("utf-8") if isinstance(s, str) else bytes(s), otypes=[object])(a)

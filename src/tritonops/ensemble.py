@@ -4,35 +4,44 @@ A build (``build_ensemble``) loads the typed spec, checks the wiring by name, co
 every model step with ``tritonops.build``'s machinery, generates a Python-backend model for every
 python step, infers the python steps' signatures by running them on example inputs, checks the
 full wiring (types, shapes, batch sizes), and only then moves every staged model into the
-repository. ``wiring_problems`` is the one implementation of the ensemble wiring rules; ``check``
-runs it on hand-written repositories too.
+repository. The wiring rules live in ``tritonops.wiring`` (``check`` runs them on hand-written
+repositories too); step functions are imported and called by ``tritonops.pystep``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
-import inspect
 import shutil
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 import numpy as np
 import yaml
 
-from tritonops.build import BuildOptions, BuildResult, Progress, _build_one, default_name, source_kind
+from tritonops.build import BuildOptions, BuildResult, Progress, _build_one, source_kind
 from tritonops.buildfile import load_yaml, read_yaml_file
-from tritonops.dtypes import from_numpy, numpy_dtype
+from tritonops.dtypes import from_numpy
 from tritonops.errors import ModelError, UsageError
 from tritonops.names import check_model_name
-from tritonops.pbtxt import config_to_text, parse_config_text, render_config, tensor_specs
+from tritonops.pbtxt import config_to_text, parse_config_text, render_config
+from tritonops.pystep import as_array, call_step, load_module, step_function, wants_resources
+from tritonops.reference import REFERENCE_FACTORIES, ModelUnderTest
 from tritonops.repository import StagedModel, stage_model, write_text_file
+from tritonops.samples import EXAMPLES_FILE
 from tritonops.spec import DynamicBatching, InstanceGroup, ModelSpec, TensorSpec
+from tritonops.wiring import (
+    Graph,
+    Node,
+    WiringProblem,
+    compatible_dims,
+    format_dims,
+    topological_order,
+    wiring_problems,
+)
 
 SCHEMA = "tritonops.ensemble/1"
 DEFAULT_MAX_BATCH_SIZE = 32
@@ -93,229 +102,6 @@ class EnsembleSpec:
     output_specs: tuple[TensorSpec, ...]  # explicit declarations of (some) outputs
     steps: tuple[Step, ...]
     examples: tuple[Path, str] | None = None  # (steps.py, function(variant) -> inputs)
-
-
-# ---------------------------------------------------------------- wiring rules
-
-
-@dataclass(frozen=True)
-class Node:
-    """One ensemble step as the wiring rules see it. ``inputs``/``outputs`` are the composing model's
-    tensors (None while unknown); ``max_batch_size`` likewise."""
-
-    step: str
-    model: str
-    input_map: tuple[tuple[str, str], ...]
-    output_map: tuple[tuple[str, str], ...]
-    inputs: tuple[TensorSpec, ...] | None = None
-    outputs: tuple[TensorSpec, ...] | None = None
-    max_batch_size: int | None = None
-
-
-@dataclass(frozen=True)
-class Graph:
-    name: str
-    max_batch_size: int
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[str, ...]
-    output_specs: tuple[TensorSpec, ...] = ()  # declared ensemble outputs (checked against producers)
-    nodes: tuple[Node, ...] = ()
-
-
-@dataclass(frozen=True)
-class WiringProblem:
-    step: str | None
-    tensor: str | None
-    message: str
-    fix: str
-    index: int | None = None  # the step's position, for config field paths
-
-    def __str__(self) -> str:
-        return self.message
-
-
-def _full(dims: Sequence[int], mbs: int) -> tuple[int, ...]:
-    return ((-1,) if mbs > 0 else ()) + tuple(dims)
-
-
-def _compatible(a: Sequence[int], b: Sequence[int]) -> bool:
-    return len(a) == len(b) and all(-1 in (x, y) or x == y for x, y in zip(a, b, strict=True))
-
-
-def _fmt(dims: Sequence[int]) -> str:
-    return "[" + ",".join(str(d) for d in dims) + "]"
-
-
-def wiring_problems(g: Graph) -> list[WiringProblem]:
-    """Every ensemble wiring rule Triton enforces (TRITON_RULES §3), with step, tensor and fix."""
-    out: list[WiringProblem] = []
-
-    def add(i: int | None, tensor: str | None, message: str, fix: str) -> None:
-        out.append(WiringProblem(g.nodes[i].step if i is not None else None, tensor, message, fix, i))
-
-    ens_inputs = {t.name: t for t in g.inputs}
-    producers: dict[str, list[int]] = {}
-    consumers: dict[str, list[int]] = {}
-    if not g.nodes:
-        out.append(WiringProblem(None, None, f"ensemble '{g.name}' has no steps", "add at least one step"))
-        return out
-    for i, n in enumerate(g.nodes):
-        if not n.input_map:
-            add(i, None, f"step '{n.step}' maps no inputs", f"map the inputs of model '{n.model}'")
-        if not n.output_map:
-            add(i, None, f"step '{n.step}' maps no outputs", f"map at least one output of model '{n.model}'")
-        seen_keys: set[str] = set()
-        for key, tensor in n.input_map:
-            if key in seen_keys:
-                add(i, tensor, f"step '{n.step}': input '{key}' of model '{n.model}' is mapped twice",
-                    f"map '{key}' once")
-            seen_keys.add(key)
-            consumers.setdefault(tensor, []).append(i)
-        for _key, tensor in n.output_map:
-            producers.setdefault(tensor, []).append(i)
-        if n.inputs is not None:
-            names = {t.name: t for t in n.inputs}
-            for key, tensor in n.input_map:
-                if key not in names:
-                    add(i, tensor, f"step '{n.step}': model '{n.model}' has no input '{key}' "
-                        f"(its inputs: {', '.join(names) or 'none'})",
-                        f"map one of the model's inputs to '{tensor}'")
-            for t in n.inputs:
-                if t.name not in seen_keys and not t.optional:
-                    add(i, t.name, f"step '{n.step}': input '{t.name}' of model '{n.model}' is not mapped",
-                        f"map '{t.name}' to an ensemble input or to another step's output")
-        if n.outputs is not None:
-            names = {t.name: t for t in n.outputs}
-            for key, tensor in n.output_map:
-                if key not in names:
-                    add(i, tensor, f"step '{n.step}': model '{n.model}' has no output '{key}' "
-                        f"(its outputs: {', '.join(names) or 'none'})",
-                        f"map one of the model's outputs to '{tensor}'")
-    for tensor, ps in producers.items():
-        if tensor in ens_inputs:
-            add(ps[0], tensor, f"step '{g.nodes[ps[0]].step}' writes ensemble tensor '{tensor}', "
-                "which is an ensemble input", f"give the step's output another name than '{tensor}'")
-        elif len(ps) > 1:
-            steps = " and ".join(f"'{g.nodes[p].step}'" for p in ps)
-            add(ps[1], tensor, f"ensemble tensor '{tensor}' is written by more than one step ({steps})",
-                f"give each step's output its own tensor name; only one step may write '{tensor}'")
-    for name in g.outputs:
-        if name not in producers:
-            out.append(WiringProblem(None, name, f"ensemble output '{name}' is not written by any step",
-                                     f"map a step output to '{name}', or remove it from the ensemble outputs"))
-        elif name in consumers:
-            pass  # an output may also feed a later step
-    for name in ens_inputs:
-        if name not in consumers:
-            out.append(WiringProblem(None, name, f"ensemble input '{name}' is not used by any step",
-                                     f"map '{name}' to a step input, or remove it from the ensemble inputs"))
-    for tensor, ps in producers.items():
-        if tensor not in consumers and tensor not in g.outputs and tensor not in ens_inputs:
-            add(ps[0], tensor, f"step '{g.nodes[ps[0]].step}' writes tensor '{tensor}' but nothing uses it "
-                "(Triton refuses unused ensemble tensors)",
-                f"remove '{tensor}' from the step's outputs, or use it in a later step or as an ensemble output")
-    for tensor, cs in consumers.items():
-        if tensor not in producers and tensor not in ens_inputs:
-            add(cs[0], tensor, f"step '{g.nodes[cs[0]].step}' reads tensor '{tensor}', which no step writes "
-                "and is not an ensemble input",
-                f"write '{tensor}' in an earlier step, declare it as an ensemble input, or fix the name")
-    order = topological_order(g)
-    if order is None:
-        stuck = [i for i in range(len(g.nodes)) if not _reachable(g, i)]
-        cyc = [i for i in stuck if all(t in producers or t in ens_inputs for _, t in g.nodes[i].input_map)]
-        if cyc:
-            cycle = ", ".join(f"'{g.nodes[i].step}'" for i in cyc)
-            add(cyc[0], None, f"steps {cycle} form a cycle: each waits for a tensor another one writes",
-                "break the cycle: every step must only read ensemble inputs or tensors of earlier steps")
-    # types and shapes: producer vs consumer, and ensemble outputs
-    specs: dict[str, tuple[TensorSpec, int, str]] = {t.name: (t, g.max_batch_size, "ensemble input")
-                                                      for t in g.inputs}
-    for n in g.nodes:
-        if n.outputs is None or n.max_batch_size is None:
-            continue
-        by = {t.name: t for t in n.outputs}
-        for key, tensor in n.output_map:
-            if key in by and tensor not in specs:
-                specs[tensor] = (by[key], n.max_batch_size, f"output '{key}' of step '{n.step}'")
-    for i, n in enumerate(g.nodes):
-        if n.inputs is None or n.max_batch_size is None:
-            continue
-        by = {t.name: t for t in n.inputs}
-        for key, tensor in n.input_map:
-            if key not in by or tensor not in specs:
-                continue
-            src, src_mbs, what = specs[tensor]
-            want = by[key]
-            if src.dtype != want.dtype:
-                add(i, tensor, f"step '{n.step}': input '{key}' is {want.dtype.name} but tensor '{tensor}' "
-                    f"({what}) is {src.dtype.name}",
-                    f"make both {want.dtype.name} (cast in the producing step) or change the input's type")
-                continue
-            a, b = _full(src.dims, src_mbs), _full(want.dims, n.max_batch_size)
-            if not _compatible(a, b):
-                add(i, tensor, f"step '{n.step}': input '{key}' has shape {_fmt(b)} but tensor '{tensor}' "
-                    f"({what}) has shape {_fmt(a)} (batch dimension included; -1 is variable)",
-                    "make the shapes agree, e.g. reshape in the producing step or fix the declared dims")
-    for t in g.output_specs:
-        if t.name in specs and t.name in producers:
-            src, src_mbs, what = specs[t.name]
-            if src.dtype != t.dtype:
-                out.append(WiringProblem(None, t.name, f"ensemble output '{t.name}' is declared "
-                                         f"{t.dtype.name} but {what} is {src.dtype.name}",
-                                         f"declare it as {src.dtype.name}, or cast in the step"))
-            elif not _compatible(_full(src.dims, src_mbs), _full(t.dims, g.max_batch_size)):
-                out.append(WiringProblem(None, t.name, f"ensemble output '{t.name}' is declared "
-                                         f"{_fmt(_full(t.dims, g.max_batch_size))} but {what} has shape "
-                                         f"{_fmt(_full(src.dims, src_mbs))}",
-                                         "fix the declared dims (batch dimension excluded)"))
-    for i, n in enumerate(g.nodes):
-        if n.max_batch_size and g.max_batch_size > n.max_batch_size:
-            add(i, None, f"ensemble max_batch_size {g.max_batch_size} is above the max_batch_size "
-                f"{n.max_batch_size} of step '{n.step}' (model '{n.model}')",
-                f"set the ensemble's max_batch_size to at most {n.max_batch_size}, or raise the model's")
-    return out
-
-
-def _reachable(g: Graph, i: int) -> bool:
-    order = _order(g)
-    return i in order
-
-
-def _order(g: Graph) -> list[int]:
-    available = {t.name for t in g.inputs}
-    done: list[int] = []
-    pending = list(range(len(g.nodes)))
-    progress = True
-    while pending and progress:
-        progress = False
-        for i in list(pending):
-            if all(t in available for _, t in g.nodes[i].input_map):
-                done.append(i)
-                pending.remove(i)
-                available.update(t for _, t in g.nodes[i].output_map)
-                progress = True
-    return done
-
-
-def topological_order(g: Graph) -> list[int] | None:
-    """Step indices in an order where every step's inputs exist; None if some step never can run."""
-    order = _order(g)
-    return order if len(order) == len(g.nodes) else None
-
-
-def graph_from_configs(cfg: Any, members: Mapping[str, Any]) -> Graph:
-    """The wiring of a hand-written ensemble config, with the composing models' configs (by name;
-    a missing one leaves that step's tensors unknown)."""
-
-    ins, outs = tensor_specs(cfg)
-    nodes = []
-    for i, s in enumerate(cfg.ensemble_scheduling.step):
-        m = members.get(s.model_name)
-        mi, mo = tensor_specs(m) if m is not None else (None, None)
-        nodes.append(Node(step=f"step[{i}] {s.model_name}", model=s.model_name,
-                          input_map=tuple(s.input_map.items()), output_map=tuple(s.output_map.items()),
-                          inputs=mi, outputs=mo, max_batch_size=m.max_batch_size if m is not None else None))
-    return Graph(cfg.name or "ensemble", cfg.max_batch_size, ins, tuple(t.name for t in outs), outs, tuple(nodes))
 
 
 # ---------------------------------------------------------------- loading ensemble.yaml
@@ -492,63 +278,6 @@ def load_ensemble_file(path: Path, repository: Path | None = None) -> EnsembleSp
     return EnsembleSpec(str(name), path, repo, mbs, inputs, outputs, out_specs, tuple(steps), examples)
 
 
-# ---------------------------------------------------------------- user code
-
-
-def load_module(path: Path, tag: str) -> ModuleType:
-    """Import a user's steps.py under a private module name (the same way the generated model does)."""
-    mod_name = f"_tritonops_steps_{tag}_{abs(hash(str(path)))}"
-    spec = importlib.util.spec_from_file_location(mod_name, path)
-    if spec is None or spec.loader is None:
-        raise UsageError(f"cannot import {path}", "check that it is a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[mod_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except Exception as e:
-        sys.modules.pop(mod_name, None)
-        raise ModelError(f"importing {path} failed: {type(e).__name__}: {e}",
-                         "fix the error in the steps module") from None
-    return module
-
-
-def step_function(module: ModuleType, function: str, where: str) -> Callable[..., Any]:
-    fn = getattr(module, function, None)
-    if not callable(fn):
-        raise UsageError(f"{where}: '{function}' is not a function in {module.__file__}",
-                         f"define def {function}(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]")
-    return fn
-
-
-def wants_resources(fn: Callable[..., Any]) -> bool:
-    try:
-        return "resources" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def call_step(fn: Callable[..., Any], function: str, inputs: dict[str, np.ndarray],
-              resources: Path | None) -> dict[str, np.ndarray]:
-    try:
-        result = fn(inputs, resources=resources) if wants_resources(fn) else fn(inputs)
-    except Exception as e:
-        raise ModelError(f"step function '{function}' raised {type(e).__name__}: {e}",
-                         "fix the function; it is called with a dict of numpy arrays (batch first)") from None
-    if not isinstance(result, dict):
-        raise ModelError(f"step function '{function}' returned {type(result).__name__}, not a dict",
-                         "return a dict of output name -> numpy array")
-    return {k: _as_array(v) for k, v in result.items()}
-
-
-def _as_array(v: Any) -> np.ndarray:
-    a = np.asarray(v)
-    if a.dtype.kind == "U":
-        a = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(a) if a.size else a.astype(object)
-    elif a.dtype.kind == "S":
-        a = a.astype(object)
-    return a
-
-
 # ---------------------------------------------------------------- build
 
 
@@ -591,7 +320,7 @@ def _example_inputs(spec: EnsembleSpec, seed: int) -> list[dict[str, np.ndarray]
             except Exception as e:
                 raise ModelError(f"examples function '{spec.examples[1]}' raised {type(e).__name__}: {e}",
                                  "it is called as f(variant) with variant 0 and 1") from None
-            variants.append({k: _as_array(x) for k, x in dict(got).items()})
+            variants.append({k: as_array(x) for k, x in dict(got).items()})
         missing = [t.name for t in spec.inputs if t.name not in variants[0] or t.name not in variants[1]]
         if missing:
             raise UsageError(f"{spec.file}: examples function '{spec.examples[1]}' gives no '{missing[0]}'",
@@ -658,10 +387,10 @@ def _override(step: str, what: str, inferred: Sequence[TensorSpec], declared: Se
                              f"declare {got.dtype.name}, or cast in the function")
         gd = got.dims if got.reshape != () else ()
         dd = d.dims if d.reshape != () else ()
-        if not _compatible(gd, dd) and not (what == "input"):
-            raise UsageError(f"step '{step}': {what} '{d.name}' is declared {_fmt(d.dims)} but the function "
-                             f"returns {_fmt(got.dims)} (batch dimension excluded)",
-                             f"declare dims {_fmt(got.dims)}, or use -1 for variable dims")
+        if not compatible_dims(gd, dd) and not (what == "input"):
+            raise UsageError(f"step '{step}': {what} '{d.name}' is declared {format_dims(d.dims)} but the function "
+                             f"returns {format_dims(got.dims)} (batch dimension excluded)",
+                             f"declare dims {format_dims(got.dims)}, or use -1 for variable dims")
         result[d.name] = d
     return tuple(result[t.name] for t in inferred)
 
@@ -764,8 +493,6 @@ def build_ensemble(spec: EnsembleSpec, progress: Progress | None = None, *,
 def _save_examples(model_root: Path, feed: Mapping[str, np.ndarray]) -> None:
     """Real example inputs beside config.pbtxt, for ``validate`` (random bytes are no image or text).
     No pickles: byte strings are stored as a fixed-width bytes array."""
-    from tritonops.validate import EXAMPLES_FILE
-
     arrays = {k: (np.array([bytes(b) for b in v.reshape(-1)], dtype=np.bytes_).reshape(v.shape)
                   if v.dtype == np.object_ else v) for k, v in feed.items()}
     np.savez(model_root / EXAMPLES_FILE, **arrays)
@@ -786,8 +513,6 @@ def _render(ms: ModelSpec) -> str:
 
 
 def _model_runner(r: BuildResult, st: StagedModel) -> Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]:
-    from tritonops.validate import REFERENCE_FACTORIES, ModelUnderTest
-
     cfg = render_config(r.spec)
     artifact = st.version_dir / r.spec.model_filename
     factory = REFERENCE_FACTORIES.get(r.spec.platform)
@@ -857,111 +582,3 @@ def build_ensemble_file(path: Path, repository: Path | None = None, progress: Pr
                         ) -> list[BuildResult]:
     """``tritonops build -f ensembles/<name>/ensemble.yaml``: the composing models, then the ensemble."""
     return list(build_ensemble(load_ensemble_file(path, repository), progress).models)
-
-
-__all__ = [
-    "EnsembleResult",
-    "EnsembleSpec",
-    "Graph",
-    "ModelStep",
-    "Node",
-    "PythonStep",
-    "WiringProblem",
-    "build_ensemble",
-    "build_ensemble_file",
-    "default_name",
-    "graph_from_configs",
-    "infer_outputs",
-    "is_ensemble_file",
-    "load_ensemble_file",
-    "numpy_dtype",
-    "topological_order",
-    "wiring_problems",
-]
-
-
-# ---------------------------------------------------------------- validate: in-process references
-
-
-def _latest_version(model_dir: Path, wanted: int) -> str | None:
-    from tritonops.repository import version_dirs
-
-    versions = version_dirs(model_dir)
-    if wanted > 0:
-        return str(wanted) if wanted in versions else None
-    return str(versions[-1]) if versions else None
-
-
-class PythonStepReference:
-    """A generated python step run in-process: the same steps.py function on the same resources."""
-
-    def __init__(self, model: Any) -> None:
-        params = {k: v.string_value for k, v in model.config.parameters.items()}
-        function = params.get("tritonops.function")
-        if model.model_dir is None or not function:
-            raise UsageError(f"model '{model.name}' is not a tritonops python step",
-                             "only generated python steps have an in-process reference")
-        here = model.model_dir / model.version
-        self._fn = step_function(load_module(here / "steps.py", f"ref_{model.name}"), function, model.name)
-        self._function = function
-        self._resources = here / "resources"
-        self._config = model.config
-        self.description = f"{function}() from {here / 'steps.py'}"
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = call_step(self._fn, self._function, {t.name: inputs[t.name] for t in self._config.input
-                                                   if t.name in inputs}, self._resources)
-        result = {}
-        for t in self._config.output:
-            a = out[t.name]
-            if self._config.max_batch_size > 0 and a.ndim == 1 and list(t.dims) == [1]:
-                a = a.reshape(-1, 1)
-            result[t.name] = a
-        return result
-
-
-class EnsembleReference:
-    """The ensemble run in-process: each step's own reference (onnxruntime, torch.jit, the python
-    step's function), wired by the ensemble_scheduling maps in step order."""
-
-    def __init__(self, model: Any) -> None:
-        from tritonops.pbtxt import read_config
-        from tritonops.validate import _DEFAULT_FILES, REFERENCE_FACTORIES, ModelUnderTest
-
-        if model.model_dir is None:
-            raise UsageError("no repository given", "pass the repository to compare with a local run")
-        repo = model.model_dir.parent
-        cfg = model.config
-        members = {}
-        self._steps: list[tuple[Any, Any]] = []
-        for s in cfg.ensemble_scheduling.step:
-            d = repo / s.model_name
-            mcfg = read_config(d / "config.pbtxt")
-            members[s.model_name] = mcfg
-            version = _latest_version(d, s.model_version)
-            if version is None:
-                raise UsageError(f"step model '{s.model_name}' has no version directory", "build it again")
-            key = mcfg.platform if mcfg.platform in REFERENCE_FACTORIES else mcfg.backend
-            factory = REFERENCE_FACTORIES.get(key)
-            if factory is None:
-                raise UsageError(f"no reference runner for step model '{s.model_name}' ({key})",
-                                 "only ONNX, TorchScript, python-step and ensemble members run locally")
-            fname = mcfg.default_model_filename or _DEFAULT_FILES.get(key, "")
-            artifact = d / version / fname if fname else d / version
-            self._steps.append((s, factory(ModelUnderTest(s.model_name, version, mcfg, d, artifact))))
-        order = topological_order(graph_from_configs(cfg, members))
-        if order is None:
-            raise UsageError(f"ensemble '{model.name}' has steps that can never run", "run tritonops check")
-        self._order = order
-        self._outputs = [t.name for t in cfg.output]
-        self.description = "the ensemble's steps in-process (" + ", ".join(
-            r.description.split(" on ")[0] for _, r in self._steps) + ")"
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tensors = dict(inputs)
-        for i in self._order:
-            s, runner = self._steps[i]
-            out = runner({k: tensors[t] for k, t in s.input_map.items()})
-            for k, t in s.output_map.items():
-                tensors[t] = np.asarray(out[k])
-        return {n: tensors[n] for n in self._outputs}

@@ -18,27 +18,33 @@ Reference runs are pluggable per platform (:data:`REFERENCE_FACTORIES`) or per m
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 import statistics
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.dtypes import BY_NAME, from_config, from_numpy, numpy_dtype
+from tritonops.dtypes import from_config, from_numpy, str_to_bytes
 from tritonops.errors import ServerError, TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
 from tritonops.pbtxt import tensor_specs
 from tritonops.progress import Progress
+from tritonops.reference import (
+    ModelUnderTest,
+    ReferenceRunner,
+    artifact_path,
+    reference_factory,
+)
+from tritonops.samples import EXAMPLES_FILE, check_inputs, format_shape, generate_inputs, load_inputs
 from tritonops.spec import TensorSpec
 
 SCHEMA = "tritonops.validate/1"
@@ -185,324 +191,6 @@ class ValidateOptions:
             raise UsageError("--reference needs exactly one --model", "name the model it stands for: --model NAME")
         if self.reference is not None and not self.reference.exists():
             raise UsageError(f"reference model '{self.reference}' does not exist", "check the path")
-
-
-# ---------------------------------------------------------------- reference runners
-
-
-@dataclass(frozen=True)
-class ModelUnderTest:
-    """What a reference factory needs: the served config and, when known, the artifact on disk."""
-
-    name: str
-    version: str
-    config: mc.ModelConfig
-    model_dir: Path | None  # <repository>/<name>, when a repository was given
-    artifact: Path | None  # the model file the server loaded (or --reference)
-
-
-@runtime_checkable
-class ReferenceRunner(Protocol):
-    """Runs a model locally. Inputs and outputs use Triton's shapes (batch dimension included when
-    the model batches, ``dims`` rather than ``reshape``) and numpy types (BYTES as ``np.object_``
-    arrays of ``bytes``); it returns every output named in the config."""
-
-    description: str
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]: ...
-
-
-ReferenceFactory = Callable[[ModelUnderTest], ReferenceRunner]
-
-
-class OnnxRuntimeReference:
-    """onnxruntime in-process on the same model.onnx (CPU provider)."""
-
-    def __init__(self, model: ModelUnderTest) -> None:
-        import onnxruntime as ort
-
-        assert model.artifact is not None
-        path = model.artifact / "model.onnx" if model.artifact.is_dir() else model.artifact
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        self._config = model.config
-        self.description = f"onnxruntime {ort.__version__} on {path}"
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cfg = self._config
-        feed = {}
-        for t in cfg.input:
-            if t.name not in inputs:
-                continue
-            a = _to_model_shape(inputs[t.name], t, cfg.max_batch_size)
-            feed[t.name] = _bytes_to_str(a) if a.dtype == np.object_ else a
-        names = [o.name for o in cfg.output]
-        results = self._session.run(names, feed)
-        out = {}
-        for o, r in zip(cfg.output, results, strict=True):
-            arr = np.asarray(r)
-            if arr.dtype.kind in "OU":
-                arr = _str_to_bytes(arr)
-            out[o.name] = _to_triton_shape(arr, o, cfg.max_batch_size)
-        return out
-
-
-class TorchScriptReference:
-    """torch.jit in-process on the same model.pt; inputs in config order, outputs in config order."""
-
-    def __init__(self, model: ModelUnderTest) -> None:
-        from tritonops.errors import MissingDependencyError
-
-        try:
-            import torch
-        except ImportError:
-            raise MissingDependencyError("torch", "torch", "the reference run of a TorchScript model") from None
-        assert model.artifact is not None
-        self._torch = torch
-        self._module = torch.jit.load(str(model.artifact), map_location="cpu").eval()
-        self._config = model.config
-        self.description = f"torch.jit {torch.__version__} on {model.artifact}"
-
-    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        torch = self._torch
-        cfg = self._config
-        args = []
-        for t in cfg.input:
-            a = _to_model_shape(inputs[t.name], t, cfg.max_batch_size)
-            if a.dtype == np.object_:
-                args.append([b.decode("utf-8") for b in a.reshape(-1)])
-            else:
-                args.append(torch.from_numpy(np.ascontiguousarray(a)))
-        with torch.inference_mode():
-            result = self._module(*args)
-        if isinstance(result, dict):
-            values = [result[o.name] for o in cfg.output]
-        elif isinstance(result, list | tuple):
-            values = list(result)
-        else:
-            values = [result]
-        out = {}
-        for o, v in zip(cfg.output, values, strict=False):
-            arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
-            out[o.name] = _to_triton_shape(arr, o, cfg.max_batch_size)
-        return out
-
-
-def _ensemble_reference(model: ModelUnderTest) -> ReferenceRunner:
-    from tritonops.ensemble import EnsembleReference
-
-    return EnsembleReference(model)
-
-
-def _python_step_reference(model: ModelUnderTest) -> ReferenceRunner:
-    from tritonops.ensemble import PythonStepReference
-
-    return PythonStepReference(model)
-
-
-# Keyed by platform (or backend, for configs that name only a backend). Ensembles compose the
-# steps' runners; python models run in-process when tritonops generated them (ensemble steps).
-REFERENCE_FACTORIES: dict[str, ReferenceFactory] = {
-    "onnxruntime_onnx": OnnxRuntimeReference,
-    "onnxruntime": OnnxRuntimeReference,
-    "pytorch_libtorch": TorchScriptReference,
-    "pytorch": TorchScriptReference,
-    "ensemble": _ensemble_reference,
-    "python": _python_step_reference,
-}
-_DEFAULT_FILES = {"onnxruntime_onnx": "model.onnx", "onnxruntime": "model.onnx", "pytorch_libtorch": "model.pt",
-                  "pytorch": "model.pt", "python": "model.py"}
-
-
-def _to_model_shape(a: np.ndarray, t: Any, max_batch_size: int) -> np.ndarray:
-    if not t.HasField("reshape"):
-        return a
-    lead = (a.shape[0],) if max_batch_size > 0 else ()
-    return a.reshape(lead + tuple(t.reshape.shape))
-
-
-def _to_triton_shape(a: np.ndarray, t: Any, max_batch_size: int) -> np.ndarray:
-    if not t.HasField("reshape"):
-        return a
-    lead = (a.shape[0],) if max_batch_size > 0 else ()
-    dims = tuple(a.size // max(1, math.prod(lead) * math.prod(d for d in t.dims if d > 0)) if d < 0 else d
-                 for d in t.dims)
-    return a.reshape(lead + dims)
-
-
-def _bytes_to_str(a: np.ndarray) -> np.ndarray:
-    return np.vectorize(lambda b: b.decode("utf-8") if isinstance(b, bytes) else str(b), otypes=[object])(a)
-
-
-def _str_to_bytes(a: np.ndarray) -> np.ndarray:
-    if a.size == 0:
-        return a.astype(np.object_)
-    return np.vectorize(lambda s: s.encode("utf-8") if isinstance(s, str) else bytes(s), otypes=[object])(a)
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def generate_inputs(specs: Sequence[TensorSpec], batch: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Example data for the required inputs (convert.examples: every type; BYTES as short ASCII,
-    which JSON can carry). Variable dims become 3, so a dims bug cannot hide behind a square shape."""
-    from tritonops.convert.examples import make_inputs
-
-    return make_inputs([t for t in specs if not t.optional], batch, rng, dim_default=3)
-
-
-EXAMPLES_FILE = "tritonops_examples.npz"  # beside config.pbtxt: example inputs validate uses by default
-
-
-def load_inputs(path: Path) -> dict[str, np.ndarray]:
-    """Read user inputs: ``.npz`` (one array per input; no pickles, so strings as ``U``/``S`` arrays)
-    or ``.json`` (``{"name": nested list}`` or KServe ``{"inputs": [{name, datatype, shape, data}]}``)."""
-    if not path.is_file():
-        raise UsageError(f"inputs file '{path}' does not exist", "give an .npz or .json file with --inputs")
-    if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except ValueError as e:
-            if "pickle" in str(e):
-                raise UsageError(f"'{path}' holds object arrays, which would need unpickling",
-                                 "save strings as a numpy str or bytes array (dtype 'U' or 'S')") from None
-            raise UsageError(f"cannot read '{path}': {e}", "write it with numpy.savez") from None
-        except OSError as e:
-            raise UsageError(f"cannot read '{path}': {e}", "write it with numpy.savez") from None
-        return {k: (a.astype(np.object_) if a.dtype.kind == "S" else _str_to_bytes(a) if a.dtype.kind == "U" else a)
-                for k, a in arrays.items()}
-    if path.suffix == ".json":
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            raise UsageError(f"cannot read '{path}' as JSON: {e}", "write {\"input_name\": [[...]]}") from None
-        return _inputs_from_json(data, path)
-    raise UsageError(f"inputs file '{path}' is neither .npz nor .json", "save the inputs with numpy.savez or as JSON")
-
-
-def _inputs_from_json(data: Any, path: Path) -> dict[str, np.ndarray]:
-    """JSON arrays keep no dtype: they become ``_JsonArray``s converted once the config is known."""
-    result: dict[str, np.ndarray] = {}
-    if isinstance(data, dict) and isinstance(data.get("inputs"), list):
-        for item in data["inputs"]:
-            if not isinstance(item, dict) or "name" not in item or "data" not in item:
-                raise UsageError(f"{path}: each entry of \"inputs\" needs \"name\" and \"data\"",
-                                 "follow the KServe v2 request format")
-            arr = _JsonArray.make(item["data"], item.get("datatype"), item.get("shape"), path, item["name"])
-            result[str(item["name"])] = arr
-        return result
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected an object mapping input names to arrays", "write {\"x\": [[1.0, 2.0]]}")
-    for name, value in data.items():
-        result[str(name)] = _JsonArray.make(value, None, None, path, name)
-    return result
-
-
-class _JsonArray(np.ndarray):
-    """An array read from JSON; ``declared`` is the datatype written in the file, if any."""
-
-    declared: str | None = None
-
-    @classmethod
-    def make(cls, value: Any, datatype: str | None, shape: Any, path: Path, name: str) -> _JsonArray:
-        try:
-            arr = np.array(value, dtype=np.object_ if datatype == "BYTES" else None)
-        except ValueError:
-            raise UsageError(f"{path}: input '{name}' is not a rectangular array",
-                             "give every row the same length") from None
-        if shape is not None:
-            try:
-                arr = arr.reshape([int(s) for s in shape])
-            except (ValueError, TypeError):
-                raise UsageError(f"{path}: input '{name}' has {arr.size} values, which do not fill shape {shape}",
-                                 "make \"shape\" match \"data\"") from None
-        if arr.dtype.kind == "U" or (arr.dtype == np.object_ and arr.size and
-                                     all(isinstance(v, str) for v in arr.reshape(-1))):
-            arr = _str_to_bytes(arr)
-        view = arr.view(cls)
-        view.declared = datatype.upper() if isinstance(datatype, str) else None
-        return view
-
-
-def check_inputs(model: str, given: Mapping[str, np.ndarray], specs: Sequence[TensorSpec],
-                 max_batch_size: int) -> dict[str, np.ndarray]:
-    """User inputs against the served config: names, types and shapes, each mismatch one clear error."""
-    by_name = {t.name: t for t in specs}
-    unknown = [n for n in given if n not in by_name]
-    if unknown:
-        raise UsageError(f"input '{unknown[0]}' given for model '{model}' is not one of its inputs "
-                         f"({', '.join(by_name)})", "rename it to one of the model's inputs")
-    missing = [t.name for t in specs if t.name not in given and not t.optional]
-    if missing:
-        raise UsageError(f"no data for input '{missing[0]}' of model '{model}'",
-                         f"the inputs file needs an array for each of: {', '.join(t.name for t in specs)}")
-    result: dict[str, np.ndarray] = {}
-    batch_sizes = set()
-    for name, raw in given.items():
-        t = by_name[name]
-        arr = _coerce(model, t, raw)
-        expected = ([-1] if max_batch_size > 0 else []) + list(t.dims)
-        shape_ok = arr.ndim == len(expected) and all(e in (-1, s) for e, s in zip(expected, arr.shape, strict=False))
-        if not shape_ok:
-            batch_note = " (the first dimension is the batch)" if max_batch_size > 0 else ""
-            raise UsageError(
-                f"input '{name}' of model '{model}': expected shape {_shape(expected)}{batch_note}, "
-                f"given {_shape(arr.shape)}",
-                f"reshape the array to {_shape(expected)} (-1: any size)",
-            )
-        if max_batch_size > 0:
-            if arr.shape[0] > max_batch_size or arr.shape[0] < 1:
-                raise UsageError(f"input '{name}' of model '{model}' has batch {arr.shape[0]}, but the model's "
-                                 f"max_batch_size is {max_batch_size}", f"give 1 to {max_batch_size} rows")
-            batch_sizes.add(arr.shape[0])
-        result[name] = arr
-    if len(batch_sizes) > 1:
-        raise UsageError(f"the inputs of model '{model}' have different batch sizes ({sorted(batch_sizes)})",
-                         "give every input the same first dimension")
-    return result
-
-
-def _coerce(model: str, t: TensorSpec, arr: np.ndarray) -> np.ndarray:
-    declared = getattr(arr, "declared", None)
-    from_json = isinstance(arr, _JsonArray)
-    arr = np.asarray(arr)
-    if declared is not None and BY_NAME.get(declared) != t.dtype:
-        raise UsageError(f"input '{t.name}' of model '{model}': expected {t.dtype.name}, given {declared}",
-                         f"write \"datatype\": \"{t.dtype.name}\" and matching data")
-    if from_json:
-        # JSON numbers carry no width: convert them, refusing lossy conversions (1.5 -> INT64).
-        try:
-            if t.dtype.is_string:
-                if arr.dtype != np.object_ or not all(isinstance(v, bytes) for v in arr.reshape(-1)):
-                    raise ValueError
-                return arr
-            if t.dtype.name == "BOOL":
-                if arr.dtype != np.bool_:
-                    raise ValueError
-                return arr
-            converted = arr.astype(numpy_dtype(t.dtype))
-            if arr.dtype.kind not in "biuf" or not np.array_equal(converted.astype(arr.dtype), arr):
-                raise ValueError
-            return converted
-        except (ValueError, TypeError):
-            kind = "strings" if arr.dtype.kind in "OU" else str(arr.dtype)
-            raise UsageError(f"input '{t.name}' of model '{model}': expected {t.dtype.name}, given {kind}",
-                             f"give {t.dtype.name} values for '{t.name}'") from None
-    given = from_numpy(arr.dtype).name if arr.dtype.kind not in "V" else str(arr.dtype)
-    if arr.dtype.kind in "SU":
-        arr = arr.astype(np.object_) if arr.dtype.kind == "S" else _str_to_bytes(arr)
-    if given != t.dtype.name:
-        conv = "np.str_ / bytes" if t.dtype.is_string else f"arr.astype(np.{np.dtype(numpy_dtype(t.dtype)).name})"
-        raise UsageError(f"input '{t.name}' of model '{model}': expected {t.dtype.name}, given {given}",
-                         f"convert it before saving, e.g. {conv}")
-    return arr
-
-
-def _shape(s: Sequence[int]) -> str:
-    return "[" + ", ".join(str(d) for d in s) + "]"
 
 
 # ---------------------------------------------------------------- clients and errors
@@ -794,16 +482,7 @@ def _model_dir(repository: Path | None, name: str) -> Path | None:
 def _artifact(opts: ValidateOptions, model_dir: Path | None, version: str, config: mc.ModelConfig) -> Path | None:
     if opts.reference is not None:
         return opts.reference
-    if model_dir is None:
-        return None
-    if config.platform == "ensemble":  # the steps' artifacts: the reference reads them from the repository
-        path = model_dir / version
-        return path if path.is_dir() else None
-    filename = config.default_model_filename or _DEFAULT_FILES.get(config.platform or config.backend, "")
-    if not filename:
-        return None
-    path = model_dir / version / filename
-    return path if path.exists() else None
+    return artifact_path(model_dir, version, config) if model_dir is not None else None
 
 
 def _metadata_vs_config(meta: Mapping[str, Any], cfg: mc.ModelConfig) -> list[str]:
@@ -823,8 +502,8 @@ def _metadata_vs_config(meta: Mapping[str, Any], cfg: mc.ModelConfig) -> list[st
                                 "in the config")
             shape = batch + list(t.dims)
             if list(m.get("shape", [])) != shape:
-                problems.append(f"{kind[:-1]} '{tname}' has shape {_shape(m.get('shape', []))} in the metadata "
-                                f"but {_shape(shape)} in the config")
+                problems.append(f"{kind[:-1]} '{tname}' has shape {format_shape(m.get('shape', []))} in the metadata "
+                                f"but {format_shape(shape)} in the config")
     return problems
 
 
@@ -858,8 +537,8 @@ def _check_repository_config(run: _Run, name: str, model_dir: Path, served: mc.M
                 problems.append(f"{kind} '{t.name}' is {mc.DataType.Name(t.data_type)} in config.pbtxt but "
                                 f"{mc.DataType.Name(s.data_type)} on the server")
             if list(s.dims) != list(t.dims):
-                problems.append(f"{kind} '{t.name}' has dims {_shape(t.dims)} in config.pbtxt but {_shape(s.dims)} "
-                                "on the server")
+                problems.append(f"{kind} '{t.name}' has dims {format_shape(t.dims)} in config.pbtxt but "
+                                f"{format_shape(s.dims)} on the server")
         extra = set(served_by) - {t.name for t in mine}
         if extra:
             problems.append(f"the server has {kind}s not in config.pbtxt: {', '.join(sorted(extra))}")
@@ -993,7 +672,7 @@ def _infer(run: _Run, protocol: str, model: ModelUnderTest, inputs: Mapping[str,
         if arr is None:
             raise _MissingOutput(n)
         if arr.dtype == np.object_ or arr.dtype.kind == "U":
-            arr = _str_to_bytes(arr)  # HTTP JSON gives str, the binary paths give bytes
+            arr = str_to_bytes(arr)  # HTTP JSON gives str, the binary paths give bytes
         result[n] = arr
     return result
 
@@ -1011,7 +690,7 @@ def _wire_dtype(cfg: mc.ModelConfig, name: str, a: np.ndarray) -> str:
 
 
 def _describe(outputs: Mapping[str, np.ndarray]) -> str:
-    return ", ".join(f"{n} {from_numpy(a.dtype).name}{_shape(a.shape)}" for n, a in outputs.items())
+    return ", ".join(f"{n} {from_numpy(a.dtype).name}{format_shape(a.shape)}" for n, a in outputs.items())
 
 
 def _output_problems(outputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], case: _Case,
@@ -1028,14 +707,15 @@ def _output_problems(outputs: Mapping[str, np.ndarray], specs: Sequence[TensorSp
             problems.append(f"output '{t.name}' is {got}, the config says {t.dtype.name}")
         expected = ([batch] if batch is not None else []) + list(t.dims)
         if a.ndim != len(expected) or any(e not in (-1, s) for e, s in zip(expected, a.shape, strict=False)):
-            problems.append(f"output '{t.name}' has shape {_shape(a.shape)}, the config says {_shape(expected)}")
+            problems.append(f"output '{t.name}' has shape {format_shape(a.shape)}, "
+                            f"the config says {format_shape(expected)}")
     return problems
 
 
 def _compare(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tuple[bool, float | None, str]:
     """(equal within tolerance, max abs error, what differs). BYTES, integers and BOOL compare exactly."""
     if a.shape != b.shape:
-        return False, None, f"shape {_shape(a.shape)} vs {_shape(b.shape)}"
+        return False, None, f"shape {format_shape(a.shape)} vs {format_shape(b.shape)}"
     if np.object_ in (a.dtype, b.dtype):
         n_diff = int(np.sum(a != b)) if a.size else 0
         return n_diff == 0, float(n_diff > 0), "" if n_diff == 0 else f"{n_diff} of {a.size} strings differ"
@@ -1086,8 +766,7 @@ def _reference_runner(run: _Run, model: ModelUnderTest) -> ReferenceRunner | str
     if model.name in run.references:
         return run.references[model.name]
     cfg = model.config
-    key = cfg.platform if cfg.platform in REFERENCE_FACTORIES else cfg.backend
-    factory = REFERENCE_FACTORIES.get(key)
+    factory = reference_factory(cfg)
     if factory is None:
         return f"no reference runner for platform '{cfg.platform or cfg.backend}' yet"
     if model.artifact is None:
@@ -1130,7 +809,7 @@ def _reference_check(run: _Run, model: ModelUnderTest, case: _Case, results: Map
                 continue
             want = np.asarray(expected[oname])
             if want.dtype.kind == "U":
-                want = _str_to_bytes(want)
+                want = str_to_bytes(want)
             ok, err, what = _compare(got, want, o.atol, o.rtol)
             worst = max(worst, err) if err is not None else math.inf
             if not ok:

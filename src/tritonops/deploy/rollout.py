@@ -391,7 +391,8 @@ def _canary(opts: RolloutOptions, name: str, count: int, say: Progress) -> str:
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    from tritonops.validate import REFERENCE_FACTORIES, ModelUnderTest, generate_inputs
+    from tritonops.reference import REFERENCE_FACTORIES, ModelUnderTest
+    from tritonops.validate import generate_inputs
 
     say(f"{count} canary requests to {name}")
     http = httpclient.InferenceServerClient(opts.http_url, network_timeout=60.0)

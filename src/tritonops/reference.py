@@ -1,0 +1,252 @@
+"""In-process reference runners: run a served model's own artifact locally, with Triton's shapes.
+
+One owner for "run this model the way the server would, without the server": onnxruntime on a
+``model.onnx``, torch.jit on a ``model.pt``, a generated python step's function, and an ensemble's
+steps wired by its ``ensemble_scheduling``. ``validate`` compares served outputs with them; ensemble
+builds use them to feed python steps; deploy's canary compares against them.
+
+Inputs and outputs use Triton's shapes (the batch dimension included when the model batches,
+``dims`` rather than ``reshape``) and numpy types (BYTES as ``np.object_`` arrays of ``bytes``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonops.dtypes import bytes_to_str, str_to_bytes
+from tritonops.errors import MissingDependencyError, UsageError
+from tritonops.pbtxt import read_config
+from tritonops.platforms import backend_of, default_file
+from tritonops.pystep import call_step, load_module, step_function
+from tritonops.repository import version_dirs
+from tritonops.wiring import graph_from_configs, topological_order
+
+
+@dataclass(frozen=True)
+class ModelUnderTest:
+    """What a reference factory needs: the served config and, when known, the artifact on disk."""
+
+    name: str
+    version: str
+    config: mc.ModelConfig
+    model_dir: Path | None  # <repository>/<name>, when a repository was given
+    artifact: Path | None  # the model file the server loaded (or --reference)
+
+
+@runtime_checkable
+class ReferenceRunner(Protocol):
+    """Runs a model locally. Inputs and outputs use Triton's shapes (batch dimension included when
+    the model batches, ``dims`` rather than ``reshape``) and numpy types (BYTES as ``np.object_``
+    arrays of ``bytes``); it returns every output named in the config."""
+
+    description: str
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]: ...
+
+
+ReferenceFactory = Callable[[ModelUnderTest], ReferenceRunner]
+
+
+class OnnxRuntimeReference:
+    """onnxruntime in-process on the same model.onnx (CPU provider)."""
+
+    def __init__(self, model: ModelUnderTest) -> None:
+        import onnxruntime as ort
+
+        assert model.artifact is not None
+        path = model.artifact / "model.onnx" if model.artifact.is_dir() else model.artifact
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self._config = model.config
+        self.description = f"onnxruntime {ort.__version__} on {path}"
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cfg = self._config
+        feed = {}
+        for t in cfg.input:
+            if t.name not in inputs:
+                continue
+            a = _to_model_shape(inputs[t.name], t, cfg.max_batch_size)
+            feed[t.name] = bytes_to_str(a) if a.dtype == np.object_ else a
+        names = [o.name for o in cfg.output]
+        results = self._session.run(names, feed)
+        out = {}
+        for o, r in zip(cfg.output, results, strict=True):
+            arr = np.asarray(r)
+            if arr.dtype.kind in "OU":
+                arr = str_to_bytes(arr)
+            out[o.name] = _to_triton_shape(arr, o, cfg.max_batch_size)
+        return out
+
+
+class TorchScriptReference:
+    """torch.jit in-process on the same model.pt; inputs in config order, outputs in config order."""
+
+    def __init__(self, model: ModelUnderTest) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise MissingDependencyError("torch", "torch", "the reference run of a TorchScript model") from None
+        assert model.artifact is not None
+        self._torch = torch
+        self._module = torch.jit.load(str(model.artifact), map_location="cpu").eval()
+        self._config = model.config
+        self.description = f"torch.jit {torch.__version__} on {model.artifact}"
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        torch = self._torch
+        cfg = self._config
+        args = []
+        for t in cfg.input:
+            a = _to_model_shape(inputs[t.name], t, cfg.max_batch_size)
+            if a.dtype == np.object_:
+                args.append([b.decode("utf-8") for b in a.reshape(-1)])
+            else:
+                args.append(torch.from_numpy(np.ascontiguousarray(a)))
+        with torch.inference_mode():
+            result = self._module(*args)
+        if isinstance(result, dict):
+            values = [result[o.name] for o in cfg.output]
+        elif isinstance(result, list | tuple):
+            values = list(result)
+        else:
+            values = [result]
+        out = {}
+        for o, v in zip(cfg.output, values, strict=False):
+            arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
+            out[o.name] = _to_triton_shape(arr, o, cfg.max_batch_size)
+        return out
+
+
+
+def _latest_version(model_dir: Path, wanted: int) -> str | None:
+    versions = version_dirs(model_dir)
+    if wanted > 0:
+        return str(wanted) if wanted in versions else None
+    return str(versions[-1]) if versions else None
+
+
+class PythonStepReference:
+    """A generated python step run in-process: the same steps.py function on the same resources."""
+
+    def __init__(self, model: ModelUnderTest) -> None:
+        params = {k: v.string_value for k, v in model.config.parameters.items()}
+        function = params.get("tritonops.function")
+        if model.model_dir is None or not function:
+            raise UsageError(f"model '{model.name}' is not a tritonops python step",
+                             "only generated python steps have an in-process reference")
+        here = model.model_dir / model.version
+        self._fn = step_function(load_module(here / "steps.py", f"ref_{model.name}"), function, model.name)
+        self._function = function
+        self._resources = here / "resources"
+        self._config = model.config
+        self.description = f"{function}() from {here / 'steps.py'}"
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = call_step(self._fn, self._function, {t.name: inputs[t.name] for t in self._config.input
+                                                   if t.name in inputs}, self._resources)
+        result = {}
+        for t in self._config.output:
+            a = out[t.name]
+            if self._config.max_batch_size > 0 and a.ndim == 1 and list(t.dims) == [1]:
+                a = a.reshape(-1, 1)
+            result[t.name] = a
+        return result
+
+
+class EnsembleReference:
+    """The ensemble run in-process: each step's own reference (onnxruntime, torch.jit, the python
+    step's function), wired by the ensemble_scheduling maps in step order."""
+
+    def __init__(self, model: ModelUnderTest) -> None:
+        if model.model_dir is None:
+            raise UsageError("no repository given", "pass the repository to compare with a local run")
+        repo = model.model_dir.parent
+        cfg = model.config
+        members = {}
+        self._steps: list[tuple[Any, Any]] = []
+        for s in cfg.ensemble_scheduling.step:
+            d = repo / s.model_name
+            mcfg = read_config(d / "config.pbtxt")
+            members[s.model_name] = mcfg
+            version = _latest_version(d, s.model_version)
+            if version is None:
+                raise UsageError(f"step model '{s.model_name}' has no version directory", "build it again")
+            factory = reference_factory(mcfg)
+            if factory is None:
+                raise UsageError(f"no reference runner for step model '{s.model_name}' "
+                                 f"({mcfg.platform if mcfg.platform in REFERENCE_FACTORIES else mcfg.backend})",
+                                 "only ONNX, TorchScript, python-step and ensemble members run locally")
+            fname = default_file(mcfg)
+            artifact = d / version / fname if fname else d / version
+            self._steps.append((s, factory(ModelUnderTest(s.model_name, version, mcfg, d, artifact))))
+        order = topological_order(graph_from_configs(cfg, members))
+        if order is None:
+            raise UsageError(f"ensemble '{model.name}' has steps that can never run", "run tritonops check")
+        self._order = order
+        self._outputs = [t.name for t in cfg.output]
+        self.description = "the ensemble's steps in-process (" + ", ".join(
+            r.description.split(" on ")[0] for _, r in self._steps) + ")"
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tensors = dict(inputs)
+        for i in self._order:
+            s, runner = self._steps[i]
+            out = runner({k: tensors[t] for k, t in s.input_map.items()})
+            for k, t in s.output_map.items():
+                tensors[t] = np.asarray(out[k])
+        return {n: tensors[n] for n in self._outputs}
+
+
+# Keyed by platform (or backend, for configs that name only a backend). Ensembles compose the
+# steps' runners; python models run in-process when tritonops generated them (ensemble steps).
+REFERENCE_FACTORIES: dict[str, ReferenceFactory] = {
+    "onnxruntime_onnx": OnnxRuntimeReference,
+    "onnxruntime": OnnxRuntimeReference,
+    "pytorch_libtorch": TorchScriptReference,
+    "pytorch": TorchScriptReference,
+    "ensemble": EnsembleReference,
+    "python": PythonStepReference,
+}
+
+def _to_model_shape(a: np.ndarray, t: Any, max_batch_size: int) -> np.ndarray:
+    if not t.HasField("reshape"):
+        return a
+    lead = (a.shape[0],) if max_batch_size > 0 else ()
+    return a.reshape(lead + tuple(t.reshape.shape))
+
+
+def _to_triton_shape(a: np.ndarray, t: Any, max_batch_size: int) -> np.ndarray:
+    if not t.HasField("reshape"):
+        return a
+    lead = (a.shape[0],) if max_batch_size > 0 else ()
+    dims = tuple(a.size // max(1, math.prod(lead) * math.prod(d for d in t.dims if d > 0)) if d < 0 else d
+                 for d in t.dims)
+    return a.reshape(lead + dims)
+
+
+def reference_factory(config: mc.ModelConfig) -> ReferenceFactory | None:
+    """The reference factory for a config's platform (or backend), or None when there is none."""
+    return REFERENCE_FACTORIES.get(config.platform) or REFERENCE_FACTORIES.get(
+        backend_of(config.platform, config.backend))
+
+
+def artifact_path(model_dir: Path, version: str, config: mc.ModelConfig) -> Path | None:
+    """The file (or, for an ensemble, the version directory) a server loads for ``version``; None when absent."""
+    if config.platform == "ensemble":  # the steps' artifacts: the reference reads them from the repository
+        path = model_dir / version
+        return path if path.is_dir() else None
+    filename = default_file(config)
+    if not filename:
+        return None
+    path = model_dir / version / filename
+    return path if path.exists() else None
