@@ -1,0 +1,341 @@
+"""Inference checks: each protocol at two batch sizes, agreement between protocols, the in-process
+reference, first-request latency and the response cache."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonops.dtypes import from_config, from_numpy, str_to_bytes
+from tritonops.errors import TritonOpsError
+from tritonops.pbtxt import tensor_specs
+from tritonops.reference import (
+    ModelUnderTest,
+    ReferenceRunner,
+    reference_factory,
+)
+from tritonops.samples import EXAMPLES_FILE, check_inputs, format_shape, generate_inputs
+from tritonops.spec import TensorSpec
+from tritonops.validate.cache import cache_check, cache_counts
+from tritonops.validate.report import PATH_FLOAT_TOL
+from tritonops.validate.run import ValidationRun
+from tritonops.validate.transport import infer_error, message_of, short
+
+
+@dataclass(frozen=True)
+class _Case:
+    label: str  # "b=1", "b=4", "b=-" (non-batched)
+    inputs: dict[str, np.ndarray]
+
+
+def _cases(run: ValidationRun, model: ModelUnderTest, specs: Sequence[TensorSpec],
+           user_inputs: Mapping[str, np.ndarray] | None) -> list[_Case]:
+    mbs = model.config.max_batch_size
+    rng = np.random.default_rng(run.options.seed)
+    large = min(mbs, run.options.batch_size or 4)
+    if user_inputs is not None:
+        given = check_inputs(model.name, user_inputs, specs, mbs)
+        if mbs == 0:
+            return [_Case("b=-", given)]
+        b = next(iter(given.values())).shape[0] if given else 1
+        cases = [_Case(f"b={b}", given)]
+        if b < large:
+            reps = -(-large // b)
+            cases.append(_Case(f"b={large}", {k: np.concatenate([v] * reps)[:large] for k, v in given.items()}))
+        return cases
+    if mbs == 0:
+        return [_Case("b=-", generate_inputs(specs, None, rng))]
+    cases = [_Case("b=1", generate_inputs(specs, 1, rng))]
+    if large > 1:
+        cases.append(_Case(f"b={large}", generate_inputs(specs, large, rng)))
+    return cases
+
+
+def inference_checks(run: ValidationRun, model: ModelUnderTest, user_inputs: Mapping[str, np.ndarray] | None) -> None:
+    cfg = model.config
+    name = model.name
+    in_specs, out_specs = tensor_specs(cfg)
+    if cfg.model_transaction_policy.decoupled:
+        run.add(name, "infer", "-", "skip", "decoupled model: responses stream over gRPC; not validated yet")
+        return
+    cases = _cases(run, model, in_specs, user_inputs)
+    protocols = list(run.options.protocols)
+    skipped = _unsupported_protocols(in_specs, out_specs, cases)
+    stats_before = cache_counts(run, name)
+    _first_request_latency(run, model, cases[0], protocols, skipped, stats_before)
+    stats_before = cache_counts(run, name)
+    reference = _reference_runner(run, model)
+    for case in cases:
+        results: dict[str, dict[str, np.ndarray]] = {}
+        for proto in protocols:
+            if proto in skipped:
+                run.add(name, f"infer {case.label}", proto, "skip", skipped[proto])
+                continue
+            try:
+                t0 = time.perf_counter()
+                outputs = _infer(run, proto, model, case.inputs)
+                ms = (time.perf_counter() - t0) * 1e3
+            except Exception as e:
+                detail, hint = infer_error(proto, e)
+                run.add(name, f"infer {case.label}", proto, "fail", detail, hint=hint)
+                continue
+            problems = _output_problems(outputs, out_specs, case, cfg.max_batch_size)
+            run.add(name, f"infer {case.label}", proto, "fail" if problems else "pass",
+                    "; ".join(problems) if problems else _describe(outputs), latency_ms=round(ms, 3),
+                    hint="the outputs do not match the served config" if problems else "")
+            results[proto] = outputs
+        _agreement(run, name, case, results, out_specs)
+        _reference_check(run, model, case, results, reference)
+    cache_check(run, model, stats_before)
+
+
+def _unsupported_protocols(in_specs: Sequence[TensorSpec], out_specs: Sequence[TensorSpec],
+                           cases: Sequence[_Case]) -> dict[str, str]:
+    skipped: dict[str, str] = {}
+    half = sorted({t.dtype.name for t in (*in_specs, *out_specs) if t.dtype.name in ("FP16", "BF16")})
+    if half:
+        # Triton's HTTP server refuses these as JSON ("receiving FP16 data via JSON is not supported").
+        skipped["http-json"] = f"Triton's HTTP API carries {'/'.join(half)} as binary data only, not as JSON"
+    for case in cases:
+        for n, a in case.inputs.items():
+            if a.dtype == np.object_:
+                try:
+                    for v in a.reshape(-1):
+                        v.decode("utf-8")
+                except (UnicodeDecodeError, AttributeError):
+                    skipped["http-json"] = f"input '{n}' holds bytes that are not UTF-8, which JSON cannot carry"
+    return skipped
+
+
+def _infer(run: ValidationRun, protocol: str, model: ModelUnderTest, inputs: Mapping[str, np.ndarray],
+           sequence_id: int = 0) -> dict[str, np.ndarray]:
+    cfg = model.config
+    c = run.clients
+    out_names = [o.name for o in cfg.output]
+    kwargs: dict[str, Any] = {}
+    if cfg.HasField("sequence_batching"):
+        kwargs = {"sequence_id": sequence_id or 1 + int(time.monotonic_ns() % 1_000_000_000),
+                  "sequence_start": True, "sequence_end": True}
+    if protocol == "grpc":
+        mod: Any = c.grpc_mod
+        ins = []
+        for n, a in inputs.items():
+            i = mod.InferInput(n, list(a.shape), _wire_dtype(cfg, n, a))
+            i.set_data_from_numpy(a)
+            ins.append(i)
+        outs = [mod.InferRequestedOutput(n) for n in out_names]
+        res = c.grpc_infer.infer(model.name, ins, model_version=model.version, outputs=outs,
+                                 client_timeout=run.options.timeout_s, **kwargs)
+    else:
+        binary = protocol == "http-binary"
+        mod = c.http_mod
+        ins = []
+        for n, a in inputs.items():
+            i = mod.InferInput(n, list(a.shape), _wire_dtype(cfg, n, a))
+            i.set_data_from_numpy(a, binary_data=binary)
+            ins.append(i)
+        outs = [mod.InferRequestedOutput(n, binary_data=binary) for n in out_names]
+        res = c.http.infer(model.name, ins, model_version=model.version, outputs=outs, **kwargs)
+    result = {}
+    for n in out_names:
+        arr = res.as_numpy(n)
+        if arr is None:
+            raise _MissingOutput(n)
+        if arr.dtype == np.object_ or arr.dtype.kind == "U":
+            arr = str_to_bytes(arr)  # HTTP JSON gives str, the binary paths give bytes
+        result[n] = arr
+    return result
+
+
+class _MissingOutput(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"the response has no output '{name}'")
+
+
+def _wire_dtype(cfg: mc.ModelConfig, name: str, a: np.ndarray) -> str:
+    for t in cfg.input:
+        if t.name == name:
+            return from_config(mc.DataType.Name(t.data_type)).name
+    return from_numpy(a.dtype).name
+
+
+def _describe(outputs: Mapping[str, np.ndarray]) -> str:
+    return ", ".join(f"{n} {from_numpy(a.dtype).name}{format_shape(a.shape)}" for n, a in outputs.items())
+
+
+def _output_problems(outputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], case: _Case,
+                     max_batch_size: int) -> list[str]:
+    problems = []
+    batch = next(iter(case.inputs.values())).shape[0] if max_batch_size > 0 and case.inputs else None
+    for t in specs:
+        a = outputs.get(t.name)
+        if a is None:
+            problems.append(f"output '{t.name}' is missing")
+            continue
+        got = from_numpy(a.dtype).name
+        if t.dtype.name not in (got, "BF16"):
+            problems.append(f"output '{t.name}' is {got}, the config says {t.dtype.name}")
+        expected = ([batch] if batch is not None else []) + list(t.dims)
+        if a.ndim != len(expected) or any(e not in (-1, s) for e, s in zip(expected, a.shape, strict=False)):
+            problems.append(f"output '{t.name}' has shape {format_shape(a.shape)}, "
+                            f"the config says {format_shape(expected)}")
+    return problems
+
+
+def _compare(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tuple[bool, float | None, str]:
+    """(equal within tolerance, max abs error, what differs). BYTES, integers and BOOL compare exactly."""
+    if a.shape != b.shape:
+        return False, None, f"shape {format_shape(a.shape)} vs {format_shape(b.shape)}"
+    if np.object_ in (a.dtype, b.dtype):
+        n_diff = int(np.sum(a != b)) if a.size else 0
+        return n_diff == 0, float(n_diff > 0), "" if n_diff == 0 else f"{n_diff} of {a.size} strings differ"
+    if a.dtype.kind in "biu" and b.dtype.kind in "biu":
+        err = float(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0.0
+        return err == 0, err, "" if err == 0 else f"{int(np.sum(a != b))} of {a.size} values differ"
+    x = a.astype(np.float64)
+    y = b.astype(np.float64)
+    if x.size == 0:
+        return True, 0.0, ""
+    nan_mismatch = np.isnan(x) != np.isnan(y)
+    finite = ~(np.isnan(x) | np.isnan(y))
+    with np.errstate(invalid="ignore"):
+        diff = np.where(finite, np.abs(x - y), 0.0)
+    diff = np.where(np.isinf(x) & np.isinf(y) & (x == y), 0.0, diff)
+    err = float(np.max(diff)) if diff.size else 0.0
+    bad = (diff > atol + rtol * np.abs(np.where(finite, y, 0.0))) | nan_mismatch
+    n_bad = int(np.sum(bad))
+    return n_bad == 0, err, "" if n_bad == 0 else f"{n_bad} of {a.size} values outside tolerance"
+
+
+def _agreement(run: ValidationRun, name: str, case: _Case, results: Mapping[str, dict[str, np.ndarray]],
+               specs: Sequence[TensorSpec]) -> None:
+    if len(results) < 2:
+        return
+    base = "http-binary" if "http-binary" in results else next(iter(results))
+    for proto, outputs in results.items():
+        if proto == base:
+            continue
+        worst = 0.0
+        problems = []
+        for t in specs:
+            if t.name not in outputs or t.name not in results[base]:
+                continue
+            ok, err, what = _compare(outputs[t.name], results[base][t.name], PATH_FLOAT_TOL, PATH_FLOAT_TOL)
+            worst = max(worst, err or 0.0) if err is not None else math.inf
+            if not ok:
+                problems.append(f"output '{t.name}': {what}")
+        run.add(name, f"agree {case.label}", proto, "fail" if problems else "pass",
+                (f"differs from {base}: " + "; ".join(problems)) if problems else f"identical to {base}"
+                if worst == 0 else f"agrees with {base} within {PATH_FLOAT_TOL:g}",
+                max_error=worst, hint="the protocols encode the tensors differently: report it with the inputs"
+                if problems else "")
+
+
+def _reference_runner(run: ValidationRun, model: ModelUnderTest) -> ReferenceRunner | str:
+    """A runner, or the reason there is none (a string) — or a failure row's detail prefixed '!'."""
+    if model.name in run.references:
+        return run.references[model.name]
+    cfg = model.config
+    factory = reference_factory(cfg)
+    if factory is None:
+        return f"no reference runner for platform '{cfg.platform or cfg.backend}' yet"
+    if model.artifact is None:
+        if run.options.repository is None:
+            return "no repository given: pass the repository (or --reference FILE) to compare with a local run"
+        return f"no model file for version {model.version} in {run.options.repository / model.name}"
+    try:
+        return factory(model)
+    except TritonOpsError as e:
+        return f"!{e.message}"
+    except Exception as e:
+        return f"!cannot run {model.artifact} locally: {short(message_of(e))}"
+
+
+def _reference_check(run: ValidationRun, model: ModelUnderTest, case: _Case,
+                     results: Mapping[str, dict[str, np.ndarray]],
+                     reference: ReferenceRunner | str) -> None:
+    name = model.name
+    if isinstance(reference, str):
+        if reference.startswith("!"):
+            run.add(name, f"reference {case.label}", "-", "fail", reference[1:],
+                    hint="check the model file, or point --reference at the artifact the server serves")
+        else:
+            run.add(name, f"reference {case.label}", "-", "skip", reference)
+        return
+    if not results:
+        return
+    try:
+        expected = reference(case.inputs)
+    except Exception as e:
+        run.add(name, f"reference {case.label}", "-", "fail", f"the local run failed: {short(message_of(e))}",
+                hint=f"reference: {reference.description}")
+        return
+    o = run.options
+    for proto, outputs in results.items():
+        worst: float = 0.0
+        problems = []
+        for oname, got in outputs.items():
+            if oname not in expected:
+                problems.append(f"output '{oname}' missing from the local run")
+                continue
+            want = np.asarray(expected[oname])
+            if want.dtype.kind == "U":
+                want = str_to_bytes(want)
+            ok, err, what = _compare(got, want, o.atol, o.rtol)
+            worst = max(worst, err) if err is not None else math.inf
+            if not ok:
+                problems.append(f"output '{oname}': {what}" + (f" (max error {err:.3g})" if err else ""))
+        if problems:
+            run.add(name, f"reference {case.label}", proto, "fail",
+                    f"outputs differ from the local run ({reference.description}): " + "; ".join(problems),
+                    max_error=worst,
+                    hint=f"the server is not serving what the repository holds (tolerance atol={o.atol:g}, "
+                         f"rtol={o.rtol:g}): reload the model, or compare with --reference FILE")
+        else:
+            run.add(name, f"reference {case.label}", proto, "pass", f"equal to {reference.description}",
+                    max_error=worst)
+
+
+
+
+
+
+def _first_request_latency(run: ValidationRun, model: ModelUnderTest, case: _Case, protocols: Sequence[str],
+                           skipped: Mapping[str, str], stats_before: tuple[int, int, int] | None) -> None:
+    usable = [p for p in ("grpc", "http-binary", "http-json") if p in protocols and p not in skipped]
+    if not usable:
+        return
+    proto = usable[0]
+    try:
+        t0 = time.perf_counter()
+        _infer(run, proto, model, case.inputs)
+        first = (time.perf_counter() - t0) * 1e3
+        times = []
+        rng = np.random.default_rng(run.options.seed + 1)
+        in_specs, _ = tensor_specs(model.config)
+        batch = None if model.config.max_batch_size == 0 else next(iter(case.inputs.values())).shape[0]
+        for _ in range(run.options.latency_repeats):
+            # Fresh inputs so a response cache cannot answer the repeats.
+            given = run.options.inputs is not None or (
+                model.model_dir is not None and (model.model_dir / EXAMPLES_FILE).is_file())
+            inputs = case.inputs if given else generate_inputs(in_specs, batch, rng)
+            t0 = time.perf_counter()
+            _infer(run, proto, model, inputs)
+            times.append((time.perf_counter() - t0) * 1e3)
+    except Exception as e:
+        detail, hint = infer_error(proto, e)
+        run.add(model.name, "first request", proto, "fail", detail, hint=hint)
+        return
+    served = stats_before[0] if stats_before else 0
+    note = "" if served == 0 else f"; not the model's first request: it had served {served} before"
+    median = statistics.median(times) if times else first
+    run.add(model.name, "first request", proto, "pass",
+            f"first request {first:.2f} ms ({case.label}), then median {median:.2f} ms over {len(times)}{note}",
+            latency_ms=round(first, 3))
