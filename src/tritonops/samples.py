@@ -9,6 +9,7 @@ and the example inputs a build saves beside ``config.pbtxt`` (:data:`EXAMPLES_FI
 from __future__ import annotations
 
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,24 +31,55 @@ def generate_inputs(specs: Sequence[TensorSpec], batch: int | None, rng: np.rand
 EXAMPLES_FILE = "tritonops_examples.npz"  # beside config.pbtxt: example inputs validate uses by default
 
 
+class NpzSamples(dict[str, np.ndarray]):
+    """Arrays read from an ``.npz``: the first axis of each counts samples (see :func:`npz_request`)."""
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The one reader of ``.npz`` request data (``validate --inputs``, ``perf``/``loadtest --samples``, the
+    examples a build saves): one array per input, no pickles, so strings as ``U``/``S`` arrays.
+
+    Every command gives the file one meaning: **the first axis counts samples**. For a model that
+    batches, a sample is one row of a batch; for a model without batching, a sample is one whole
+    request (the input's full dims)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise UsageError(f"'{path}' holds object arrays, which would need unpickling",
+                             "save strings as a numpy str or bytes array (dtype 'U' or 'S')") from None
+        raise UsageError(f"cannot read '{path}': {e}", "write it with numpy.savez") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:  # a truncated or non-zip file
+        raise UsageError(f"cannot read '{path}': {e}", "write it with numpy.savez") from None
+
+
+def npz_request(samples: Mapping[str, np.ndarray], max_batch_size: int) -> dict[str, np.ndarray]:
+    """One request from an ``.npz``'s samples: all of them as one batch when the model batches, the
+    first sample when it does not (each sample is then a whole request)."""
+    if max_batch_size > 0:
+        return dict(samples)
+    return {k: a[0] if a.ndim else a for k, a in samples.items()}
+
+
+def castable(arr: np.ndarray, spec: TensorSpec) -> bool:
+    """The one rule for numpy data given for an input: strings/bytes for BYTES, bool for BOOL, and
+    otherwise numbers that convert to the input's type without loss (numpy's "safe" casting)."""
+    if spec.dtype.is_string:
+        return arr.dtype.kind in "OSU"
+    if arr.dtype.kind in "OSUV":
+        return False
+    return bool(np.can_cast(arr.dtype, np.dtype(numpy_dtype(spec.dtype)), casting="safe"))
+
+
 def load_inputs(path: Path) -> dict[str, np.ndarray]:
     """Read user inputs: ``.npz`` (one array per input; no pickles, so strings as ``U``/``S`` arrays)
     or ``.json`` (``{"name": nested list}`` or KServe ``{"inputs": [{name, datatype, shape, data}]}``)."""
     if not path.is_file():
         raise UsageError(f"inputs file '{path}' does not exist", "give an .npz or .json file with --inputs")
     if path.suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except ValueError as e:
-            if "pickle" in str(e):
-                raise UsageError(f"'{path}' holds object arrays, which would need unpickling",
-                                 "save strings as a numpy str or bytes array (dtype 'U' or 'S')") from None
-            raise UsageError(f"cannot read '{path}': {e}", "write it with numpy.savez") from None
-        except OSError as e:
-            raise UsageError(f"cannot read '{path}': {e}", "write it with numpy.savez") from None
-        return {k: (a.astype(np.object_) if a.dtype.kind == "S" else str_to_bytes(a) if a.dtype.kind == "U" else a)
-                for k, a in arrays.items()}
+        return NpzSamples({k: (a.astype(np.object_) if a.dtype.kind == "S" else str_to_bytes(a) if a.dtype.kind == "U"
+                               else a) for k, a in read_npz(path).items()})
     if path.suffix == ".json":
         try:
             data = json.loads(path.read_text())
@@ -166,13 +198,13 @@ def _coerce(model: str, t: TensorSpec, arr: np.ndarray) -> np.ndarray:
             raise UsageError(f"input '{t.name}' of model '{model}': expected {t.dtype.name}, given {kind}",
                              f"give {t.dtype.name} values for '{t.name}'") from None
     given = from_numpy(arr.dtype).name if arr.dtype.kind not in "V" else str(arr.dtype)
-    if arr.dtype.kind in "SU":
-        arr = arr.astype(np.object_) if arr.dtype.kind == "S" else str_to_bytes(arr)
-    if given != t.dtype.name:
+    if not castable(arr, t):
         conv = "np.str_ / bytes" if t.dtype.is_string else f"arr.astype(np.{np.dtype(numpy_dtype(t.dtype)).name})"
         raise UsageError(f"input '{t.name}' of model '{model}': expected {t.dtype.name}, given {given}",
                          f"convert it before saving, e.g. {conv}")
-    return arr
+    if arr.dtype.kind in "SU":
+        return arr.astype(np.object_) if arr.dtype.kind == "S" else str_to_bytes(arr)
+    return arr if t.dtype.is_string else arr.astype(numpy_dtype(t.dtype), copy=False)
 
 
 def format_shape(s: Sequence[int]) -> str:

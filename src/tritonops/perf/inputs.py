@@ -23,8 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from tritonops.convert.examples import make_array
 from tritonops.dtypes import BY_NAME, numpy_dtype
 from tritonops.errors import MissingDependencyError, UsageError
+from tritonops.samples import castable, read_npz
 from tritonops.spec import TensorSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -89,8 +91,6 @@ def _fixed_dims(spec: TensorSpec, shapes: Mapping[str, tuple[int, ...]]) -> tupl
 def generate_samples(inputs: Sequence[TensorSpec], shapes: Mapping[str, tuple[int, ...]] | None = None,
                      count: int = 16, seed: int = 0) -> Samples:
     """Random data for every input, ``count`` distinct samples (variable dims: ``shapes`` or 4)."""
-    from tritonops.convert.examples import make_array
-
     rng = np.random.default_rng(seed)
     unknown = set(shapes or {}) - {t.name for t in inputs}
     if unknown:
@@ -112,30 +112,23 @@ def _fits(spec: TensorSpec, shape: tuple[int, ...]) -> bool:
 
 
 def _cast(spec: TensorSpec, arr: np.ndarray, where: str) -> np.ndarray:
-    if spec.dtype.is_string:
-        if arr.dtype.kind not in "OSU":
+    if not castable(arr, spec):
+        if spec.dtype.is_string:
             raise UsageError(f"{where} holds {arr.dtype} data, but input '{spec.name}' is BYTES",
                              "store strings or bytes for a BYTES input")
+        target = np.dtype(numpy_dtype(spec.dtype))
+        raise UsageError(f"{where} holds {arr.dtype} data, but input '{spec.name}' is {spec.dtype.name}",
+                         f"save the array as {target} (numpy: arr.astype('{target}'))")
+    if spec.dtype.is_string:
         flat = [x if isinstance(x, bytes) else str(x).encode() for x in arr.reshape(-1)]
         out = np.empty(len(flat), dtype=np.object_)
         out[:] = flat
         return out.reshape(arr.shape)
-    target = np.dtype(numpy_dtype(spec.dtype))
-    if arr.dtype == target:
-        return arr
-    if arr.dtype.kind in "OSU" or not np.can_cast(arr.dtype, target, casting="same_kind"):
-        raise UsageError(f"{where} holds {arr.dtype} data, but input '{spec.name}' is {spec.dtype.name}",
-                         f"save the array as {target} (numpy: arr.astype('{target}'))")
-    return arr.astype(target)
+    return arr.astype(np.dtype(numpy_dtype(spec.dtype)), copy=False)
 
 
 def _load_npz(path: Path, inputs: Sequence[TensorSpec], batched: bool) -> Samples:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise UsageError(f"cannot read {path} as .npz: {e}",
-                         "save samples with numpy.savez(path, input_name=array, ...)") from None
+    arrays = read_npz(path)
     required = _required(inputs)
     names = ", ".join(t.name for t in required)
     for t in required:

@@ -21,7 +21,7 @@ from tritonops.reference import (
     ReferenceRunner,
     reference_factory,
 )
-from tritonops.samples import EXAMPLES_FILE, check_inputs, format_shape, generate_inputs
+from tritonops.samples import EXAMPLES_FILE, NpzSamples, check_inputs, format_shape, generate_inputs, npz_request
 from tritonops.spec import TensorSpec
 from tritonops.validate.cache import cache_check, cache_counts
 from tritonops.validate.report import PATH_FLOAT_TOL
@@ -41,6 +41,8 @@ def _cases(run: ValidationRun, model: ModelUnderTest, specs: Sequence[TensorSpec
     rng = np.random.default_rng(run.options.seed)
     large = min(mbs, run.options.batch_size or 4)
     if user_inputs is not None:
+        if isinstance(user_inputs, NpzSamples):  # the first axis counts samples, as for every command
+            user_inputs = npz_request(user_inputs, mbs)
         given = check_inputs(model.name, user_inputs, specs, mbs)
         if mbs == 0:
             return [_Case("b=-", given)]
