@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import click
+import typer
 from rich.console import Console
 from rich.markup import escape
 
@@ -22,9 +22,10 @@ from tritonops.envelope import ErrorInfo, error_envelope, result_envelope
 from tritonops.errors import TritonOpsError
 from tritonops.progress import LOGGER_NAME, Progress
 
-# Tables stay readable when output is piped or logged (rich assumes 80 columns off a terminal).
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# Tables stay readable when output is piped or logged (rich assumes 80 columns off a terminal). No emoji
+# codes: "START:END:STEP" in a hint must not print as "START🔚STEP".
+out = Console(highlight=False, soft_wrap=True, emoji=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 log = logging.getLogger(LOGGER_NAME)
 
 P = ParamSpec("P")
@@ -75,14 +76,14 @@ def command(name: str, schema: str | Callable[[Mapping[str, Any]], str | None] |
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(fn)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            state.command = name
-            state.as_json = bool(kwargs.get("as_json"))
+            state.command, state.as_json = name, bool(kwargs.get("as_json"))
             state.schema = schema(kwargs) if callable(schema) else schema
+            state.json_emitted = state.traceback_logged = False
             log.debug("tritonops %s (Python %s) in %s: tritonops %s", __version__, platform.python_version(),
                       Path.cwd(), " ".join(state.args))
             try:
                 return fn(*args, **kwargs)
-            except (click.exceptions.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            except (typer.Exit, typer.Abort):  # how a command ends with its own exit code
                 raise
             except (Exception, KeyboardInterrupt) as e:
                 log.debug("tritonops %s stopped with %s", name, type(e).__name__, exc_info=True)
