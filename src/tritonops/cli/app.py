@@ -40,7 +40,8 @@ def _global_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show progress and INFO logs on stderr.")] = False,
     debug_log: Annotated[Path | None, typer.Option(
         "--debug-log", help=f"Write this run's DEBUG log, tracebacks included, to this file [default: a new file "
-                            f"in $XDG_STATE_HOME/tritonops/logs, which keeps the last {logs.KEEP} runs].",
+                            f"in ${logs.LOG_DIR_ENV}, else $XDG_STATE_HOME/tritonops/logs, else "
+                            f"~/.local/state/tritonops/logs, keeping the last {logs.KEEP} runs].",
         show_default=False)] = None,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
