@@ -188,7 +188,7 @@ def test_result_envelope_of_server_backed_results(key):
     envelope = result_envelope(command, result)
     assert envelope.schema == SCHEMAS[key]
     payload = envelope_of(envelope.to_json(), command, "ok", 0, SCHEMAS[key])
-    assert payload["data"] == {k: v for k, v in json.loads(json.dumps(result.to_dict(), default=str)).items()  # type: ignore[attr-defined]
+    assert payload["data"] == {k: v for k, v in json.loads(json.dumps(result.to_dict(), default=str)).items()
                                if k != "schema"}
 
 

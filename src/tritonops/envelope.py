@@ -21,12 +21,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from tritonops.errors import TritonOpsError
 
 if TYPE_CHECKING:
-    from tritonops.build import BuildResult
     from tritonops.convert.onnx_inspect import OnnxInfo
 
 Status = Literal["ok", "failed", "error"]
@@ -51,6 +50,12 @@ SCHEMAS: Mapping[str, str] = {
     "deploy --rollback": "tritonops.deploy.rollout/1",
     "deploy --status": "tritonops.deploy.status/1",
 }
+
+
+class SupportsToDict(Protocol):
+    """A result that knows its own data (every result type of the library but the few below)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -98,12 +103,12 @@ class Envelope:
         return json.dumps(self.to_dict(), indent=2, default=str)
 
 
-def result_envelope(command: str, result: Any, *, exit_code: int = 0,
+def result_envelope(command: str, result: SupportsToDict | Mapping[str, Any], *, exit_code: int = 0,
                     errors: Sequence[ErrorInfo | BaseException] = ()) -> Envelope:
     """The envelope of a result: ``result`` is an object with ``to_dict()`` or a dict, either with a
     ``"schema"`` key (which moves to the envelope). A non-zero exit code makes it ``failed``; an error
     given without an exit code lends its own (a TritonOpsError's ``exit_code``)."""
-    data = dict(result.to_dict() if hasattr(result, "to_dict") else result)
+    data = dict(result) if isinstance(result, Mapping) else result.to_dict()
     schema = data.pop("schema", None) or schema_of(command)
     infos = tuple(e if isinstance(e, ErrorInfo) else ErrorInfo.of(e) for e in errors)
     if exit_code == 0:
@@ -137,7 +142,7 @@ def schema_of(command: str) -> str:
 
 
 # ------------------------------------------------------------------ data of results without to_dict()
-def build_data(results: Sequence[BuildResult]) -> dict[str, Any]:
+def build_data(results: Sequence[SupportsToDict]) -> dict[str, Any]:
     """``tritonops build --json``: every model built (an ensemble file builds its steps and itself)."""
     return {"schema": SCHEMAS["build"], "models": [r.to_dict() for r in results]}
 
