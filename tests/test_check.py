@@ -44,8 +44,9 @@ def test_syntax_findings_name_the_problem(bad_repo):
 def test_cli_check_exit_code_and_json(bad_repo, cli):
     code, out, _ = cli("check", bad_repo, "--json")
     assert code == 1
-    data = json.loads(out)
-    assert data["schema"] == "tritonops.check/1" and data["ok"] is False
+    payload = json.loads(out)
+    data = payload["data"]
+    assert payload["schema"] == "tritonops.check/1" and data["ok"] is False
     assert {f["model"] for f in data["findings"]} == {c.name for c in CASES}
 
 

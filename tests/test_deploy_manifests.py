@@ -418,8 +418,9 @@ def test_model_directory_with_a_yaml_name_is_refused(tmp_path):
 def test_cli_writes_manifests_and_json(cli, cpu_repo, tmp_path):
     code, out, err = cli("deploy", cpu_repo, "--target", "k8s", "--image", IMAGE, "--out", tmp_path / "d", "--json")
     assert code == 0, err
-    data = json.loads(out)
-    assert data["schema"] == "tritonops.deploy.manifests/1"
+    payload = json.loads(out)
+    data = payload["data"]
+    assert payload["schema"] == "tritonops.deploy.manifests/1"
     assert data["sizing"]["startup_seconds"] == 105
     assert {Path(f["path"]).name for f in data["files"] if f["apply"]} == {
         "pvc.yaml", "deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "podmonitor.yaml"}

@@ -258,8 +258,9 @@ def test_load_failure_rollback_status_and_unchanged_through_the_cli(setup, cli):
     good = setup.source("good", new)
     code, out, err = cli("deploy", good, "--to", setup.target, *setup.cli_url(), "--json")
     assert code == 0, err
-    data = json.loads(out)
-    assert data["schema"] == "tritonops.deploy.rollout/1"
+    payload = json.loads(out)
+    data = payload["data"]
+    assert payload["schema"] == "tritonops.deploy.rollout/1"
     assert data["models"][0]["status"] == "deployed"
     assert data["models"][0]["files"] == {"model.onnx": __import__("hashlib").sha256(new.read_bytes()).hexdigest()}
 
@@ -298,8 +299,9 @@ def test_load_failure_rollback_status_and_unchanged_through_the_cli(setup, cli):
     assert out.splitlines()[0].split() == ["model", "live", "on", "disk", "last", "action"]
     code, out, err = cli("deploy", "--status", "--to", setup.target, *setup.cli_url(), "--json")
     assert code == 0, err
-    status = json.loads(out)
-    assert status["schema"] == "tritonops.deploy.status/1"
+    payload = json.loads(out)
+    status = payload["data"]
+    assert payload["schema"] == "tritonops.deploy.status/1"
     (row,) = status["models"]
     assert (row["name"], row["live"], row["on_disk"], row["last_action"]) == ("mlp", [1], [1], "rolled-back")
     assert [r["action"] for r in records(setup.target)] == ["deploy", "deploy", "deploy", "rollback"]

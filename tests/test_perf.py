@@ -169,8 +169,9 @@ def test_loadtest_open_loop_each_protocol(cli, server, tmp_path, protocol):
     code, out, err = cli("loadtest", "mlp", "--url", server.http_url, "--grpc-url", server.grpc_url,
                          "--rate", "80", "--duration", "2", "--protocol", protocol, "--output-dir", tmp_path, "--json")
     assert code == 0, err
-    doc = json.loads(out)
-    assert doc["schema"] == "tritonops.loadtest/1" and doc["protocol"] == protocol
+    payload = json.loads(out)
+    doc = payload["data"]
+    assert payload["schema"] == "tritonops.loadtest/1" and doc["protocol"] == protocol
     assert doc["errors"] == {} and doc["ok"] == doc["scheduled"] > 50
     assert 0 < doc["achieved_rate"] <= doc["scheduled_rate"] * 1.001
     assert set(doc["latency_ms"]) == {"p50", "p90", "p95", "p99", "mean", "max"}
@@ -255,8 +256,9 @@ def test_study_config_compares_naive_and_generated(cli, repo, tmp_path):
                          "--repeats", "1", "--measurement-interval", "300", "--stability-percentage", "100",
                          "--p99-budget", "1000", "--output-dir", out_dir, "--json")
     assert code == 0, err
-    doc = json.loads(out)
-    assert doc["schema"] == "tritonops.study.config/1"
+    payload = json.loads(out)
+    doc = payload["data"]
+    assert payload["schema"] == "tritonops.study.config/1"
     assert [v["name"] for v in doc["variants"]] == ["naive", "generated"]
     naive_cfg, generated_cfg = (v["config"] for v in doc["variants"])
     assert "dynamic_batching" not in naive_cfg and "dynamic_batching" in generated_cfg

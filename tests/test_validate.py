@@ -242,8 +242,9 @@ def test_cli_reference_differs_exits_7_after_the_table(served, cli):
 def test_cli_passes_with_json(served, cli):
     code, out, err = cli("validate", served.repo, *served.ports(), "--model", "text", "--json")
     assert code == 0, err
-    data = json.loads(out)
-    assert data["schema"] == "tritonops.validate/1" and data["ok"] is True and data["models"] == ["text"]
+    payload = json.loads(out)
+    data = payload["data"]
+    assert payload["schema"] == "tritonops.validate/1" and data["ok"] is True and data["models"] == ["text"]
     assert data["counts"]["fail"] == 0 and data["counts"]["pass"] > 20
     assert {r["protocol"] for r in data["rows"] if r["check"] == "infer b=1"} == {"http-json", "http-binary", "grpc"}
 

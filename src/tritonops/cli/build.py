@@ -1,74 +1,26 @@
-"""The ``tritonops`` command line. Each command parses options, calls one library function and
-renders its result; errors become one red line plus a hint (tracebacks only with --debug)."""
+"""Commands that need no server: ``build``, ``check``, ``inspect`` and ``doctor``."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from tritonops.errors import TritonOpsError, UsageError
+from tritonops.build import BuildOptions, BuildResult, build_many
+from tritonops.buildfile import load_build_file
+from tritonops.check import check_repository
+from tritonops.cli.render import command, emit_result, out, spinner
+from tritonops.convert.onnx_inspect import inspect_onnx
+from tritonops.convert.verify import format_table
+from tritonops.doctor import run_doctor
+from tritonops.ensemble import build_ensemble_file, is_ensemble_file
+from tritonops.envelope import build_data, onnx_data
+from tritonops.errors import UsageError
+from tritonops.spec import TensorSpec
 
-app = typer.Typer(
-    name="tritonops",
-    help="Take a trained model to a tuned, validated Triton Inference Server deployment.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-    rich_markup_mode="rich",
-)
-# Tables stay readable when output is piped or logged (rich assumes 80 columns off a terminal).
-out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 160)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-_state = {"debug": False}
-
-
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        out.print(f"tritonops {version('tritonops')}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _main(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
-) -> None:
-    _state["debug"] = debug
-
-
-@contextmanager
-def _spinner(enabled: bool = True) -> Iterator[Callable[[str], None]]:
-    """A spinner on stderr; yields the progress callback the library calls with each step."""
-    if not enabled or not err.is_terminal:
-        yield lambda msg: None
-        return
-    with err.status("starting") as status:
-        yield status.update
-
-
-def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _tensors(values: list[str] | None) -> tuple[Any, ...]:
-    from tritonops.spec import TensorSpec
-
-    return tuple(TensorSpec.parse(v) for v in values or [])
-
-
-# ------------------------------------------------------------------------------------------- build
 BUILD_HELP = """Inspect or convert a model, verify it numerically, and write it into a Triton model repository.
 
 SOURCE is an ONNX file, a TorchScript file, or a PyTorch factory (module:function or file.py:function).
@@ -88,8 +40,39 @@ Examples:
   tritonops build -f ensembles/text_embedding/ensemble.yaml   (an ensemble: every step model + the ensemble)
 """
 
+CHECK_HELP = """Check every model in a repository the way Triton would, without a server.
 
-@app.command(help=BUILD_HELP)
+Examples:
+
+  tritonops check model_repository/
+
+  tritonops check model_repository/ --json
+"""
+
+INSPECT_HELP = """Show a model file's inputs and outputs as Triton would see them.
+
+Example:
+
+  tritonops inspect model.onnx
+"""
+
+DOCTOR_HELP = """Check this machine's set-up: tritonserver, Python backend stub, perf_analyzer.
+
+Example:
+
+  tritonops doctor
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("build", help=BUILD_HELP)(build)
+    app.command("check", help=CHECK_HELP)(check)
+    app.command("inspect", help=INSPECT_HELP)(inspect)
+    app.command("doctor", help=DOCTOR_HELP)(doctor)
+
+
+# ------------------------------------------------------------------------------------------- build
+@command("build")
 def build(
     source: Annotated[str | None, typer.Argument(help="Model file or module:factory.", show_default=False)] = None,
     file: Annotated[Path | None, typer.Option("-f", "--file", help="Build every model in a YAML build file.")] = None,
@@ -128,26 +111,19 @@ def build(
     precision: Annotated[str, typer.Option(help="Precision for the TensorRT accelerator/plan.")] = "FP16",
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    from tritonops.build import BuildOptions, build_many
-    from tritonops.buildfile import load_build_file
-
     if file is not None and source is not None:
         raise UsageError("give either SOURCE or -f FILE, not both", "drop one of them")
     if file is None and source is None:
         raise UsageError("nothing to build", "give a model file, a module:factory, or -f tritonops.yaml")
     if input and example_shape:
         raise UsageError("--input and --example-shape mean the same thing", "use one of them")
-    from tritonops.ensemble import build_ensemble_file, is_ensemble_file
-
     ensemble_file = file if file is not None and is_ensemble_file(file) else None
-    if ensemble_file is not None:
-        options = []
-    elif file is not None:
+    options: list[BuildOptions] = []
+    if file is not None and ensemble_file is None:
         options = load_build_file(file)
         if repo is not None:
             options = [dataclasses.replace(o, repository=repo) for o in options]
-    else:
-        assert source is not None
+    elif source is not None:
         options = [BuildOptions(
             source=source, format=fmt, name=name,  # type: ignore[arg-type]
             repository=repo or Path("model_repository"), max_batch_size=max_batch_size,
@@ -156,48 +132,42 @@ def build(
             preserve_ordering=preserve_ordering, priority_levels=priority_levels,
             default_priority_level=default_priority_level, max_queue_size=max_queue_size,
             queue_timeout_us=queue_timeout_us, timeout_action=timeout_action.upper(),  # type: ignore[arg-type]
-            response_cache=response_cache, warmup=warmup, inputs=_tensors(input or example_shape),
+            response_cache=response_cache, warmup=warmup,
+            inputs=tuple(TensorSpec.parse(v) for v in input or example_shape or ()),
             outputs=tuple(output or ()), version=version, atol=atol, rtol=rtol, threads=threads,
             accelerator=accelerator, precision=precision.upper(),  # type: ignore[arg-type]
         )]
-    with _spinner(not as_json) as progress:
+    with spinner(not as_json) as progress:
         results = build_ensemble_file(ensemble_file, repo, progress) if ensemble_file else build_many(options, progress)
     if as_json:
-        _emit_json({"schema": "tritonops.build/1", "models": [r.to_dict() for r in results]})
+        emit_result(build_data(results))
         return
     for r in results:
-        out.print(f"[green]✓[/green] built [bold]{r.name}[/bold] version {r.version} "
-                  f"({r.spec.platform}, max_batch_size {r.spec.max_batch_size}) → {r.model_dir}")
-        for t in r.spec.inputs:
-            out.print(f"    input  {t.describe()}", markup=False)
-        for t in r.spec.outputs:
-            out.print(f"    output {t.describe()}", markup=False)
-        if r.verification is not None:
-            from tritonops.convert.verify import format_table
+        _print_built(r)
 
-            out.print("  " + format_table(r.verification).replace("\n", "\n  "), markup=False)
-        for note in r.notes:
-            out.print(f"  note: {note}")
+
+def _print_built(r: BuildResult) -> None:
+    out.print(f"[green]✓[/green] built [bold]{r.name}[/bold] version {r.version} "
+              f"({r.spec.platform}, max_batch_size {r.spec.max_batch_size}) → {r.model_dir}")
+    for t in r.spec.inputs:
+        out.print(f"    input  {t.describe()}", markup=False)
+    for t in r.spec.outputs:
+        out.print(f"    output {t.describe()}", markup=False)
+    if r.verification is not None:
+        out.print("  " + format_table(r.verification).replace("\n", "\n  "), markup=False)
+    for note in r.notes:
+        out.print(f"  note: {note}")
 
 
 # ------------------------------------------------------------------------------------------- check
-@app.command(help="""Check every model in a repository the way Triton would, without a server.
-
-Examples:
-
-  tritonops check model_repository/
-
-  tritonops check model_repository/ --json
-""")
+@command("check")
 def check(
     repository: Annotated[Path, typer.Argument(help="Model repository directory.")] = Path("model_repository"),
     as_json: Annotated[bool, typer.Option("--json", help="Print findings as JSON.")] = False,
 ) -> None:
-    from tritonops.check import check_repository
-
     report = check_repository(repository)
     if as_json:
-        _emit_json(report.to_dict())
+        emit_result(report, exit_code=0 if report.ok else 1)
     else:
         for f in report.findings:
             out.print(f"[red]✗[/red] {escape(f.file)}: [bold]{escape(f.field)}[/bold]: {escape(f.message)}\n"
@@ -212,112 +182,38 @@ def check(
 
 
 # ------------------------------------------------------------------------------------------- inspect
-@app.command(help="""Show a model file's inputs and outputs as Triton would see them.
-
-Example:
-
-  tritonops inspect model.onnx
-""")
+@command("inspect")
 def inspect(
     model: Annotated[Path, typer.Argument(help="ONNX model file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    from tritonops.convert.onnx_inspect import inspect_onnx
-
     info = inspect_onnx(model)
-    data = {
-        "schema": "tritonops.inspect/1",
-        "path": str(info.path), "opset": info.opset, "ir_version": info.ir_version, "producer": info.producer,
-        "batchable": info.batchable, "external_data": list(info.external_data),
-        "inputs": [{"name": t.name, "dtype": t.dtype.name, "shape": list(t.shape)} for t in info.inputs],
-        "outputs": [{"name": t.name, "dtype": t.dtype.name, "shape": list(t.shape)} for t in info.outputs],
-    }
     if as_json:
-        _emit_json(data)
+        emit_result(onnx_data(info))
         return
     out.print(f"{info.path}  opset {info.opset}  producer {info.producer or '-'}  "
               f"batchable: {'yes' if info.batchable else 'no'}")
-    for kind in ("inputs", "outputs"):
-        for t in data[kind]:  # type: ignore[attr-defined]
-            shape = ", ".join("?" if d is None else str(d) for d in t["shape"])
-            out.print(f"  {kind[:-1]:6} {t['name']}: {t['dtype']} [{shape}]", markup=False)
+    for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
+        for t in tensors:
+            shape = ", ".join("?" if d is None else str(d) for d in t.shape)
+            out.print(f"  {kind:6} {t.name}: {t.dtype.name} [{shape}]", markup=False)
 
 
 # ------------------------------------------------------------------------------------------- doctor
-@app.command(help="""Check this machine's set-up: tritonserver, Python backend stub, perf_analyzer.
-
-Example:
-
-  tritonops doctor
-""")
+@command("doctor")
 def doctor(
     quiet: Annotated[bool, typer.Option("--quiet", help="Print only problems.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    from tritonops.doctor import run_doctor
-
-    checks = run_doctor()
+    with spinner(not as_json) as progress:
+        report = run_doctor(progress)
     if as_json:
-        _emit_json({"schema": "tritonops.doctor/1", "checks": [c.__dict__ for c in checks]})
+        emit_result(report, exit_code=0 if report.ok else 1)
     else:
-        for c in checks:
+        for c in report.checks:
             if c.ok and quiet:
                 continue
             mark = "[green]✓[/green]" if c.ok else ("[yellow]![/yellow]" if c.optional else "[red]✗[/red]")
             out.print(f"{mark} {c.name}: {escape(c.detail)}")
-    if any(not c.ok and not c.optional for c in checks):
+    if not report.ok:
         raise typer.Exit(1)
-
-
-# ------------------------------------------------------------------------------------------- more commands
-# Each area registers its commands on `app` from its own module (imported here, after `app`, `out`
-# and `err` exist, since those modules import them).
-from tritonops import cli_deploy, cli_perf, cli_serve, cli_validate  # noqa: E402
-
-cli_deploy.register(app)
-cli_serve.register(app)
-cli_validate.register(app)
-cli_perf.register(app)
-# ----- entry (register modules above this line)
-
-
-def _render_error(e: TritonOpsError) -> None:
-    err.print(f"[red]error:[/red] {escape(e.message)}")
-    if e.hint:
-        err.print(f"[dim]hint:[/dim] {escape(e.hint)}")
-    details = getattr(e, "details", None)
-    if details:
-        err.print(details, markup=False)
-    log_tail = getattr(e, "log_tail", None)
-    if log_tail:
-        err.print("[dim]last server log lines:[/dim]")
-        for line in log_tail:
-            err.print("  " + line, markup=False)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code (and exits with it when run as a script)."""
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args
-    try:
-        app(args=args, prog_name="tritonops", standalone_mode=True)
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except TritonOpsError as e:
-        if debug:
-            raise
-        _render_error(e)
-        code = e.exit_code
-    except KeyboardInterrupt:
-        err.print("[red]interrupted[/red]")
-        code = 130
-    except Exception as e:  # a bug in tritonops, not a user error
-        if debug:
-            raise
-        err.print(f"[red]error:[/red] internal error: {type(e).__name__}: {escape(str(e))}")
-        err.print("[dim]hint:[/dim] run again with --debug for the traceback and report it")
-        code = 70
-    if argv is None:
-        sys.exit(code)
-    return code

@@ -1,0 +1,232 @@
+"""``tritonops deploy``: manifests (--target) and roll-outs to a running server (--to)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from tritonops.cli.render import command, emit_result, spinner
+from tritonops.cli.render import out as console  # `out` is the --out option here
+from tritonops.deploy.manifests import ManifestOptions, write_manifests
+from tritonops.deploy.rollout import DeployFailed, RolloutOptions, RolloutResult, deploy_status, deploy_versions
+from tritonops.deploy.rollout import rollback as roll_back
+from tritonops.envelope import schema_of
+from tritonops.errors import UsageError
+
+DEPLOY_HELP = """Write deployment manifests for a model repository, or roll new model versions out to a running Triton.
+
+Manifests (Kubernetes, KServe or docker-compose), sized from the repository:
+
+  tritonops deploy model_repository/ --target k8s --image nvcr.io/nvidia/tritonserver:24.08-py3 --out deploy/
+
+  tritonops deploy model_repository/ --target kserve --image nvcr.io/nvidia/tritonserver:24.08-py3
+  --storage s3://bucket/models --storage-secret s3-creds
+
+  tritonops deploy model_repository/ --target compose --image nvcr.io/nvidia/tritonserver:24.08-py3 --out deploy/
+
+Roll-out to a running server in explicit model-control mode (zero downtime; validated over HTTP and gRPC before
+traffic moves; undone on any failure):
+
+  tritonops deploy model_repository/ --to /srv/triton/models --url localhost --canary-requests 50
+
+  tritonops deploy model_repository/ --to /srv/triton/models --url localhost --model clf
+
+  tritonops deploy --rollback --to /srv/triton/models --url localhost
+
+  tritonops deploy --status --to /srv/triton/models --url localhost
+
+A server that restricts its model-repository API (--allow-model-control manifests) needs TRITON_ADMIN_KEY.
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("deploy", help=DEPLOY_HELP)(deploy)
+
+
+def _schema(options: Mapping[str, Any]) -> str:
+    """What --json prints depends on the action the flags choose."""
+    if options.get("status"):
+        return schema_of("deploy --status")
+    if options.get("rollback"):
+        return schema_of("deploy --rollback")
+    return schema_of("deploy --to" if options.get("to") is not None else "deploy --target")
+
+
+@command("deploy", schema=_schema)
+def deploy(
+    repository: Annotated[Path | None, typer.Argument(help="Model repository with the models to deploy.",
+                                                      show_default=False)] = None,
+    target: Annotated[str | None, typer.Option(help="Write manifests: k8s, kserve or compose.")] = None,
+    image: Annotated[str | None, typer.Option(help="Triton image, e.g. nvcr.io/nvidia/tritonserver:24.08-py3.")
+                     ] = None,
+    out: Annotated[Path, typer.Option(help="Directory for the manifests.")] = Path("deploy"),
+    name: Annotated[str, typer.Option(help="Name of the Kubernetes objects / compose project.")] = "triton",
+    namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="Where the cluster finds the repository: pvc:CLAIM[/dir], s3://…, gs://… or as://… "
+             "[default: a new PVC].")] = None,
+    storage_secret: Annotated[str | None, typer.Option(help="Secret with object-storage credentials.")] = None,
+    storage_size: Annotated[str | None, typer.Option(help="Size of the new PVC, e.g. 20Gi.")] = None,
+    storage_class: Annotated[str | None, typer.Option(help="StorageClass of the new PVC.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs per replica [default: 1 if a model has GPU instances].")
+                    ] = None,
+    cpu: Annotated[str | None, typer.Option(help="CPU request, e.g. 2 or 500m.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory request and limit, e.g. 8Gi.")] = None,
+    shm_size: Annotated[str | None, typer.Option(help="/dev/shm size, e.g. 1Gi.")] = None,
+    replicas: Annotated[int, typer.Option(help="Minimum replicas.")] = 1,
+    max_replicas: Annotated[int, typer.Option(help="Maximum replicas for the autoscaler.")] = 3,
+    cpu_target: Annotated[int, typer.Option(help="Autoscaler target CPU utilisation in percent.")] = 70,
+    hpa_queue_time_us: Annotated[int | None, typer.Option(
+        help="Also scale on the average queue time per request (µs), through a custom metrics adapter.")
+    ] = None,
+    monitor: Annotated[str, typer.Option(help="podmonitor, servicemonitor or none.")] = "podmonitor",
+    allow_model_control: Annotated[bool, typer.Option(
+        help="Start in explicit model-control mode, the repository API behind a key.")] = False,
+    bind: Annotated[str, typer.Option(help="compose: address the ports listen on.")] = "127.0.0.1",
+    writable_root: Annotated[bool, typer.Option(help="Leave the container's root filesystem writable.")
+                             ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing manifests.")] = False,
+    to: Annotated[Path | None, typer.Option(
+        "--to", help="Roll out to this model repository of a running server.")] = None,
+    url: Annotated[str, typer.Option("--url", help="Server host (host or host:http_port).")] = "localhost",
+    http_port: Annotated[int | None, typer.Option(help="HTTP port (default 8000).", show_default=False)] = None,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
+    model: Annotated[list[str] | None, typer.Option(
+        "--model", help="Roll out (or back) only this model and what it calls (repeatable).")] = None,
+    canary_requests: Annotated[int, typer.Option(
+        help="Inferences to the new version, checked against a local run, before traffic moves.")] = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds allowed for each load and validation call.")] = 300.0,
+    rollback: Annotated[bool, typer.Option("--rollback", help="Return to the versions the last roll-out replaced.")
+                        ] = False,
+    status: Annotated[bool, typer.Option("--status", help="Show what is live and the last deploys.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    if sum([target is not None, to is not None and not (rollback or status), rollback, status]) > 1:
+        raise UsageError("--target, --to, --rollback and --status are different actions",
+                         "give one of them (--rollback and --status take --to)")
+    if status or rollback or to is not None:
+        if to is None:
+            raise UsageError(f"--{'status' if status else 'rollback'} needs --to",
+                             "give the server's model repository: --to /srv/triton/models")
+        http_url, grpc_url = _endpoints(url, http_port, grpc_port)
+        if status:
+            _status(to, http_url, as_json)
+        elif rollback:
+            _rollback(to, http_url, grpc_url, tuple(model or ()), timeout, as_json)
+        else:
+            if repository is None:
+                raise UsageError("no model repository given",
+                                 "tritonops deploy model_repository/ --to /srv/triton/models --url localhost")
+            _rollout(repository, to, http_url, grpc_url, tuple(model or ()), canary_requests, timeout, as_json)
+        return
+    if target is None:
+        raise UsageError("nothing to do", "give --target k8s|kserve|compose to write manifests, or --to DIR to "
+                         "roll out to a running server")
+    if repository is None:
+        raise UsageError("no model repository given", f"tritonops deploy model_repository/ --target {target} …")
+    if image is None:
+        raise UsageError("--image is required with --target",
+                         "give the Triton image, e.g. --image nvcr.io/nvidia/tritonserver:24.08-py3")
+    result = write_manifests(ManifestOptions(
+        repository=repository, target=target, image=image, out=out, name=name,  # type: ignore[arg-type]
+        namespace=namespace, storage=storage, storage_secret=storage_secret, storage_size=storage_size,
+        storage_class=storage_class, gpus=gpus, cpu=cpu, memory=memory, shm_size=shm_size, replicas=replicas,
+        max_replicas=max_replicas, cpu_target_percent=cpu_target, queue_time_target_us=hpa_queue_time_us,
+        monitor=monitor, allow_model_control=allow_model_control,  # type: ignore[arg-type]
+        bind_address=bind, writable_root=writable_root, overwrite=force,
+    ))
+    if as_json:
+        emit_result(result)
+        return
+    s = result.sizing
+    console.print(f"[green]✓[/green] {result.target} manifests in {escape(str(result.out))} "
+                  f"(cpu {s.cpu}, memory {s.memory}, /dev/shm {s.shm}, gpus {s.gpus}, "
+                  f"startup up to {s.startup_seconds}s)")
+    for f in result.files:
+        console.print(f"    {escape(str(f.path))}  {', '.join(f.kinds)}" + ("" if f.apply else "  (extra)"))
+    for note in result.notes:
+        console.print(f"  note: {escape(note)}")
+
+
+def _endpoints(url: str, http_port: int | None, grpc_port: int) -> tuple[str, str]:
+    if "://" in url:
+        raise UsageError(f"--url '{url}' includes a scheme", "give the host, e.g. --url localhost")
+    host, _, port_in_url = url.partition(":")
+    if port_in_url and http_port is not None:
+        raise UsageError(f"--url '{url}' has a port and --http-port is given too", "give the port once")
+    if port_in_url and not port_in_url.isdigit():
+        raise UsageError(f"cannot parse --url '{url}'", "give host or host:port, e.g. --url localhost:8000")
+    return f"{host}:{int(port_in_url) if port_in_url else (http_port or 8000)}", f"{host}:{grpc_port}"
+
+
+def _admin_key() -> str | None:
+    return os.environ.get("TRITON_ADMIN_KEY") or None
+
+
+def _rollout(source: Path, to: Path, http_url: str, grpc_url: str, models: tuple[str, ...], canary: int,
+             timeout: float, as_json: bool) -> None:
+    opts = RolloutOptions(target=to, source=source, http_url=http_url, grpc_url=grpc_url, models=models,
+                          canary_requests=canary, timeout_s=timeout, admin_key=_admin_key())
+    try:
+        with spinner(not as_json) as progress:
+            result = deploy_versions(opts, progress)
+    except DeployFailed as e:
+        if as_json:
+            emit_result(e.result, errors=(e,))
+        else:
+            _print_models(e.result)
+        raise
+    if as_json:
+        emit_result(result)
+        return
+    _print_models(result)
+    changed = [m for m in result.models if m.status == "deployed"]
+    console.print(f"[green]✓[/green] deployed {len(changed)} model(s), {len(result.models) - len(changed)} "
+                  f"unchanged, in {result.seconds:.1f}s; record: {escape(str(result.record))}")
+
+
+def _print_models(result: RolloutResult) -> None:
+    for m in result.models:
+        versions = f"{m.from_version or '-'} → {m.to_version}" if m.status != "unchanged" else f"{m.to_version}"
+        mark = {"deployed": "[green]✓[/green]", "unchanged": "[dim]=[/dim]", "rolled-back": "[green]↩[/green]"}.get(
+            m.status, "[red]✗[/red]")
+        console.print(f"  {mark} {escape(m.name)}  {m.status}  version {versions}  sha256 {m.sha256[:12]}")
+
+
+def _rollback(to: Path, http_url: str, grpc_url: str, models: tuple[str, ...], timeout: float, as_json: bool) -> None:
+    opts = RolloutOptions(target=to, http_url=http_url, grpc_url=grpc_url, models=models, timeout_s=timeout,
+                          admin_key=_admin_key())
+    try:
+        with spinner(not as_json) as progress:
+            result = roll_back(opts, progress)
+    except DeployFailed as e:
+        if as_json:
+            emit_result(e.result, errors=(e,))
+        raise
+    if as_json:
+        emit_result(result)
+        return
+    for m in result.models:
+        console.print(f"[green]↩[/green] {escape(m.name)}: version {m.from_version} → {m.to_version} ({m.detail})")
+
+
+def _status(to: Path, http_url: str, as_json: bool) -> None:
+    st = deploy_status(to, http_url, _admin_key())
+    if as_json:
+        emit_result(st)
+        return
+    if st.server_error:
+        console.print(f"[yellow]![/yellow] server {escape(http_url)} not reachable: {escape(st.server_error)}")
+    width = max((len(m.name) for m in st.models), default=5)
+    console.print(f"{'model':{width}}  live  on disk  last action", markup=False)
+    for m in st.models:
+        live = "?" if m.live is None else (",".join(map(str, m.live)) or "-")
+        last = "-" if m.last_action is None else (
+            f"{m.last_action} {m.last_time} sha256 {(m.sha256 or '-')[:12]} "
+            f"validated {({True: 'yes', False: 'no', None: '-'}[m.validation_ok])}")
+        console.print(f"{m.name:{width}}  {live:4}  {','.join(map(str, m.on_disk)) or '-':7}  {last}", markup=False)
