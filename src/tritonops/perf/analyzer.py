@@ -58,7 +58,7 @@ def perf_analyzer_env() -> dict[str, str]:
     return env
 
 
-def _require_perf_analyzer() -> Path:
+def require_perf_analyzer() -> Path:
     pa = perf_analyzer_path()
     if pa is None:
         raise MissingDependencyError("tritonclient[all]==2.50.0", "perf", "tritonops perf (perf_analyzer)")
@@ -335,7 +335,7 @@ def run_perf(options: PerfOptions, progress: Progress = lambda _: None) -> PerfR
 
     Ctrl-C returns the points measured so far (``interrupted``); a server that dies raises
     ServerError after writing the partial results."""
-    pa = _require_perf_analyzer()
+    pa = require_perf_analyzer()
     with open_target(options.serve, options.url, options.grpc_url, progress) as target:
         return sweep(options, target, pa, progress)
 
@@ -343,7 +343,7 @@ def run_perf(options: PerfOptions, progress: Progress = lambda _: None) -> PerfR
 def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
           progress: Progress = lambda _: None) -> PerfResult:
     """The sweep against a server that is already up (used by ``run_perf`` and the studies)."""
-    pa = pa or _require_perf_analyzer()
+    pa = pa or require_perf_analyzer()
     o = options
     io = fetch_model_io(target, o.model, o.model_version)
     _check_batch(io, o.batch_sizes)

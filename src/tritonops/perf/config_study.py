@@ -22,7 +22,7 @@ from typing import Any, Literal
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.names import check_model_name
 from tritonops.pbtxt import ModelConfig, config_to_text, read_config
-from tritonops.perf.analyzer import PerfOptions, PerfRow, _require_perf_analyzer, sweep
+from tritonops.perf.analyzer import PerfOptions, PerfRow, require_perf_analyzer, sweep
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
 from tritonops.perf.target import Target
@@ -246,7 +246,7 @@ def run_config_study(options: ConfigStudyOptions, progress: Progress = lambda _:
     from tritonops.server import ServerOptions, TritonServer
 
     o = options
-    _require_perf_analyzer()
+    require_perf_analyzer()
     config_path = o.repository / o.model / "config.pbtxt"
     if not config_path.is_file():
         raise UsageError(f"no config.pbtxt for model '{o.model}' in {o.repository}",

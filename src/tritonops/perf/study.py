@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.errors import TritonOpsError, UsageError
-from tritonops.perf.analyzer import PerfOptions, PerfRow, _require_perf_analyzer, prepare_samples, sweep
+from tritonops.perf.analyzer import PerfOptions, PerfRow, require_perf_analyzer, prepare_samples, sweep
 from tritonops.perf.loadtest import (
     PROTOCOLS,
     SUMMARY_FIELDS,
@@ -342,7 +342,7 @@ def write_study_csv(runs: Sequence[LoadtestResult], repeats: Sequence[int], path
 def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambda _: None) -> ProtocolStudyResult:
     o = options
     if o.concurrency:
-        _require_perf_analyzer()
+        require_perf_analyzer()
     out = o.output_dir
     out.mkdir(parents=True, exist_ok=True)
     runs: list[LoadtestResult] = []
