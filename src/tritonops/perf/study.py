@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.errors import TritonOpsError, UsageError
-from tritonops.perf.analyzer import PerfOptions, PerfRow, require_perf_analyzer, prepare_samples, sweep
+from tritonops.perf.analyzer import PerfOptions, PerfRow, prepare_samples, require_perf_analyzer, sweep
 from tritonops.perf.loadtest import (
     PROTOCOLS,
     SUMMARY_FIELDS,
