@@ -19,6 +19,7 @@ from tritonops.client import (
     endpoints,
     grpc_beside,
     grpc_request_bytes,
+    host_of,
     http_request_body,
     infer_error,
     input_types,
@@ -288,6 +289,8 @@ def test_endpoints():
     with pytest.raises(UsageError, match=r"^cannot parse --url 'h:x'$"):
         endpoints("h:x")
     assert grpc_beside("h:8000") == "h:8001"
+    assert host_of("http://[::1]:8000/") == "[::1]" and host_of("127.0.0.1:8000") == "127.0.0.1"
+    assert host_of("localhost") == "localhost"
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # tritonclient's __del__

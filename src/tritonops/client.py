@@ -76,6 +76,12 @@ def endpoints(url: str, http_port: int | None = None, grpc_port: int = DEFAULT_G
     return f"{host}:{int(port_in_url) if port_in_url else (http_port or DEFAULT_HTTP_PORT)}", f"{host}:{grpc_port}"
 
 
+def host_of(url: str) -> str:
+    """The host part of what a user gave (scheme and port dropped): ``http://[::1]:8000/`` -> ``[::1]``."""
+    u = url.strip().split("//")[-1].rstrip("/")
+    return _split_host_port(u)[0]
+
+
 def grpc_beside(http_url: str) -> str:
     """Triton's default layout: gRPC on the HTTP port + 1 (8000/8001)."""
     host, port = _split_host_port(http_url)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from tritonops.client import host_of
 from tritonops.errors import ExternalToolError, MissingDependencyError, ServerError, UsageError
 from tritonops.external import run_tool
 from tritonops.perf.inputs import (
@@ -149,7 +150,7 @@ class PerfOptions:
         if self.percentile is not None and not 1 <= self.percentile <= 99:
             raise UsageError(f"--percentile {self.percentile} is outside 1..99", "e.g. --percentile 99")
         if self.shared_memory == "system" and self.serve is None and self.url is not None:
-            host = self.url.split("//")[-1].rpartition(":")[0]
+            host = host_of(self.url)
             if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
                 raise UsageError("--shared-memory system needs the server on this machine",
                                  "use --url 127.0.0.1:PORT, or drop --shared-memory")
