@@ -26,6 +26,7 @@ import pytest
 import onnx_models
 from conftest import tree_digest
 from deploy_repos import broken_mlp, mlp_repo, mlp_spec, write_model
+from tritonops.client import TritonClient
 from tritonops.deploy.rollout import DeployFailed, RolloutOptions, deploy_versions, rollback
 from tritonops.errors import RepositoryError, UsageError
 from tritonops.server import ServerOptions, TritonServer, free_port
@@ -153,12 +154,39 @@ class Setup:
                 str(self.server.grpc_port)]
 
 
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    """One explicit-mode server for every test that only needs "a server serving the MLP at version 1";
+    ``setup`` resets its target repository before each test."""
+    root = tmp_path_factory.mktemp("rollout-target")
+    target = mlp_repo(root, seed=0)
+    with TritonServer(ServerOptions(repository=target, explicit=True)) as server:
+        yield root, target, server
+
+
+def reset_target(server, root: Path, target: Path) -> None:
+    """Back to the start state: every model unloaded, the target repository rewritten (one MLP at
+    version 1, no deploy record), the MLP loaded."""
+    with TritonClient(server.http_url, server.grpc_url, timeout_s=120) as c:
+        for e in c.repository_index():
+            if e.state and not e.unloaded:
+                c.unload_model(e.name)
+        deadline = time.monotonic() + 120
+        while any(e.state not in ("", "UNAVAILABLE") for e in c.repository_index()):
+            assert time.monotonic() < deadline, f"models still loaded: {c.repository_index()}"
+            time.sleep(0.05)
+        shutil.rmtree(target)
+        mlp_repo(root, seed=0)
+        c.load_model("mlp")
+        assert c.ready_versions("mlp") == [1]
+
+
 @pytest.fixture
-def setup(tmp_path):
-    target = mlp_repo(tmp_path / "target", seed=0)
-    expected = {"1": reference(tmp_path / "target" / "src" / "mlp-0.onnx")}
-    with TritonServer(ServerOptions(repository=target, explicit=True, load_models=("*",))) as server:
-        yield Setup(tmp_path, target, server, expected)
+def setup(shared_server, tmp_path):
+    root, target, server = shared_server
+    reset_target(server, root, target)
+    expected = {"1": reference(root / "src" / "mlp-0.onnx")}
+    return Setup(tmp_path, target, server, expected)
 
 
 def index(setup: Setup) -> list[tuple[str, str, str]]:

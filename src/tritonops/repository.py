@@ -178,3 +178,35 @@ def write_text_file(path: Path, text: str) -> None:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_atomic(path: Path, text: str, *, mode: int | None = 0o644, fsync: bool = True) -> None:
+    """Replace ``path`` with ``text`` in one rename: readers (a polling server, a report viewer) see the
+    old file or the new one, never half of it. The temporary file sits beside the target (same
+    filesystem) and is removed on any failure. ``mode`` (default 0644: mkstemp makes 0600, and the
+    server may run as another user); None keeps mkstemp's 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        if mode is not None:
+            Path(tmp).chmod(mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_writable(directory: Path) -> None:
+    """Create and remove a file: the real permission check (os.access is wrong for root, ACLs, RO mounts)."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".tritonops-probe-", dir=directory)
+        os.close(fd)
+        Path(tmp).unlink()
+    except OSError as e:
+        raise RepositoryError(f"cannot write to {directory}: {e.strerror or e}",
+                              "run as a user who may write the server's model repository") from None

@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from tritonops.convert.examples import make_inputs
-from tritonops.convert.verify import flatten_outputs, import_torch, to_torch
-from tritonops.errors import ConversionError, ModelError, UsageError
+from tritonops.errors import ConversionError, MissingDependencyError, ModelError, UsageError
 from tritonops.spec import TensorSpec
 
 # Above this many bytes of weights the ONNX file is written with external data (protobuf's limit is 2 GiB).
@@ -56,6 +55,51 @@ class ExportResult:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0].strip() if text else type(e).__name__
+
+
+# ---------------------------------------------------------------- torch interop
+
+
+def import_torch(purpose: str = "converting a PyTorch model") -> Any:
+    """Import torch, or raise ``MissingDependencyError`` naming the extra to install."""
+    try:
+        import torch
+    except ImportError as e:
+        raise MissingDependencyError("torch", "torch", purpose) from e
+    return torch
+
+
+def to_torch(arr: np.ndarray) -> Any:
+    torch = import_torch()
+    if arr.dtype == np.object_:
+        raise ConversionError("PyTorch models cannot take BYTES (string) inputs",
+                              "tokenize or encode strings to numbers before the model, e.g. in an ensemble")
+    if arr.dtype.name == "bfloat16":
+        return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(torch.bfloat16)
+    return torch.from_numpy(np.array(arr, copy=True, order="C"))
+
+
+def to_numpy(t: Any) -> np.ndarray:
+    torch = import_torch()
+    if not isinstance(t, torch.Tensor):
+        raise ConversionError(f"the model returned a {type(t).__name__}, not a tensor",
+                              "make the model return tensors (a tensor, a tuple/list of tensors, or a dict of them)")
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.contiguous().numpy()
+
+
+def flatten_outputs(result: Any) -> list[tuple[str | None, Any]]:
+    """A model's result as ``[(key or None, tensor)]`` in order: a tensor, a tuple/list, or a dict."""
+    if isinstance(result, dict):
+        return [(str(k), v) for k, v in result.items()]
+    if isinstance(result, (tuple, list)):
+        return [(None, v) for v in result]
+    return [(None, result)]
+
 
 
 # ---------------------------------------------------------------- quiet

@@ -3,11 +3,11 @@ compare every output, or (with no reference) check a model produces the outputs 
 
 A *runner* is any callable taking ``{input name: array}`` and returning ``{output name: array}``;
 this module provides runners for onnxruntime, an in-memory ``torch.nn.Module`` and a TorchScript
-file. torch is imported only when a torch runner is made."""
+file (torch interop comes from ``torch_export``, which imports nothing from here). torch is imported
+only when a torch runner is made."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tritonops.compare import compare_arrays, dtype_name, format_error, format_tolerance, shape_text
+from tritonops.compare import format_table as compare_table
 from tritonops.convert.examples import make_inputs
-from tritonops.dtypes import from_numpy
-from tritonops.errors import ConversionError, MissingDependencyError, ModelError, TritonOpsError, UsageError
+from tritonops.convert.torch_export import flatten_outputs, import_torch, load_torchscript, to_numpy, to_torch
+from tritonops.errors import ConversionError, ModelError, TritonOpsError
 from tritonops.spec import TensorSpec
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
@@ -86,42 +88,15 @@ class VerificationError(ConversionError):
         self.details = format_table(report)
 
 
-def _num(x: float | None) -> str:
-    if x is None:
-        return "-"
-    if math.isnan(x):
-        return "nan"
-    return f"{x:.1e}"
-
-
-def _tol(x: float | None) -> str:
-    """``1e-04`` for round tolerances, ``2.5e-04`` otherwise."""
-    if x is None:
-        return "-"
-    for digits in range(6):
-        text = f"{x:.{digits}e}"
-        if float(text) == x:
-            return text
-    return f"{x:.6e}"
-
-
 def _batch_text(batch: int | None) -> str:
     return "-" if batch is None else str(batch)
 
 
 def format_table(report: VerificationReport) -> str:
     """Plain-text table: batch, output, max_abs, max_rel, status (with the problem, if any)."""
-    header = ("batch", "output", "max_abs", "max_rel", "status")
-    lines = [header]
-    for r in report.rows:
-        status = "ok" if r.ok else f"FAIL: {r.problem}" if r.problem else "FAIL"
-        lines.append((_batch_text(r.batch), r.output, _num(r.max_abs), _num(r.max_rel), status))
-    widths = [max(len(line[i]) for line in lines) for i in range(4)]
-    out = []
-    for line in lines:
-        cells = [line[i].ljust(widths[i]) for i in range(4)]
-        out.append("  ".join([*cells, line[4]]).rstrip())
-    return "\n".join(out)
+    rows = [(_batch_text(r.batch), r.output, format_error(r.max_abs), format_error(r.max_rel),
+             "ok" if r.ok else f"FAIL: {r.problem}" if r.problem else "FAIL") for r in report.rows]
+    return compare_table(rows, ("batch", "output", "max_abs", "max_rel", "status"))
 
 
 def raise_if_failed(report: VerificationReport) -> None:
@@ -148,17 +123,6 @@ def raise_if_failed(report: VerificationReport) -> None:
 # ---------------------------------------------------------------- comparison
 
 
-def _shape_text(shape: Sequence[int]) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
-
-
-def _dtype_name(a: np.ndarray) -> str:
-    try:
-        return from_numpy(a.dtype).name
-    except UsageError:
-        return str(a.dtype)
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     line = text.splitlines()[0] if text else ""
@@ -170,44 +134,22 @@ def _at(batch: int | None) -> str:
 
 
 def _compare(name: str, batch: int | None, got: np.ndarray, want: np.ndarray, atol: float, rtol: float) -> Row:
-    got, want = np.asarray(got), np.asarray(want)
-    shape = tuple(int(d) for d in got.shape)
-    dtype = _dtype_name(got)
-    if got.shape != want.shape:
-        return Row(batch, name, False, shape=shape, dtype=dtype,
-                   problem=f"output '{name}' has shape {_shape_text(got.shape)}, expected {_shape_text(want.shape)}")
-    if dtype != _dtype_name(want):
-        return Row(batch, name, False, shape=shape, dtype=dtype,
-                   problem=f"output '{name}' has type {dtype}, expected {_dtype_name(want)}")
-    if got.dtype.kind in ("O", "S", "U", "b"):
-        equal = np.array([x == y for x, y in zip(got.ravel(), want.ravel(), strict=True)], dtype=bool)
-        bad = int((~equal).sum())
-        if bad:
-            return Row(batch, name, False, shape=shape, dtype=dtype,
-                       problem=f"output '{name}' differs in {bad} of {equal.size} values ({_at(batch)})")
-        return Row(batch, name, True, 0.0, 0.0, shape, dtype)
-    a = got.astype(np.float64)
-    b = want.astype(np.float64)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        fin_a, fin_b = np.isfinite(a), np.isfinite(b)
-        # non-finite values must sit at the same positions with the same value (nan, +inf, -inf)
-        nonfinite_bad = (fin_a != fin_b) | (~fin_a & ~fin_b & ~((np.isnan(a) & np.isnan(b)) | (a == b)))
-        both = fin_a & fin_b
-        diff = np.abs(np.subtract(a, b, where=both, out=np.zeros_like(a)))
-        max_abs = float(diff.max()) if diff.size else 0.0
-        denom = np.where(both, np.abs(b), 0.0)
-        rel = np.divide(diff, denom, where=denom > 0, out=np.zeros_like(a))
-        max_rel = float(rel.max()) if rel.size else 0.0
-        too_far = both & (diff > atol + rtol * denom)
-    if nonfinite_bad.any():
-        n = int(nonfinite_bad.sum())
-        return Row(batch, name, False, max_abs, max_rel, shape, dtype,
-                   problem=f"output '{name}' has {n} non-finite values (nan/inf) where the original differs "
+    """One output at one batch size, through the one comparison (tritonops.compare), types included."""
+    d = compare_arrays(got, want, atol, rtol, name=name, check_dtype=True)
+    n = f"output '{name}'"
+    if d.kind in ("shape", "dtype"):
+        return Row(batch, name, False, shape=d.shape, dtype=d.dtype, problem=d.problem)
+    if d.kind == "unequal":
+        return Row(batch, name, False, shape=d.shape, dtype=d.dtype, problem=f"{d.problem} ({_at(batch)})")
+    if d.kind == "nonfinite":
+        return Row(batch, name, False, d.max_abs, d.max_rel, d.shape, d.dtype,
+                   problem=f"{n} has {d.n_bad} non-finite values (nan/inf) where the original differs "
                            f"({_at(batch)})")
-    if too_far.any():
-        return Row(batch, name, False, max_abs, max_rel, shape, dtype,
-                   problem=f"output '{name}' max abs error {_num(max_abs)} > atol {_tol(atol)} ({_at(batch)})")
-    return Row(batch, name, True, max_abs, max_rel, shape, dtype)
+    if d.kind == "tolerance":
+        return Row(batch, name, False, d.max_abs, d.max_rel, d.shape, d.dtype,
+                   problem=f"{n} max abs error {format_error(d.max_abs)} > atol {format_tolerance(atol)} "
+                           f"({_at(batch)})")
+    return Row(batch, name, True, d.max_abs, d.max_rel, d.shape, d.dtype)
 
 
 def model_feed(specs: Sequence[TensorSpec], batch: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -283,15 +225,15 @@ def verify_shapes(run: Runner, inputs: Sequence[TensorSpec], outputs: Sequence[T
                 continue
             arr = np.asarray(got[spec.name])
             shape = tuple(int(d) for d in arr.shape)
-            dtype = _dtype_name(arr)
+            dtype = dtype_name(arr)
             want = _expected_shape(spec, batch)
             fits = len(shape) == len(want) and all(w in (-1, s) for s, w in zip(shape, want, strict=True))
             if not fits:
                 expected = [s if w == -1 else w for s, w in zip(shape, want, strict=False)] \
                     if len(shape) == len(want) else list(want)
                 rows.append(Row(batch, spec.name, False, shape=shape, dtype=dtype,
-                                problem=f"output '{spec.name}' has shape {_shape_text(shape)}, "
-                                        f"expected {_shape_text(expected)}"))
+                                problem=f"output '{spec.name}' has shape {shape_text(shape)}, "
+                                        f"expected {shape_text(expected)}"))
             elif dtype != spec.dtype.name:
                 rows.append(Row(batch, spec.name, False, shape=shape, dtype=dtype,
                                 problem=f"output '{spec.name}' has type {dtype}, expected {spec.dtype.name}"))
@@ -347,47 +289,6 @@ def _from_ort(arr: Any) -> np.ndarray:
     return arr
 
 
-def import_torch(purpose: str = "converting a PyTorch model") -> Any:
-    """Import torch, or raise ``MissingDependencyError`` naming the extra to install."""
-    try:
-        import torch
-    except ImportError as e:
-        raise MissingDependencyError("torch", "torch", purpose) from e
-    return torch
-
-
-def to_torch(arr: np.ndarray) -> Any:
-    torch = import_torch()
-    if arr.dtype == np.object_:
-        raise ConversionError("PyTorch models cannot take BYTES (string) inputs",
-                              "tokenize or encode strings to numbers before the model, e.g. in an ensemble")
-    if arr.dtype.name == "bfloat16":
-        return torch.from_numpy(np.ascontiguousarray(arr).view(np.int16).copy()).view(torch.bfloat16)
-    return torch.from_numpy(np.array(arr, copy=True, order="C"))
-
-
-def to_numpy(t: Any) -> np.ndarray:
-    torch = import_torch()
-    if not isinstance(t, torch.Tensor):
-        raise ConversionError(f"the model returned a {type(t).__name__}, not a tensor",
-                              "make the model return tensors (a tensor, a tuple/list of tensors, or a dict of them)")
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.contiguous().numpy()
-
-
-def flatten_outputs(result: Any) -> list[tuple[str | None, Any]]:
-    """A model's result as ``[(key or None, tensor)]`` in order: a tensor, a tuple/list, or a dict."""
-    if isinstance(result, dict):
-        return [(str(k), v) for k, v in result.items()]
-    if isinstance(result, (tuple, list)):
-        return [(None, v) for v in result]
-    return [(None, result)]
-
-
 def _name_outputs(result: Any, output_names: Sequence[str]) -> dict[str, np.ndarray]:
     items = flatten_outputs(result)
     keys = [k for k, _ in items]
@@ -422,8 +323,6 @@ def runner_torch(module: Any, input_names: list[str], output_names: list[str]) -
 def runner_torchscript(path: Path, input_names: list[str]) -> Runner:
     """Run a TorchScript file as Triton's libtorch backend would: positional inputs in
     ``input_names`` order, outputs named ``OUTPUT__0``, ``OUTPUT__1``, ... in order."""
-    from tritonops.convert.torch_export import load_torchscript
-
     torch = import_torch("running a TorchScript model")
     module = load_torchscript(path)
     names = list(input_names)

@@ -25,30 +25,40 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import tempfile
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-
-from tritonops.deploy.inventory import file_hashes, policy_versions, tree_sha256
+from tritonops.check import check_repository
+from tritonops.client import TritonClient
+from tritonops.deploy.control import (
+    STAGE_PREFIX,
+    check_target,
+    cleanup_candidate,
+    connect,
+    copy_extras,
+    copytree,
+    first_line,
+    preflight,
+    remove_dir,
+    stage,
+)
+from tritonops.deploy.gate import GateOptions, gate
+from tritonops.deploy.inventory import file_hashes, policy_versions, read_inventory, tree_sha256
 from tritonops.deploy.record import append_record, read_records, record_path
-from tritonops.errors import RepositoryError, ServerError, TritonOpsError, UsageError, ValidationFailed
+from tritonops.deploy.status import STATUS_SCHEMA, DeployStatus, ModelStatusRow, deploy_status
+from tritonops.errors import TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
-from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, read_config, tensor_specs
-from tritonops.progress import Progress
-from tritonops.repository import version_dirs
+from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, read_config
+from tritonops.progress import Progress, reporter
+from tritonops.repository import check_writable, version_dirs, write_atomic
+from tritonops.validate import ValidateOptions
 
 SCHEMA = "tritonops.deploy.rollout/1"
-STATUS_SCHEMA = "tritonops.deploy.status/1"
 CANDIDATE_SUFFIX = ".tritonops-candidate"
-STAGE_PREFIX = ".tritonops-stage-"
 ModelStatus = Literal["deployed", "unchanged", "failed", "reverted", "rolled-back", "not-attempted"]
 
 
@@ -74,8 +84,6 @@ class RolloutOptions:
     admin_key: str | None = None  # for servers that restrict the model-repository API (triton-admin-key)
 
     def __post_init__(self) -> None:
-        from tritonops.validate import ValidateOptions
-
         ValidateOptions(http_url=self.http_url, grpc_url=self.grpc_url)  # same endpoint rules as validate
         for m in self.models:
             check_model_name(m)
@@ -124,136 +132,13 @@ class RolloutResult:
                 "started": self.started, "seconds": round(self.seconds, 3)}
 
 
-# ------------------------------------------------------------------------------------------ server
-class _Server:
-    """The HTTP client for model control and the index; gRPC is only probed (validate uses both)."""
-
-    def __init__(self, opts: RolloutOptions) -> None:
-        import tritonclient.http as httpclient
-
-        self.url = opts.http_url
-        self.opts = opts
-        self.http = httpclient.InferenceServerClient(opts.http_url, connection_timeout=10.0,
-                                                     network_timeout=opts.timeout_s)
-        self.headers = {"triton-admin-key": opts.admin_key} if opts.admin_key else None
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.http.close()
-
-    def preflight(self) -> None:
-        import tritonclient.grpc as grpcclient
-
-        try:
-            self.http.get_server_metadata()
-        except Exception as e:
-            raise ServerError(f"cannot reach the server at {self.url} over HTTP: {_first_line(e)}",
-                              "check --url/--http-port and that tritonserver is running") from None
-        grpc = grpcclient.InferenceServerClient(self.opts.grpc_url)
-        try:
-            grpc.get_server_metadata(client_timeout=10.0)
-        except Exception as e:
-            raise ServerError(f"cannot reach the server at {self.opts.grpc_url} over gRPC: {_first_line(e)}",
-                              "check --grpc-port and that tritonserver is running") from None
-        finally:
-            with contextlib.suppress(Exception):
-                grpc.close()
-        # Unloading a model that does not exist succeeds in explicit mode and is refused otherwise.
-        probe = f"tritonops-mode-probe-{uuid.uuid4().hex[:12]}"
-        try:
-            self.http.unload_model(probe, headers=self.headers)
-        except Exception as e:
-            text = _first_line(e)
-            if "not allowed" in text:
-                raise ServerError(f"the server at {self.url} is not in explicit model-control mode ({text})",
-                                  "start tritonserver with --model-control-mode=explicit (tritonops deploy "
-                                  "--target … --allow-model-control writes manifests that do)") from None
-            if "restricted" in text:
-                raise ServerError(f"the server at {self.url} restricts its model-repository API ({text})",
-                                  "export TRITON_ADMIN_KEY with the server's key") from None
-            raise ServerError(f"the server at {self.url} refused a model-control request: {text}",
-                              "check the server log") from None
-
-    def index(self) -> list[dict[str, Any]]:
-        return list(self.http.get_model_repository_index(headers=self.headers))
-
-    def ready_versions(self, name: str) -> list[int]:
-        return sorted(int(e["version"]) for e in self.index()
-                      if e.get("name") == name and e.get("state") == "READY" and str(e.get("version", "")).isdigit())
-
-    def load(self, name: str, config: ModelConfig | None = None) -> None:
-        from tritonops.pbtxt import config_to_json
-
-        self.http.load_model(name, headers=self.headers,
-                             config=config_to_json(config) if config is not None else None)
-
-    def unload(self, name: str) -> None:
-        self.http.unload_model(name, headers=self.headers)
+def _connect(opts: RolloutOptions) -> TritonClient:
+    return connect(opts.http_url, opts.grpc_url, opts.timeout_s, opts.admin_key)
 
 
-def _first_line(e: BaseException) -> str:
-    message = getattr(e, "message", None)  # tritonclient's InferenceServerException.message()
-    text = str(message() if callable(message) else e) or type(e).__name__
-    return (text.strip().splitlines() or [type(e).__name__])[0][:300]
-
-
-# ------------------------------------------------------------------------------------------ files
-def _check_target(target: Path) -> None:
-    if not target.exists():
-        raise UsageError(f"target repository '{target}' does not exist",
-                         "give the directory the server was started with (--model-repository)")
-    if not target.is_dir():
-        raise UsageError(f"target repository '{target}' is not a directory",
-                         "give the directory the server was started with (--model-repository)")
-
-
-def _check_writable(directory: Path) -> None:
-    """Create and remove a file: the real permission check (os.access is wrong for root, ACLs, RO mounts)."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tritonops-probe-", dir=directory)
-        os.close(fd)
-        Path(tmp).unlink()
-    except OSError as e:
-        raise RepositoryError(f"cannot write to {directory}: {e.strerror or e}",
-                              "run as a user who may write the server's model repository") from None
-
-
-def _copytree(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst, symlinks=False, copy_function=shutil.copy2)
-
-
-@contextlib.contextmanager
-def _stage(model_dir: Path) -> Any:
-    """A hidden, non-numeric directory inside the model directory: Triton ignores it as a version and
-    the final rename stays on one filesystem."""
-    stage = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=model_dir))
-    try:
-        yield stage
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        Path(tmp).chmod(0o644)  # mkstemp makes 0600; the server may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _remove_dir(path: Path) -> None:
-    """Rename out of Triton's sight first (hidden name), then delete."""
-    if not path.exists():
-        return
-    hidden = path.with_name(f".tritonops-removed-{path.name}-{uuid.uuid4().hex[:8]}")
-    os.replace(path, hidden)
-    shutil.rmtree(hidden, ignore_errors=True)
+def _gate_options(opts: RolloutOptions) -> GateOptions:
+    return GateOptions(opts.http_url, opts.grpc_url, opts.target, opts.atol, opts.rtol, opts.timeout_s,
+                       opts.canary_requests)
 
 
 # ------------------------------------------------------------------------------------------ planning
@@ -297,9 +182,6 @@ def _recorded_versions(target: Path) -> dict[str, int]:
 
 
 def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
-    from tritonops.check import check_repository
-    from tritonops.deploy.inventory import read_inventory
-
     assert opts.source is not None
     report = check_repository(opts.source)
     if not report.ok:
@@ -359,132 +241,33 @@ def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
     return plans
 
 
-# ------------------------------------------------------------------------------------------ the gate
-def _gate(server: _Server, opts: RolloutOptions, names: Sequence[str], say: Progress) -> tuple[bool, str, Any]:
-    """validate (HTTP + gRPC, reference comparison) on ``names``, then the canary requests."""
-    from tritonops.validate import ValidateOptions, validate
-
-    report = validate(ValidateOptions(http_url=opts.http_url, grpc_url=opts.grpc_url, metrics_url=None,
-                                      models=tuple(names), repository=opts.target, atol=opts.atol, rtol=opts.rtol,
-                                      timeout_s=min(opts.timeout_s, 60.0), latency_repeats=1), say)
-    # Rows of other models (or a server made unready by another broken model) are not this roll-out's.
-    relevant = [r for r in report.rows if r.model in names or (r.model == "" and r.check == "live")]
-    summary: dict[str, Any] = {"ok": all(r.status != "fail" for r in relevant), "models": list(names),
-               "counts": {s: sum(1 for r in relevant if r.status == s) for s in ("pass", "fail", "skip")},
-               "failures": [r.line() for r in relevant if r.status == "fail"]}
-    if not summary["ok"]:
-        return False, summary["failures"][0], summary
-    if opts.canary_requests:
-        for name in names:
-            problem = _canary(opts, name, opts.canary_requests, say)
-            if problem:
-                summary["ok"] = False
-                summary["failures"].append(problem)
-                return False, problem, summary
-        summary["canary_requests"] = opts.canary_requests
-    return True, "", summary
-
-
-def _canary(opts: RolloutOptions, name: str, count: int, say: Progress) -> str:
-    """``count`` inferences alternating HTTP and gRPC with fresh inputs; each must succeed and match the
-    local reference run of the repository's artifact (when there is a runner for the platform)."""
-    import tritonclient.grpc as grpcclient
-    import tritonclient.http as httpclient
-
-    from tritonops.reference import REFERENCE_FACTORIES, ModelUnderTest
-    from tritonops.validate import generate_inputs
-
-    say(f"{count} canary requests to {name}")
-    http = httpclient.InferenceServerClient(opts.http_url, network_timeout=60.0)
-    grpc = grpcclient.InferenceServerClient(opts.grpc_url)
-    try:
-        cfg_dict = http.get_model_config(name)
-        from google.protobuf import json_format
-
-        cfg = json_format.ParseDict(cfg_dict, ModelConfig(), ignore_unknown_fields=True)
-        version = str(max(version_dirs(opts.target / name), default=1))
-        in_specs, out_specs = tensor_specs(cfg)
-        factory = REFERENCE_FACTORIES.get(cfg.platform or cfg.backend)
-        reference = None
-        if factory is not None:
-            model_dir = opts.target / name
-            filename = cfg.default_model_filename or ("model.onnx" if "onnx" in (cfg.platform + cfg.backend)
-                                                      else "model.pt")
-            artifact = model_dir / version / filename
-            if artifact.exists():
-                reference = factory(ModelUnderTest(name, version, cfg, model_dir, artifact))
-        rng = np.random.default_rng(1234)
-        for i in range(count):
-            batch = 1 + i % max(1, min(cfg.max_batch_size, 4)) if cfg.max_batch_size > 0 else None
-            inputs = generate_inputs(in_specs, batch, rng)
-            mod: Any = httpclient if i % 2 == 0 else grpcclient
-            client: Any = http if i % 2 == 0 else grpc
-            ins = []
-            for t in in_specs:
-                if t.name not in inputs:
-                    continue
-                a = inputs[t.name]
-                x = mod.InferInput(t.name, list(a.shape), t.dtype.name)
-                x.set_data_from_numpy(a)
-                ins.append(x)
-            try:
-                res = client.infer(name, ins, model_version=version,
-                                   outputs=[mod.InferRequestedOutput(o.name) for o in out_specs])
-            except Exception as e:
-                return f"canary request {i + 1} of {count} to '{name}' failed: {_first_line(e)}"
-            if reference is not None:
-                want = reference(inputs)
-                for o in out_specs:
-                    got = res.as_numpy(o.name)
-                    exp = np.asarray(want[o.name])
-                    if got is None or got.shape != exp.shape or (
-                            exp.dtype.kind in "fc" and not np.allclose(got, exp, atol=opts.atol, rtol=opts.rtol)) or (
-                            exp.dtype.kind not in "fc" and not np.array_equal(got, exp)):
-                        return (f"canary request {i + 1} of {count} to '{name}': output '{o.name}' differs from the "
-                                "local reference run")
-        return ""
-    finally:
-        for c in (http, grpc):
-            with contextlib.suppress(Exception):
-                c.close()
-
-
 # ------------------------------------------------------------------------------------------ roll-out
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _live_versions(server: _Server) -> dict[str, list[int]]:
-    live: dict[str, list[int]] = {}
-    for e in server.index():
-        v = str(e.get("version", ""))
-        if e.get("state") == "READY" and v.isdigit():
-            live.setdefault(str(e.get("name")), []).append(int(v))
-    return {k: sorted(v) for k, v in live.items()}
-
-
 def deploy_versions(opts: RolloutOptions, progress: Progress | None = None) -> RolloutResult:
     """Roll the source's models out to the server; raise :class:`DeployFailed` (after undoing) on failure."""
-    say = progress or (lambda _m: None)
+    say = reporter(progress)
     if opts.source is None:
         raise UsageError("no source repository given", "tritonops deploy model_repository/ --to DIR --url HOST")
-    _check_target(opts.target)
+    check_target(opts.target)
     target = opts.target.absolute()
-    _check_writable(target)
+    check_writable(target)
     if not opts.source.is_dir():
         raise UsageError(f"source repository '{opts.source}' is not a directory",
                          "give the repository with the new versions, e.g. model_repository/")
     opts = replace(opts, target=target, source=opts.source.absolute())
     started, t0 = _now(), time.monotonic()
-    server = _Server(opts)
+    server = _connect(opts)
     try:
         say(f"checking {opts.http_url}")
-        server.preflight()
-        live = _live_versions(server)
+        preflight(server)
+        live = server.live_versions()
         plans = _plan(opts, live)
         for p in plans:
             if p.changed and not p.new_model:
-                _check_writable(target / p.name)
+                check_writable(target / p.name)
         changed = [p for p in plans if p.changed]
         if not changed:
             result = _result("deploy", True, opts, plans, None, None, started, t0)
@@ -503,7 +286,7 @@ def deploy_versions(opts: RolloutOptions, progress: Progress | None = None) -> R
         server.close()
 
 
-def _run(server: _Server, opts: RolloutOptions, plans: list[_Plan], changed: list[_Plan],
+def _run(server: TritonClient, opts: RolloutOptions, plans: list[_Plan], changed: list[_Plan],
          say: Progress) -> tuple[str | None, str, Any]:
     target = opts.target
     created_dirs: list[Path] = []  # model directories this roll-out created (new models)
@@ -517,23 +300,21 @@ def _run(server: _Server, opts: RolloutOptions, plans: list[_Plan], changed: lis
             if p.new_model:
                 model_dir.mkdir()
                 created_dirs.append(model_dir)
-            _cleanup_candidate(server, target / p.candidate)
+            cleanup_candidate(server, target / p.candidate, opts.timeout_s)
             cfg = ModelConfig()
             cfg.CopyFrom(p.config)
             cfg.name = p.candidate
             for step in cfg.ensemble_scheduling.step:
                 if step.model_name in changed_names:
                     step.model_name = f"{step.model_name}{CANDIDATE_SUFFIX}"
-            with _stage(model_dir) as stage:
-                root = stage / p.candidate
-                _copytree(p.source_dir / str(p.source_version), root / str(p.to_version))
+            with stage(model_dir) as staged:
+                root = staged / p.candidate
+                copytree(p.source_dir / str(p.source_version), root / str(p.to_version))
                 (root / "config.pbtxt").write_text(config_to_text(cfg))
-                for extra in p.source_dir.iterdir():
-                    if not extra.name.isdigit() and extra.name != "config.pbtxt" and not extra.name.startswith("."):
-                        (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, root / extra.name)
+                copy_extras(p.source_dir, root)
                 os.replace(root, target / p.candidate)
             candidates.append(p)
-        names_seen = {str(e.get("name")) for e in server.index()}
+        names_seen = {e.name for e in server.repository_index()}
         if changed[0].candidate not in names_seen:
             return (f"the server at {opts.http_url} does not serve {target}: a model put there does not appear in "
                     "its repository index", "give --to the directory the server was started with "
@@ -541,44 +322,42 @@ def _run(server: _Server, opts: RolloutOptions, plans: list[_Plan], changed: lis
         for p in candidates:
             say(f"loading {p.candidate} (version {p.to_version})")
             try:
-                server.load(p.candidate)
+                server.load_model(p.candidate)
             except Exception as e:
-                return (f"version {p.to_version} of '{p.name}' failed to load: {_first_line(e)}; "
+                return (f"version {p.to_version} of '{p.name}' failed to load: {first_line(e)}; "
                         f"{_keeps_all(changed)}", "see the server log; `tritonops check` finds config mistakes",
                         None)
         # ---- the gate
-        ok, why, validation = _gate(server, opts, [p.candidate for p in candidates], say)
+        ok, why, validation = gate(_gate_options(opts), [p.candidate for p in candidates], say)
         if not ok:
             first = why.replace(CANDIDATE_SUFFIX, "")
             return (f"{_what(changed)} failed validation: {first}; {_keeps_all(changed)}",
                     "run `tritonops validate` on a server with the new repository to see every check", validation)
         for p in reversed(candidates):
-            _cleanup_candidate(server, target / p.candidate)
+            cleanup_candidate(server, target / p.candidate, opts.timeout_s)
         candidates.clear()
         # ---- the switch
         for p in changed:
             say(f"switching {p.name} to version {p.to_version}")
             model_dir = target / p.name
-            with _stage(model_dir) as stage:
-                _copytree(p.source_dir / str(p.source_version), stage / str(p.to_version))
+            with stage(model_dir) as staged:
+                copytree(p.source_dir / str(p.source_version), staged / str(p.to_version))
                 if p.new_model:
-                    for extra in p.source_dir.iterdir():
-                        if not extra.name.isdigit() and extra.name != "config.pbtxt" and not extra.name.startswith("."):
-                            (shutil.copytree if extra.is_dir() else shutil.copy2)(extra, model_dir / extra.name)
-                os.replace(stage / str(p.to_version), model_dir / str(p.to_version))
-            _write_atomic(model_dir / "config.pbtxt", p.config_text)
+                    copy_extras(p.source_dir, model_dir)
+                os.replace(staged / str(p.to_version), model_dir / str(p.to_version))
+            write_atomic(model_dir / "config.pbtxt", p.config_text)
             p.switched = True
             try:
-                server.load(p.name)
+                server.load_model(p.name)
             except Exception as e:
-                return (f"version {p.to_version} of '{p.name}' failed to load: {_first_line(e)}; "
+                return (f"version {p.to_version} of '{p.name}' failed to load: {first_line(e)}; "
                         f"{_keeps_all(changed)}", "see the server log", validation)
             ready = server.ready_versions(p.name)
             if not ready or ready[-1] != p.to_version:
                 return (f"'{p.name}' serves versions {ready} after the reload, expected [{p.to_version}]; "
                         f"{_keeps_all(changed)}", "see the server log", validation)
         # ---- the live models at N+1
-        ok, why, after = _gate(server, replace(opts, canary_requests=0), [p.name for p in changed], say)
+        ok, why, after = gate(_gate_options(replace(opts, canary_requests=0)), [p.name for p in changed], say)
         validation = {**(validation or {}), "after_switch": after}
         if not ok:
             return (f"after the switch, {why}; {_keeps_all(changed)}", "see the server log", validation)
@@ -589,7 +368,7 @@ def _run(server: _Server, opts: RolloutOptions, plans: list[_Plan], changed: lis
     finally:
         failed = validation is None or not (validation.get("after_switch") or {}).get("ok", False)
         for p in reversed(candidates):
-            _cleanup_candidate(server, target / p.candidate)
+            cleanup_candidate(server, target / p.candidate, opts.timeout_s)
         if failed:
             for p in reversed([q for q in changed if q.switched]):
                 say(f"reverting {p.name}")
@@ -597,8 +376,8 @@ def _run(server: _Server, opts: RolloutOptions, plans: list[_Plan], changed: lis
                     _revert(server, target, p)
             for d in created_dirs:
                 with contextlib.suppress(Exception):
-                    server.unload(d.name)
-                _remove_dir(d)
+                    server.unload_model(d.name)
+                remove_dir(d)
 
 
 def _keeps(p: _Plan) -> str:
@@ -617,28 +396,15 @@ def _what(plans: Sequence[_Plan]) -> str:
     return "the new versions of " + ", ".join(f"'{p.name}'" for p in plans)
 
 
-def _cleanup_candidate(server: _Server, path: Path) -> None:
-    # After a timed-out load the server may still be loading it: wait (bounded) so the unload is not
-    # overtaken by a load that completes afterwards, and the files are not pulled from under it.
-    deadline = time.monotonic() + max(60.0, server.opts.timeout_s)
-    with contextlib.suppress(Exception):
-        while time.monotonic() < deadline and any(
-                e.get("name") == path.name and e.get("state") == "LOADING" for e in server.index()):
-            time.sleep(0.2)
-    with contextlib.suppress(Exception):
-        server.unload(path.name)
-    _remove_dir(path)
-
-
-def _revert(server: _Server, target: Path, p: _Plan) -> None:
+def _revert(server: TritonClient, target: Path, p: _Plan) -> None:
     """Back to the version that served before: old config, N+1 out of sight, reload."""
     model_dir = target / p.name
     if p.new_model:
         return  # the whole directory goes
     if p.previous_config_text is not None:
-        _write_atomic(model_dir / "config.pbtxt", p.previous_config_text)
-    _remove_dir(model_dir / str(p.to_version))
-    server.load(p.name)
+        write_atomic(model_dir / "config.pbtxt", p.previous_config_text)
+    remove_dir(model_dir / str(p.to_version))
+    server.load_model(p.name)
 
 
 def _result(action: Literal["deploy", "rollback"], ok: bool, opts: RolloutOptions, plans: Sequence[_Plan],
@@ -672,16 +438,16 @@ def _record(result: RolloutResult, plans: Sequence[_Plan]) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ roll-back
 def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutResult:
     """Return each model of the last successful roll-out (or ``opts.models``) to the version it replaced."""
-    say = progress or (lambda _m: None)
-    _check_target(opts.target)
+    say = reporter(progress)
+    check_target(opts.target)
     target = opts.target.absolute()
     opts = replace(opts, target=target)
     started, t0 = _now(), time.monotonic()
     records = list(read_records(target))
-    server = _Server(opts)
+    server = _connect(opts)
     try:
-        server.preflight()
-        live = _live_versions(server)
+        preflight(server)
+        live = server.live_versions()
         wanted = set(opts.models)
         steps: list[tuple[str, int, int, str | None]] = []  # (model, live version, previous version, config)
         for entry in reversed(records):
@@ -699,7 +465,7 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
                 if prev is None or not (target / name / str(prev)).is_dir():
                     raise UsageError(f"'{name}' cannot be rolled back: the version it replaced is not in {target}",
                                      "deploy the older version again instead")
-                _check_writable(target / name)
+                check_writable(target / name)
                 steps.append((name, int(cur), int(prev), m.get("previous_config")))
             if steps and not wanted:
                 break  # the last roll-out only
@@ -720,14 +486,14 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
             pinned.version_policy.specific.versions.append(prev)
             try:
                 # Traffic moves to `prev` in one reload; only then does `cur` leave the disk.
-                server.load(name, pinned)
+                server.load_model(name, pinned)
             except Exception as e:
-                reason = f"reloading '{name}' at version {prev} failed: {_first_line(e)}; version {cur} keeps serving"
+                reason = f"reloading '{name}' at version {prev} failed: {first_line(e)}; version {cur} keeps serving"
                 models.append(ModelRollout(name, "failed", cur, prev))
                 break
             if config_text:
-                _write_atomic(model_dir / "config.pbtxt", config_text)
-            _remove_dir(model_dir / str(cur))
+                write_atomic(model_dir / "config.pbtxt", config_text)
+            remove_dir(model_dir / str(cur))
             ready = server.ready_versions(name)
             models.append(ModelRollout(name, "rolled-back", cur, prev, tree_sha256(file_hashes(model_dir / str(prev))),
                                        file_hashes(model_dir / str(prev)), f"serving {ready}"))
@@ -743,67 +509,6 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
         server.close()
 
 
-# ------------------------------------------------------------------------------------------ status
-@dataclass(frozen=True)
-class ModelStatusRow:
-    name: str
-    on_disk: tuple[int, ...]
-    live: tuple[int, ...] | None  # None: the server was not asked or not reachable
-    last_action: str | None
-    last_time: str | None
-    sha256: str | None
-    validation_ok: bool | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "on_disk": list(self.on_disk), "live": list(self.live) if self.live is not None
-                else None, "last_action": self.last_action, "last_time": self.last_time, "sha256": self.sha256,
-                "validation_ok": self.validation_ok}
-
-
-@dataclass(frozen=True)
-class DeployStatus:
-    target: Path
-    server: str | None
-    server_error: str | None
-    models: tuple[ModelStatusRow, ...]
-    record: Path
-    schema: str = STATUS_SCHEMA
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "target": str(self.target), "server": self.server,
-                "server_error": self.server_error, "record": str(self.record),
-                "models": [m.to_dict() for m in self.models]}
-
-
-def deploy_status(target: Path, http_url: str | None = None, admin_key: str | None = None) -> DeployStatus:
-    """What is on disk, what the server serves, and the last recorded action for each model."""
-    _check_target(target)
-    target = target.absolute()
-    live: dict[str, list[int]] | None = None
-    server_error = None
-    if http_url is not None:
-        server = _Server(RolloutOptions(target=target, http_url=http_url, admin_key=admin_key))
-        try:
-            live = _live_versions(server)
-        except Exception as e:
-            server_error = _first_line(e)
-        finally:
-            server.close()
-    last: dict[str, dict[str, Any]] = {}
-    for entry in read_records(target):
-        for m in entry.get("models", []):
-            if m.get("status") in ("deployed", "rolled-back"):
-                last[m["name"]] = {"action": m["status"], "time": entry.get("started"), "sha256": m.get("sha256"),
-                                   "validation_ok": (entry.get("validation") or {}).get("ok")}
-    names = sorted({p.name for p in target.iterdir() if p.is_dir() and not p.name.startswith(".")} | set(last))
-    rows = []
-    for name in names:
-        info = last.get(name, {})
-        rows.append(ModelStatusRow(name, tuple(version_dirs(target / name)),
-                                   tuple(live.get(name, [])) if live is not None else None,
-                                   info.get("action"), info.get("time"), info.get("sha256"), info.get("validation_ok")))
-    return DeployStatus(target, http_url, server_error, tuple(rows), record_path(target))
-
-
-__all__ = ["DeployFailed", "DeployStatus", "ModelRollout", "RolloutOptions", "RolloutResult", "deploy_status",
-           "deploy_versions", "policy_versions", "read_config", "rollback"]
+__all__ = ["CANDIDATE_SUFFIX", "STAGE_PREFIX", "STATUS_SCHEMA", "DeployFailed", "DeployStatus", "ModelRollout",
+           "ModelStatusRow", "RolloutOptions", "RolloutResult", "deploy_status", "deploy_versions", "policy_versions",
+           "read_config", "rollback"]

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from tritonops.client import host_of
 from tritonops.errors import ExternalToolError, MissingDependencyError, ServerError, UsageError
 from tritonops.external import run_tool
 from tritonops.perf.inputs import (
@@ -58,7 +59,7 @@ def perf_analyzer_env() -> dict[str, str]:
     return env
 
 
-def _require_perf_analyzer() -> Path:
+def require_perf_analyzer() -> Path:
     pa = perf_analyzer_path()
     if pa is None:
         raise MissingDependencyError("tritonclient[all]==2.50.0", "perf", "tritonops perf (perf_analyzer)")
@@ -149,7 +150,7 @@ class PerfOptions:
         if self.percentile is not None and not 1 <= self.percentile <= 99:
             raise UsageError(f"--percentile {self.percentile} is outside 1..99", "e.g. --percentile 99")
         if self.shared_memory == "system" and self.serve is None and self.url is not None:
-            host = self.url.split("//")[-1].rpartition(":")[0]
+            host = host_of(self.url)
             if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
                 raise UsageError("--shared-memory system needs the server on this machine",
                                  "use --url 127.0.0.1:PORT, or drop --shared-memory")
@@ -335,7 +336,7 @@ def run_perf(options: PerfOptions, progress: Progress = lambda _: None) -> PerfR
 
     Ctrl-C returns the points measured so far (``interrupted``); a server that dies raises
     ServerError after writing the partial results."""
-    pa = _require_perf_analyzer()
+    pa = require_perf_analyzer()
     with open_target(options.serve, options.url, options.grpc_url, progress) as target:
         return sweep(options, target, pa, progress)
 
@@ -343,7 +344,7 @@ def run_perf(options: PerfOptions, progress: Progress = lambda _: None) -> PerfR
 def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
           progress: Progress = lambda _: None) -> PerfResult:
     """The sweep against a server that is already up (used by ``run_perf`` and the studies)."""
-    pa = pa or _require_perf_analyzer()
+    pa = pa or require_perf_analyzer()
     o = options
     io = fetch_model_io(target, o.model, o.model_version)
     _check_batch(io, o.batch_sizes)

@@ -22,11 +22,12 @@ from typing import Any, Literal
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.names import check_model_name
 from tritonops.pbtxt import ModelConfig, config_to_text, read_config
-from tritonops.perf.analyzer import PerfOptions, PerfRow, _require_perf_analyzer, sweep
+from tritonops.perf.analyzer import PerfOptions, PerfRow, require_perf_analyzer, sweep
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
-from tritonops.perf.target import Target
+from tritonops.perf.target import Target, http_alive
 from tritonops.progress import Progress
+from tritonops.server import ServerOptions, TritonServer
 
 SCHEMA = "tritonops.study.config/1"
 SEPARATOR = "__"
@@ -243,10 +244,8 @@ def _findings(points: Sequence[VariantPoint], variants: Sequence[Variant], peak:
 
 
 def run_config_study(options: ConfigStudyOptions, progress: Progress = lambda _: None) -> ConfigStudyResult:
-    from tritonops.server import ServerOptions, TritonServer
-
     o = options
-    _require_perf_analyzer()
+    require_perf_analyzer()
     config_path = o.repository / o.model / "config.pbtxt"
     if not config_path.is_file():
         raise UsageError(f"no config.pbtxt for model '{o.model}' in {o.repository}",
@@ -270,8 +269,6 @@ def run_config_study(options: ConfigStudyOptions, progress: Progress = lambda _:
     progress(f"starting tritonserver with {len(variants)} variants of {o.model}")
     try:
         with TritonServer(ServerOptions(repository=out / "repository")) as server:
-            from tritonops.perf.target import http_alive
-
             target = Target(http_url=server.http_url, grpc_url=server.grpc_url, metrics_url=server.metrics_url,
                             alive=lambda: server.running() and http_alive(server.http_url),
                             log_tail=lambda: server.log_tail(30), served_by_us=True)

@@ -18,21 +18,24 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
+from tritonops.client import PROTOCOLS as CLIENT_PROTOCOLS
+from tritonops.client import InferProtocol, TritonClient, grpc_request_bytes, http_request_body
 from tritonops.errors import ExternalToolError, MissingDependencyError, ServerError, UsageError
 from tritonops.external import run_tool
 from tritonops.perf.analyzer import prepare_samples
-from tritonops.perf.inputs import Samples, serialize_bytes, write_input_data
+from tritonops.perf.inputs import Samples, write_input_data
 from tritonops.perf.poisson import ks_exponential
 from tritonops.perf.target import ModelIO, Target, fetch_model_io, open_target
 from tritonops.progress import Progress
 
 SCHEMA = "tritonops.loadtest/1"
-LoadProtocol = Literal["http-json", "http-binary", "grpc"]
-PROTOCOLS: tuple[LoadProtocol, ...] = ("http-json", "http-binary", "grpc")
+LoadProtocol = InferProtocol
+PROTOCOLS: tuple[LoadProtocol, ...] = CLIENT_PROTOCOLS
 USER_CLASS = {"http-json": "HttpJsonUser", "http-binary": "HttpBinaryUser", "grpc": "GrpcUser"}
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
@@ -116,39 +119,17 @@ class LoadtestResult:
 
 
 # ------------------------------------------------------------------------------------------- payload size
-def _grpc_request_bytes(io: ModelIO, inputs: dict[str, np.ndarray], version: str) -> int:
-    from tritonclient.grpc import service_pb2
-
-    req = service_pb2.ModelInferRequest(model_name=io.name, model_version=version)
-    for name, arr in inputs.items():
-        t = req.inputs.add()
-        t.name = name
-        t.datatype = next(s.dtype.name for s in io.inputs if s.name == name)
-        t.shape.extend(arr.shape)
-        req.raw_input_contents.append(serialize_bytes(arr) if arr.dtype == np.object_ else arr.tobytes())
-    for o in io.outputs:
-        req.outputs.add().name = o.name
-    return int(req.ByteSize())
-
-
 def measure_payloads(target: Target, io: ModelIO, inputs: dict[str, np.ndarray], version: str = ""
                      ) -> dict[LoadProtocol, tuple[int, int]]:
-    """(request bytes, response bytes) of one real request per protocol, as encoded by tritonclient."""
-    import tritonclient.grpc as grpcclient
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
-
+    """(request bytes, response bytes) of one real request per protocol, as encoded by tritonclient
+    (the HTTP bodies are sent as :class:`TritonClient` builds them, to count the response's bytes)."""
     sizes: dict[LoadProtocol, tuple[int, int]] = {}
     types = {s.name: s.dtype.name for s in io.inputs}
+    outputs = [o.name for o in io.outputs]
     try:
-        for proto, binary in (("http-json", False), ("http-binary", True)):
-            tensors = []
-            for name, arr in inputs.items():
-                t = httpclient.InferInput(name, list(arr.shape), types[name])
-                t.set_data_from_numpy(arr, binary_data=binary)
-                tensors.append(t)
-            outputs = [httpclient.InferRequestedOutput(o.name, binary_data=binary) for o in io.outputs]
-            body, header_len = httpclient.InferenceServerClient.generate_request_body(tensors, outputs)
+        http_protocols: tuple[tuple[LoadProtocol, bool], ...] = (("http-json", False), ("http-binary", True))
+        for proto, binary in http_protocols:
+            body, header_len = http_request_body(inputs, outputs, binary=binary, types=types)
             headers = {"Content-Type": "application/octet-stream" if header_len else "application/json"}
             if header_len is not None:
                 headers["Inference-Header-Content-Length"] = str(header_len)
@@ -156,20 +137,11 @@ def measure_payloads(target: Target, io: ModelIO, inputs: dict[str, np.ndarray],
             req = urllib.request.Request(f"http://{target.http_url}{path}", data=body, headers=headers)
             with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310 - URL built from HOST:PORT
                 response = r.read()
-            sizes[proto] = (len(body), len(response))  # type: ignore[index]
-        client = grpcclient.InferenceServerClient(target.grpc_url)
-        try:
-            gt = []
-            for name, arr in inputs.items():
-                t = grpcclient.InferInput(name, list(arr.shape), types[name])
-                t.set_data_from_numpy(arr)
-                gt.append(t)
-            result = client.infer(io.name, gt, model_version=version,
-                                  outputs=[grpcclient.InferRequestedOutput(o.name) for o in io.outputs],
-                                  client_timeout=30)
-            sizes["grpc"] = (_grpc_request_bytes(io, inputs, version), int(result.get_response().ByteSize()))
-        finally:
-            client.close()
+            sizes[proto] = (len(body), len(response))
+        with TritonClient(target.http_url, target.grpc_url, timeout_s=30) as client:
+            result = client.infer_raw("grpc", io.name, inputs, outputs, version=version, types=types)
+        sizes["grpc"] = (grpc_request_bytes(io.name, inputs, outputs, version=version, types=types),
+                         int(result.get_response().ByteSize()))
     except (InferenceServerException, OSError) as e:
         raise ServerError(f"a test request to '{io.name}' failed: {e}",
                           "check that the model serves requests (tritonops validate) and the URLs") from None

@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import gevent
@@ -38,10 +39,15 @@ try:  # gRPC must cooperate with gevent before the first channel is created.
 except ImportError:  # pragma: no cover - grpc is part of tritonclient[grpc]
     grpc_gevent = None
 
+# Imported after init_gevent(): tritonops.client imports tritonclient.grpc (channels come later, per user).
+from tritonops.client import TritonClient, message_of
 from tritonops.perf.inputs import tensor_from_json
 from tritonops.perf.poisson import PoissonSchedule
+from tritonops.repository import write_atomic
 
 CONFIG_ENV = "TRITONOPS_LOADTEST_CONFIG"
+
+
 def _config() -> dict[str, Any]:
     path = os.environ.get(CONFIG_ENV)
     if not path:
@@ -90,14 +96,12 @@ class _Records:
         self.rows: list[tuple[float, float, float, str]] = []
 
     def dump(self, path: str, meta: dict[str, Any]) -> None:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:  # noqa: PTH123
-            json.dump({"meta": meta, "records": self.rows}, f)
-        os.replace(tmp, path)
+        # Atomic: the parent reads this file after locust exits, also after a Ctrl-C mid-write.
+        write_atomic(Path(path), json.dumps({"meta": meta, "records": self.rows}), fsync=False)
 
 
 class TritonOpenLoopUser(User):
-    """Base dispatcher; subclasses provide ``make_client``, ``infer`` and ``close``."""
+    """Base dispatcher over one :class:`TritonClient`; subclasses name the protocol."""
 
     abstract = True
     protocol = ""
@@ -105,7 +109,9 @@ class TritonOpenLoopUser(User):
     def on_start(self) -> None:
         self.cfg = _config()
         self.requests = load_requests(self.cfg)
-        self.client = self.make_client()
+        self.types = {i["name"]: i["datatype"] for i in self.cfg["inputs"]}
+        self.outputs = list(self.cfg["outputs"])
+        self.client: TritonClient | None = self.make_client()
         self.response_bytes = int(self.cfg.get("response_bytes", {}).get(self.protocol, 0))
 
     def on_stop(self) -> None:
@@ -113,15 +119,19 @@ class TritonOpenLoopUser(User):
         if client is not None:
             self.close(client)
 
-    # -- protocol hooks
-    def make_client(self) -> Any:
-        raise NotImplementedError
+    def make_client(self) -> TritonClient:
+        # One HTTP connection per request in flight; the gRPC channel opens on the first request.
+        return TritonClient(self.cfg["http_url"], self.cfg["grpc_url"], timeout_s=60, connect_timeout_s=30,
+                            http_concurrency=int(self.cfg.get("max_inflight", 256)))
 
     def infer(self, inputs: dict[str, np.ndarray]) -> None:
-        raise NotImplementedError
+        assert self.client is not None
+        # Undecoded: the load generator only needs the response to have arrived.
+        self.client.infer_raw(self.protocol, self.cfg["model"], inputs, self.outputs,  # type: ignore[arg-type]
+                              version=self.cfg.get("version", ""), types=self.types)
 
-    def close(self, client: Any) -> None:
-        client.close()
+    def close(self, client: TritonClient) -> None:
+        client.close()  # closing the gRPC channel in on_stop keeps the process from hanging at exit
 
     # -- the open loop
     def _one(self, inputs: dict[str, np.ndarray], scheduled: float, t0: float, records: _Records) -> None:
@@ -132,9 +142,8 @@ class TritonOpenLoopUser(User):
             self.infer(inputs)
         except Exception as e:
             exc = e
-            msg = getattr(e, "message", None)
-            text = (msg() if callable(msg) else str(e)) or ""
-            error = f"{type(e).__name__}: {text.splitlines()[0][:120]}" if text.strip() else type(e).__name__
+            text = message_of(e)
+            error = f"{type(e).__name__}: {text[:120]}" if text != type(e).__name__ else text
         latency = time.monotonic() - sent
         records.rows.append((scheduled, sent - t0, latency, error))
         self.environment.events.request.fire(
@@ -200,52 +209,14 @@ class TritonOpenLoopUser(User):
 
 class HttpJsonUser(TritonOpenLoopUser):
     protocol = "http-json"
-    binary = False
-
-    def make_client(self) -> Any:
-        import tritonclient.http as httpclient
-
-        return httpclient.InferenceServerClient(self.cfg["http_url"], concurrency=int(self.cfg.get(
-            "max_inflight", 256)), connection_timeout=30, network_timeout=60)
-
-    def infer(self, inputs: dict[str, np.ndarray]) -> None:
-        import tritonclient.http as httpclient
-
-        types = {i["name"]: i["datatype"] for i in self.cfg["inputs"]}
-        tensors = []
-        for name, arr in inputs.items():
-            t = httpclient.InferInput(name, list(arr.shape), types[name])
-            t.set_data_from_numpy(arr, binary_data=self.binary)
-            tensors.append(t)
-        outputs = [httpclient.InferRequestedOutput(n, binary_data=self.binary) for n in self.cfg["outputs"]]
-        self.client.infer(self.cfg["model"], tensors, model_version=self.cfg.get("version", ""), outputs=outputs)
 
 
-class HttpBinaryUser(HttpJsonUser):
+class HttpBinaryUser(TritonOpenLoopUser):
     protocol = "http-binary"
-    binary = True
 
 
 class GrpcUser(TritonOpenLoopUser):
     protocol = "grpc"
-
-    def make_client(self) -> Any:
-        import tritonclient.grpc as grpcclient
-
-        return grpcclient.InferenceServerClient(self.cfg["grpc_url"])
-
-    def infer(self, inputs: dict[str, np.ndarray]) -> None:
-        import tritonclient.grpc as grpcclient
-
-        types = {i["name"]: i["datatype"] for i in self.cfg["inputs"]}
-        tensors = []
-        for name, arr in inputs.items():
-            t = grpcclient.InferInput(name, list(arr.shape), types[name])
-            t.set_data_from_numpy(arr)
-            tensors.append(t)
-        outputs = [grpcclient.InferRequestedOutput(n) for n in self.cfg["outputs"]]
-        self.client.infer(self.cfg["model"], tensors, model_version=self.cfg.get("version", ""), outputs=outputs,
-                          client_timeout=60)
 
 
 USERS = {"http-json": HttpJsonUser, "http-binary": HttpBinaryUser, "grpc": GrpcUser}

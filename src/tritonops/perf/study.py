@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
 import statistics
 from collections.abc import Sequence
@@ -19,8 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tritonops.errors import TritonOpsError, UsageError
-from tritonops.perf.analyzer import PerfOptions, PerfRow, _require_perf_analyzer, prepare_samples, sweep
+from tritonops.perf.analyzer import PerfOptions, PerfRow, prepare_samples, require_perf_analyzer, sweep
 from tritonops.perf.loadtest import (
     PROTOCOLS,
     SUMMARY_FIELDS,
@@ -33,7 +36,7 @@ from tritonops.perf.loadtest import (
 )
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
-from tritonops.perf.target import open_target
+from tritonops.perf.target import fetch_model_io, open_target
 from tritonops.progress import Progress
 
 SCHEMA = "tritonops.study.protocols/1"
@@ -342,7 +345,7 @@ def write_study_csv(runs: Sequence[LoadtestResult], repeats: Sequence[int], path
 def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambda _: None) -> ProtocolStudyResult:
     o = options
     if o.concurrency:
-        _require_perf_analyzer()
+        require_perf_analyzer()
     out = o.output_dir
     out.mkdir(parents=True, exist_ok=True)
     runs: list[LoadtestResult] = []
@@ -351,12 +354,8 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
     interrupted = False
     payloads: dict[str, tuple[int, int]] = {}
     with open_target(o.serve, o.url, o.grpc_url, progress) as target:
-        from tritonops.perf.target import fetch_model_io
-
         io = fetch_model_io(target, o.model, o.model_version)
         samples = prepare_samples(io, o.samples, o.shapes, o.seed)
-        import numpy as np
-
         first = {k: (np.stack([v] * o.batch_size) if io.batched else v) for k, v in samples.items[0].items()}
         measured = measure_payloads(target, io, first, o.model_version)
         payloads = {p: measured[p] for p in o.protocols}
@@ -434,6 +433,4 @@ def _finish(o: ProtocolStudyOptions, runs: list[LoadtestResult], run_repeat: lis
 
 
 def _cpus() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)

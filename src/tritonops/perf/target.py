@@ -9,30 +9,22 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from tritonops.dtypes import from_config
+from tritonclient.utils import InferenceServerException
+
+from tritonops.client import TritonClient, grpc_beside, normalize_url
 from tritonops.errors import ServerError, UsageError
 from tritonops.names import check_model_name
+from tritonops.pbtxt import ModelConfig, tensor_specs
 from tritonops.progress import Progress
+from tritonops.server import ServerOptions, TritonServer
 from tritonops.spec import TensorSpec
 
+__all__ = ["ModelIO", "Protocol", "Target", "fetch_model_io", "http_alive", "model_io_from_config", "normalize_url",
+           "open_target"]
+
 Protocol = Literal["http", "grpc"]
-
-
-def normalize_url(url: str, what: str = "--url") -> str:
-    """``http://host:port/`` or ``host:port`` -> ``host:port`` (what perf_analyzer and tritonclient take)."""
-    u = url.strip()
-    for prefix in ("http://", "grpc://"):
-        if u.startswith(prefix):
-            u = u[len(prefix):]
-    u = u.rstrip("/")
-    if u.startswith("https://") or "/" in u or not u:
-        raise UsageError(f"{what} '{url}' is not HOST:PORT", f"write it like {what} 127.0.0.1:8000")
-    host, _, port = u.rpartition(":")
-    if not host or not port.isdigit():
-        raise UsageError(f"{what} '{url}' has no port", f"write it like {what} 127.0.0.1:8000")
-    return u
 
 
 @dataclass(frozen=True)
@@ -45,28 +37,18 @@ class ModelIO:
     max_batch_size: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    config: dict[str, Any] = field(compare=False, repr=False)
+    config: ModelConfig = field(compare=False, repr=False)
 
     @property
     def batched(self) -> bool:
         return self.max_batch_size > 0
 
 
-def _tensor_from_config(t: dict[str, Any]) -> TensorSpec:
-    dims = tuple(int(d) for d in t.get("dims", []))
-    return TensorSpec(name=t["name"], dtype=from_config(t.get("data_type", "TYPE_FP32")), dims=dims,
-                      optional=bool(t.get("optional", False)))
-
-
-def model_io_from_config(config: dict[str, Any], version: str = "") -> ModelIO:
-    return ModelIO(
-        name=config["name"], version=version,
-        platform=config.get("platform") or config.get("backend", ""),
-        max_batch_size=int(config.get("max_batch_size", 0)),
-        inputs=tuple(_tensor_from_config(t) for t in config.get("input", [])),
-        outputs=tuple(_tensor_from_config(t) for t in config.get("output", [])),
-        config=config,
-    )
+def model_io_from_config(config: ModelConfig, version: str = "") -> ModelIO:
+    """The served config as a ModelIO: tensors through the renderer's own ``tensor_specs`` (with ``reshape``)."""
+    inputs, outputs = tensor_specs(config)
+    return ModelIO(name=config.name, version=version, platform=config.platform or config.backend,
+                   max_batch_size=int(config.max_batch_size), inputs=inputs, outputs=outputs, config=config)
 
 
 @dataclass
@@ -94,36 +76,25 @@ def http_alive(http_url: str, timeout_s: float = 2.0) -> bool:
 
 def fetch_model_io(target: Target, model: str, version: str = "") -> ModelIO:
     """Ask the server for the model's config (HTTP), after checking that the model is ready."""
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
-
     check_model_name(model)
-    try:
-        client = httpclient.InferenceServerClient(target.http_url, connection_timeout=10, network_timeout=30)
-    except Exception as e:  # tritonclient raises plain Exceptions for bad URLs
-        raise UsageError(f"cannot use server URL '{target.http_url}': {e}", "give --url HOST:PORT") from None
-    try:
+    with TritonClient(target.http_url, target.grpc_url, timeout_s=30, connect_timeout_s=10) as client:
         try:
             if not client.is_server_live():
                 raise ServerError(f"the server at {target.http_url} is not live",
                                   "check that tritonserver is running and its HTTP port is right")
-            ready = client.is_model_ready(model, version)
-            if not ready:
-                names = sorted(m.get("name", "") for m in client.get_model_repository_index())
+            if not client.is_model_ready(model, version):
+                names = sorted(client.models())
                 raise UsageError(
                     f"model '{model}' is not ready on {target.http_url}",
                     f"served models: {', '.join(names) or 'none'}; check the name or the server log",
                 )
-            config = client.get_model_config(model, version)
+            config = client.model_config(model, version)
         except InferenceServerException as e:
             raise ServerError(f"cannot query model '{model}' at {target.http_url}: {e.message()}",
                               "check the URL and that the model is loaded") from None
         except (OSError, ConnectionError) as e:
             raise ServerError(f"cannot reach the server at {target.http_url}: {e}",
                               "check that tritonserver is running and --url is its HTTP port") from None
-    finally:
-        with contextlib.suppress(Exception):
-            client.close()
     return model_io_from_config(config, version)
 
 
@@ -139,12 +110,9 @@ def open_target(serve: Path | None, url: str | None, grpc_url: str | None, progr
         if url is None:
             raise UsageError("no server to measure", "give --serve model_repository/ or --url 127.0.0.1:8000")
         http = normalize_url(url)
-        host, _, port = http.rpartition(":")
-        grpc = normalize_url(grpc_url, "--grpc-url") if grpc_url else f"{host}:{int(port) + 1}"
+        grpc = normalize_url(grpc_url, "--grpc-url") if grpc_url else grpc_beside(http)
         yield Target(http_url=http, grpc_url=grpc, metrics_url=None, alive=lambda: http_alive(http))
         return
-    from tritonops.server import ServerOptions, TritonServer
-
     if not serve.is_dir():
         raise UsageError(f"model repository '{serve}' is not a directory", "give --serve PATH/TO/model_repository")
     progress(f"starting tritonserver on {serve}")
