@@ -1,7 +1,8 @@
 """tritonops' Python-based onnxruntime and pytorch backends, served by the real tritonserver.
 
 The session's server serves the module: every model below is built into the module's repository and
-loaded there, and every request goes through real tritonclient HTTP or gRPC calls. The references are in-process onnxruntime / torch runs."""
+loaded there, and every request goes through real tritonclient HTTP or gRPC calls. The references
+are in-process onnxruntime / torch runs."""
 
 from __future__ import annotations
 

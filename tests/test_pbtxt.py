@@ -12,7 +12,6 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 import ensemble_fixtures as ef
-
 from tritonops.build import BuildOptions, make_spec
 from tritonops.dtypes import parse_dtype
 from tritonops.pbtxt import config_to_json, config_to_text, parse_config_text, render_config
