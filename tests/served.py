@@ -92,7 +92,10 @@ class SessionServer:
         with contextlib.closing(_client(self.server)) as client:
             # Ensembles first: a step unloaded under a loaded ensemble would only be polled back.
             for name in sorted(names, key=lambda n: n not in ensembles):
-                client.unload_model(name)
+                # A directory that never was a model may be refused; a model that stays loaded is
+                # caught by the wait below.
+                with contextlib.suppress(InferenceServerException):
+                    client.unload_model(name)
         # Unloading returns before the model is gone (its instances and Python stubs stop after);
         # its directory is removed, and its name may be reused, only once the server has let go.
         deadline = time.monotonic() + UNLOAD_TIMEOUT_S
@@ -106,23 +109,24 @@ class SessionServer:
             time.sleep(0.1)
 
     @contextlib.contextmanager
-    def models(self, source: Path, *, expect_failures: bool = False) -> Iterator[LoadedModels]:
+    def models(self, source: Path | None = None, *, expect_failures: bool = False) -> Iterator[LoadedModels]:
         """Serve every model directory of ``source`` for the duration of the block.
 
         Steps and plain models load first (in parallel), ensembles after them. A model that fails
         to load raises, unless ``expect_failures``: then its reason is in ``failures`` and the
-        server's index shows it UNAVAILABLE, as a server started over ``source`` would."""
-        dirs = sorted(d for d in source.iterdir() if d.is_dir() and not d.name.startswith("."))
-        taken = [d.name for d in dirs if (self.repository / d.name).exists()]
-        if taken:
-            raise ModelLoadError(f"models {taken} are already in the session repository: another module is "
-                                 "still serving them (the session server serves one module at a time)")
+        server's index shows it UNAVAILABLE, as a server started over ``source`` would. Whatever is
+        in the session repository when the block ends (the copies, and anything a test wrote there,
+        such as a roll-out into ``repository``) is unloaded and removed: the next module finds the
+        repository empty. Without ``source`` the block lends the server with an empty repository."""
+        left = sorted(p.name for p in self.repository.iterdir())
+        if left:
+            raise ModelLoadError(f"the session repository still holds {left}: another module is still using the "
+                                 "session server (it serves one module at a time)")
+        dirs = sorted(d for d in source.iterdir() if d.is_dir()) if source is not None else []
         names = tuple(d.name for d in dirs)
         ensembles = {d.name for d in dirs if _is_ensemble(d)}
-        copied: list[Path] = []
         try:
             for d in dirs:
-                copied.append(self.repository / d.name)
                 shutil.copytree(d, self.repository / d.name, symlinks=True)
             loaded = LoadedModels(names)
             with ThreadPoolExecutor(PARALLEL_LOADS) as pool:
@@ -135,12 +139,20 @@ class SessionServer:
                                      f"see {self.server.log_path}")
             yield loaded
         finally:
-            try:
-                if self.server.running():
-                    self._unload(tuple(d.name for d in copied), ensembles)
-            finally:
-                for d in copied:
-                    shutil.rmtree(d, ignore_errors=True)
+            self._clear()
+
+    def _clear(self) -> None:
+        entries = sorted(self.repository.iterdir())
+        try:
+            if self.server.running():
+                models = tuple(p.name for p in entries if p.is_dir())
+                self._unload(models, {p.name for p in entries if p.is_dir() and _is_ensemble(p)})
+        finally:
+            for p in entries:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
