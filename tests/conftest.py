@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
+import os
+import shutil
+import subprocess
 import sys
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 TESTS = Path(__file__).parent
 sys.path.insert(0, str(TESTS))
+
+from served import SessionServer, session_server  # noqa: E402  (tests/ is on sys.path from here on)
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -44,3 +52,93 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+# ---------------------------------------------------------------- the session server
+
+
+SESSION_FIXTURE = "triton_session"
+
+
+@pytest.fixture(scope="session")
+def triton_session(tmp_path_factory) -> Iterator[SessionServer]:
+    """One real tritonserver (explicit model control) for every module that only needs "a server
+    with model X"; a module lends it its models with ``triton_session.models(repo)``."""
+    with session_server(tmp_path_factory.mktemp("session_repository")) as server:
+        yield server
+
+
+# ---------------------------------------------------------------- markers that gate
+
+
+def _no_gpu_reason() -> str | None:
+    """Why GPU tests cannot run here, or None when an NVIDIA GPU is present."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        gpus = Path("/proc/driver/nvidia/gpus")
+        if gpus.is_dir() and any(gpus.iterdir()):
+            return None
+        return "no NVIDIA GPU on this machine (no nvidia-smi, no /proc/driver/nvidia/gpus)"
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"no usable NVIDIA GPU: nvidia-smi -L failed ({e})"
+    if listed.returncode != 0 or not any(line.startswith("GPU ") for line in listed.stdout.splitlines()):
+        return f"no NVIDIA GPU on this machine (nvidia-smi -L: {(listed.stdout + listed.stderr).strip()[:200]})"
+    return None
+
+
+def _no_torch_reason() -> str | None:
+    if importlib.util.find_spec("torch") is None:
+        return "needs the torch extra (pip install 'tritonops[torch]'), torch is not installed"
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: it must see the server marks added here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that uses the session server is a server test; gpu and torch tests skip, with the
+    reason, where the machine cannot run them."""
+    gated = [item for item in items if item.get_closest_marker("gpu") or item.get_closest_marker("torch")]
+    no_gpu = _no_gpu_reason() if any(i.get_closest_marker("gpu") for i in gated) else None
+    no_torch = _no_torch_reason() if any(i.get_closest_marker("torch") for i in gated) else None
+    for item in items:
+        if SESSION_FIXTURE in getattr(item, "fixturenames", ()) and not item.get_closest_marker("server"):
+            item.add_marker(pytest.mark.server)
+        if no_gpu and item.get_closest_marker("gpu"):
+            item.add_marker(pytest.mark.skip(reason=no_gpu))
+        if no_torch and item.get_closest_marker("torch"):
+            item.add_marker(pytest.mark.skip(reason=no_torch))
+
+
+# ---------------------------------------------------------------- how many servers a run starts
+
+
+_server_starts: Counter[str] = Counter()
+_current_file = ["(outside tests)"]
+
+
+def _count_tritonserver(event: str, args: tuple) -> None:
+    # An audit hook sees every Popen of this process, the library's and the CLI's alike, without
+    # patching anything. Servers started by child processes (a `tritonops serve` subprocess) are not seen.
+    if event == "subprocess.Popen" and args and args[1]:
+        argv = args[1]
+        first = argv[0] if isinstance(argv, list | tuple) else argv
+        if os.path.basename(os.fsdecode(first)) == "tritonserver":
+            _server_starts[_current_file[0]] += 1
+
+
+sys.addaudithook(_count_tritonserver)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    _current_file[0] = item.nodeid.split("::", 1)[0]
+    yield
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    total = sum(_server_starts.values())
+    if not total:
+        return
+    per_file = ", ".join(f"{f}: {n}" for f, n in sorted(_server_starts.items()))
+    terminalreporter.write_line(f"tritonserver processes started in this process: {total} ({per_file})")

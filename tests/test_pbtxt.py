@@ -1,13 +1,17 @@
-"""config.pbtxt rendering through model_config_pb2: golden files (hand-written) and round trips."""
+"""config.pbtxt rendering through model_config_pb2: golden files (hand-written, and one ensemble config
+built from a fixture spec), round trips."""
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+import ensemble_fixtures as ef
 from tritonops.build import BuildOptions, make_spec
 from tritonops.dtypes import parse_dtype
 from tritonops.pbtxt import config_to_json, config_to_text, parse_config_text, render_config
@@ -110,3 +114,31 @@ def test_tensor_spec_parsing():
         TensorSpec.parse("x:FP128:4")
     with pytest.raises(UsageError, match="tensor 'x' has dimension 0"):
         TensorSpec.parse("x:FP32:0")
+
+
+# ---------------------------------------------------------------- golden ensemble config
+
+REGENERATE = "TRITONOPS_REGENERATE_GOLDEN"
+
+
+def assert_matches_golden(rendered: str, name: str) -> None:
+    """Byte for byte. ``TRITONOPS_REGENERATE_GOLDEN=1`` rewrites the golden file (review its diff
+    before committing); nothing else ever writes it."""
+    path = GOLDEN / name
+    if os.environ.get(REGENERATE) == "1":
+        path.write_text(rendered)
+        warnings.warn(f"{REGENERATE}=1: rewrote {path}", stacklevel=2)
+    assert path.exists(), f"no golden file {path}: run once with {REGENERATE}=1 and review it"
+    assert rendered == path.read_text(), f"{path} differs; if the change is intended: {REGENERATE}=1 pytest ..."
+
+
+def test_ensemble_config_from_the_fixture_spec_matches_golden(tmp_path, cli):
+    """The ensemble config.pbtxt built from tests/fixtures/ensembles/pipe/ensemble.yaml."""
+    code, _out, err = cli("build", "-f", ef.FIXTURE, "--repo", tmp_path / "repo")
+    assert code == 0, err
+    rendered = (tmp_path / "repo" / "pipe" / "config.pbtxt").read_text()
+    assert_matches_golden(rendered, "pipe_ensemble.pbtxt")
+    cfg = golden("pipe_ensemble.pbtxt")
+    assert cfg.platform == "ensemble" and [s.model_name for s in cfg.ensemble_scheduling.step] == [
+        "pipe_double", "pipe_total"]
+    assert roundtrip(cfg) == rendered

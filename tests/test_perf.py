@@ -46,9 +46,10 @@ def repo(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(repo):
-    with TritonServer(ServerOptions(repository=repo)) as s:
-        yield s
+def server(repo, triton_session):
+    """The session's server with this module's models; the --serve tests start their own on repo."""
+    with triton_session.models(repo):
+        yield triton_session.server
 
 
 def target_of(server: TritonServer) -> Target:

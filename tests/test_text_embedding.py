@@ -1,5 +1,5 @@
 """The shipped text_embedding ensemble end to end: built once through the CLI from the real MiniLM
-weights and tokenizer, served by a real tritonserver, validated over HTTP and gRPC against the
+weights and tokenizer, served by the session's real tritonserver, validated over HTTP and gRPC against the
 in-process pipeline and against sentence-transformers' own embeddings."""
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ def built(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(built):
-    from tritonops.server import ServerOptions, TritonServer
-
-    with TritonServer(ServerOptions(repository=built)) as s:
-        yield s
+def server(built, triton_session):
+    with triton_session.models(built):
+        yield triton_session.server
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:

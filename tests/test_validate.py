@@ -1,6 +1,6 @@
 """tritonops validate against a real tritonserver over real HTTP and gRPC.
 
-One module-scoped server serves a repository built with tritonops.build: a batched MLP with the
+The session's server serves a repository built with tritonops.build for this module: a batched MLP with the
 response cache, a STRING identity model, a non-batched MLP, an ensemble over the MLP, "broken"
 (not an ONNX file: UNAVAILABLE), and "swapped", whose model.onnx is replaced on disk after the
 server loaded it (the server keeps the loaded session), so the repository no longer holds what is
@@ -98,16 +98,17 @@ def _build_repo(root: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    from tritonops.server import ServerOptions, TritonServer
-
+def served(tmp_path_factory, triton_session):
     repo, src = _build_repo(tmp_path_factory.mktemp("validate"))
-    # Start despite "broken", the way `validate --serve` does, so its reason can be checked.
-    options = ServerOptions(repository=repo, cache_size_bytes=4 << 20, exit_on_error=False, strict_readiness=False)
-    with TritonServer(options) as server:
+    # "broken" fails to load, as with `validate --serve` (the session server is not strict about
+    # readiness and has the response cache): its reason can be checked.
+    with triton_session.models(repo, expect_failures=True) as loaded:
+        assert set(loaded.failures) == {"broken"}, loaded.failures
+        server = triton_session.server
+        served_repo = triton_session.repository
         # The server has loaded "swapped"; now the repository's file changes under it.
-        shutil.copy(src / "other.onnx", repo / "swapped" / "1" / "model.onnx")
-        yield Served(repo, src, server.http_url, server.grpc_url, server.metrics_url,
+        shutil.copy(src / "other.onnx", served_repo / "swapped" / "1" / "model.onnx")
+        yield Served(served_repo, src, server.http_url, server.grpc_url, server.metrics_url,
                      int(server.http_url.rsplit(":", 1)[1]), int(server.grpc_url.rsplit(":", 1)[1]),
                      int(server.metrics_url.rsplit(":", 1)[1]))
 
