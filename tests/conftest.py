@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,19 @@ def cli(capsys):
 
 
 SESSION_FIXTURE = "triton_session"
+_LOG_DIR: list[str] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The CLI writes a debug log per run: the tests keep theirs out of the user's state directory."""
+    if "TRITONOPS_LOG_DIR" not in os.environ:
+        _LOG_DIR.append(tempfile.mkdtemp(prefix="tritonops-test-logs-"))
+        os.environ["TRITONOPS_LOG_DIR"] = _LOG_DIR[0]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for d in _LOG_DIR:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
