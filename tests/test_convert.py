@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import onnx_models
+from tritonops import reference
 from tritonops.convert import examples, tensorrt, verify
 from tritonops.dtypes import BY_NAME, numpy_dtype
 from tritonops.errors import ConversionError, ModelError, UsageError
@@ -175,13 +176,13 @@ def test_verify_shapes_onnx_that_lies_about_its_output(tmp_path, mlp_onnx):
     m.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 5
     lying = tmp_path / "lying.onnx"
     onnx.save(m, str(lying))
-    run = verify.runner_onnxruntime(lying)
+    run = reference.runner_onnxruntime(lying)
     report = verify.verify_shapes(run, [T("x:FP32:4")], [T("y:FP32:5")], [1, 3])
     assert [r.problem for r in report.rows] == ["output 'y' has shape [1, 3], expected [1, 5]",
                                                 "output 'y' has shape [3, 3], expected [3, 5]"]
     with pytest.raises(verify.VerificationError, match=r"output 'y' has shape \[1, 3\], expected \[1, 5\]"):
         verify.raise_if_failed(report)
-    ok = verify.verify_shapes(verify.runner_onnxruntime(mlp_onnx), [T("x:FP32:4")], [T("y:FP32:-1")], [1, 3])
+    ok = verify.verify_shapes(reference.runner_onnxruntime(mlp_onnx), [T("x:FP32:4")], [T("y:FP32:-1")], [1, 3])
     assert ok.ok and ok.rows[1].shape == (3, 3)
     wrong_type = verify.verify_shapes(run, [T("x:FP32:4")], [T("y:INT64:3")], [2])
     assert wrong_type.rows[0].problem == "output 'y' has type FP32, expected INT64"
@@ -191,7 +192,7 @@ def test_runner_onnxruntime_strings_and_model_dir(tmp_path):
     from onnx import TensorProto
 
     path = onnx_models.identity(tmp_path / "model.onnx" / "model.onnx", TensorProto.STRING, ["batch", 2])
-    run = verify.runner_onnxruntime(path.parent)  # Triton's model.onnx/ directory layout
+    run = reference.runner_onnxruntime(path.parent)  # Triton's model.onnx/ directory layout
     x = np.array([[b"ab", b"c"]], dtype=np.object_)
     assert run({"INPUT": x})["OUTPUT"].tolist() == [[b"ab", b"c"]]
 
@@ -200,7 +201,7 @@ def test_runner_onnxruntime_bad_file(tmp_path):
     f = tmp_path / "x.onnx"
     f.write_text("no model")
     with pytest.raises(ModelError, match=f"onnxruntime cannot load '{f}'"):
-        verify.runner_onnxruntime(f)
+        reference.runner_onnxruntime(f)
 
 
 # ---------------------------------------------------------------- TensorRT (logic; the build needs a GPU)
@@ -357,8 +358,8 @@ def test_export_onnx_and_torchscript_verify(case, tmp_path):
     assert [t.name for t in info.inputs] == names
     assert [t.name for t in info.outputs] == out_names
     assert info.batchable and not info.external_data
-    report = verify.verify(verify.runner_torch(module, names, out_names), verify.runner_onnxruntime(onnx_result.path),
-                           inputs, [1, 5], atol=1e-5, rtol=1e-4)
+    report = verify.verify(reference.runner_torch(module, names, out_names),
+                           reference.runner_onnxruntime(onnx_result.path), inputs, [1, 5], atol=1e-5, rtol=1e-4)
     assert report.ok, verify.format_table(report)
     assert {r.output for r in report.rows} == set(out_names) and {r.batch for r in report.rows} == {1, 5}
 
@@ -368,8 +369,8 @@ def test_export_onnx_and_torchscript_verify(case, tmp_path):
                  for n, s in zip(ts_names, inputs, strict=True)]
     ts_outs = [f"OUTPUT__{i}" for i in range(len(out_names))]
     assert list(ts.output_names) == ts_outs
-    report = verify.verify(verify.runner_torch(module, ts_names, out_names if case == "dict_out" else ts_outs),
-                           _renamed(verify.runner_torchscript(ts.path, ts_names), out_names, ts_outs, case),
+    report = verify.verify(reference.runner_torch(module, ts_names, out_names if case == "dict_out" else ts_outs),
+                           _renamed(reference.runner_torchscript(ts.path, ts_names), out_names, ts_outs, case),
                            ts_inputs, [1, 5], atol=1e-6, rtol=1e-5)
     assert report.ok, verify.format_table(report)
 
@@ -388,7 +389,7 @@ def test_rank1_output_has_batch_only_shape(tmp_path):
 
     make, inputs, _ = torch_models.CASES["rank1_out"]
     result = torch_export.export_onnx(make(), inputs, ["score"], tmp_path / "m.onnx", max_batch_size=4)
-    out = verify.runner_onnxruntime(result.path)({"x": np.ones((3, 4), np.float32)})
+    out = reference.runner_onnxruntime(result.path)({"x": np.ones((3, 4), np.float32)})
     assert list(out) == ["score"] and out["score"].shape == (3,)
 
 
@@ -404,8 +405,8 @@ def test_verification_catches_a_different_model(tmp_path):
     other = make()
     with torch.no_grad():
         other.head.bias += 0.5
-    report = verify.verify(verify.runner_torch(other, ["image"], out_names), verify.runner_onnxruntime(exported.path),
-                           inputs, [1, 3], atol=1e-4, rtol=1e-3)
+    report = verify.verify(reference.runner_torch(other, ["image"], out_names),
+                           reference.runner_onnxruntime(exported.path), inputs, [1, 3], atol=1e-4, rtol=1e-3)
     assert not report.ok
     with pytest.raises(verify.VerificationError,
                        match=r"^converted model differs from the original: output 'output__0' max abs error "
@@ -428,7 +429,7 @@ def test_export_prints_nothing_and_falls_back_to_legacy(tmp_path, capfd):
     result = torch_export.export_onnx(DataDependent(), [T("x:FP32:4")], ["y"], tmp_path / "m.onnx", 4)
     assert result.exporter == "torch.onnx legacy (opset 17)"
     assert result.notes and result.notes[0].startswith("the dynamo ONNX exporter failed (")
-    out = verify.runner_onnxruntime(result.path)({"x": np.ones((3, 4), np.float32)})
+    out = reference.runner_onnxruntime(result.path)({"x": np.ones((3, 4), np.float32)})
     assert np.array_equal(out["y"], np.full((3, 4), 2, np.float32))
     captured = capfd.readouterr()
     assert captured.out == "" and captured.err == ""
@@ -474,7 +475,7 @@ def test_minilm_encoder_exports_and_verifies(tmp_path):
     inputs = [T("input_ids:INT64:-1", value_range=(0, 30521)), T("attention_mask:INT64:-1", value_range=(1, 1))]
     result = torch_export.export_onnx(module, inputs, ["last_hidden_state"], tmp_path / "model.onnx", 8)
     assert result.exporter == "torch.onnx (dynamo)"
-    report = verify.verify(verify.runner_torch(module, ["input_ids", "attention_mask"], ["last_hidden_state"]),
-                           verify.runner_onnxruntime(result.path), inputs, [1, 3], atol=1e-4, rtol=1e-3)
+    report = verify.verify(reference.runner_torch(module, ["input_ids", "attention_mask"], ["last_hidden_state"]),
+                           reference.runner_onnxruntime(result.path), inputs, [1, 3], atol=1e-4, rtol=1e-3)
     assert report.ok, verify.format_table(report)
     assert report.rows[1].shape == (3, 4, 384)

@@ -37,6 +37,7 @@ from tritonops.pbtxt import config_to_json
 InferProtocol = Literal["http-json", "http-binary", "grpc"]
 PROTOCOLS: tuple[InferProtocol, ...] = ("http-json", "http-binary", "grpc")
 ApiProtocol = Literal["http", "grpc"]  # calls that do not carry tensors
+API_PROTOCOLS: tuple[ApiProtocol, ...] = ("http", "grpc")
 DEFAULT_HTTP_PORT, DEFAULT_GRPC_PORT = 8000, 8001
 
 
@@ -106,6 +107,11 @@ def short(text: str, limit: int = 160) -> str:
     """Whitespace collapsed, at most ``limit`` characters (an ellipsis marks the cut)."""
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def first_line(text: str) -> str:
+    """The first line of a server's message (a load failure's reason runs over many)."""
+    return text.strip().splitlines()[0].strip() if text and text.strip() else ""
 
 
 @dataclass(frozen=True)

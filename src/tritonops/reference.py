@@ -12,7 +12,7 @@ Inputs and outputs use Triton's shapes (the batch dimension included when the mo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -20,13 +20,124 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.dtypes import bytes_to_str, str_to_bytes
-from tritonops.errors import MissingDependencyError, UsageError
+from tritonops.convert.torch_export import flatten_outputs, import_torch, load_torchscript, to_numpy, to_torch
+from tritonops.errors import ConversionError, MissingDependencyError, ModelError, UsageError
 from tritonops.pbtxt import read_config
 from tritonops.platforms import backend_of, default_file
 from tritonops.pystep import call_step, load_module, step_function
 from tritonops.repository import version_dirs
 from tritonops.wiring import graph_from_configs, topological_order
+
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]  # a model run on named numpy arrays
+
+
+def error_line(e: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
+
+
+# ---------------------------------------------------------------- runners of model files and modules
+
+
+def runner_onnxruntime(path: Path, outputs: Sequence[str] | None = None, threads: int | None = None) -> Runner:
+    """Run an ONNX model on onnxruntime's CPU provider. ``path`` is the .onnx file, or Triton's
+    ``model.onnx/`` directory holding ``model.onnx`` and its external data; ``outputs`` selects the
+    outputs to compute (all by default); ``threads`` sets intra-op threads (onnxruntime's default
+    otherwise). BYTES go in and come out as ``np.object_`` arrays of ``bytes``."""
+    import onnxruntime as ort  # heavy: only when a model runs
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.onnx"
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: nothing reaches the terminal
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ModelError(f"onnxruntime cannot load '{path}': {error_line(e)}",
+                         "check the model with: tritonops inspect MODEL") from e
+    input_names = [i.name for i in session.get_inputs()]
+    output_names = list(outputs) if outputs is not None else [o.name for o in session.get_outputs()]
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ort_feed = {}
+        for name in input_names:
+            if name not in feed:
+                continue  # optional input left out; onnxruntime names any required one
+            arr = feed[name]
+            if arr.dtype == np.object_:  # onnxruntime takes str for ONNX strings
+                arr = np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v,
+                                   otypes=[object])(arr) if arr.size else arr
+            ort_feed[name] = arr
+        results = session.run(output_names, ort_feed)
+        return {n: _from_ort(r) for n, r in zip(output_names, results, strict=True)}
+
+    return run
+
+
+def _from_ort(arr: Any) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.dtype.kind in ("O", "U"):
+        flat = [v.encode("utf-8") if isinstance(v, str) else v for v in arr.ravel()]
+        out = np.empty(len(flat), dtype=np.object_)
+        out[:] = flat
+        return out.reshape(arr.shape)
+    return arr
+
+
+def _name_outputs(result: Any, output_names: Sequence[str]) -> dict[str, np.ndarray]:
+    items = flatten_outputs(result)
+    keys = [k for k, _ in items]
+    if all(k is not None for k in keys) and set(output_names) <= set(keys):
+        by_key = dict(items)
+        return {n: to_numpy(by_key[n]) for n in output_names}
+    if len(items) != len(output_names):
+        raise ConversionError(
+            f"the model returned {len(items)} output(s) but {len(output_names)} output name(s) were given "
+            f"({', '.join(output_names)})",
+            "give one --output per tensor the model returns",
+        )
+    return {n: to_numpy(v) for n, (_, v) in zip(output_names, items, strict=True)}
+
+
+def runner_torch(module: Any, input_names: list[str], output_names: list[str]) -> Runner:
+    """Run an in-memory PyTorch module (positional inputs in ``input_names`` order) under
+    ``torch.inference_mode``; outputs are named in order, or by key for dict outputs."""
+    torch = import_torch()
+    names = list(input_names)
+    outs = list(output_names)
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [to_torch(feed[n]) for n in names]
+        with torch.inference_mode():
+            result = module(*args)
+        return _name_outputs(result, outs)
+
+    return run
+
+
+def runner_torchscript(path: Path, input_names: list[str]) -> Runner:
+    """Run a TorchScript file as Triton's libtorch backend would: positional inputs in
+    ``input_names`` order, outputs named ``OUTPUT__0``, ``OUTPUT__1``, ... in order."""
+    torch = import_torch("running a TorchScript model")
+    module = load_torchscript(path)
+    names = list(input_names)
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [to_torch(feed[n]) for n in names]
+        with torch.inference_mode():
+            result = module(*args)
+        items = flatten_outputs(result)
+        return {f"OUTPUT__{i}": to_numpy(v) for i, (_, v) in enumerate(items)}
+
+    return run
+
+
+# ---------------------------------------------------------------- references of served models
 
 
 @dataclass(frozen=True)
@@ -55,37 +166,22 @@ ReferenceFactory = Callable[[ModelUnderTest], ReferenceRunner]
 
 
 class OnnxRuntimeReference:
-    """onnxruntime in-process on the same model.onnx (CPU provider)."""
+    """onnxruntime in-process on the same model.onnx (CPU provider, one thread), the config's outputs."""
 
     def __init__(self, model: ModelUnderTest) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # heavy: only when a model runs
 
         assert model.artifact is not None
         path = model.artifact / "model.onnx" if model.artifact.is_dir() else model.artifact
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self._config = model.config
+        self._run = runner_onnxruntime(path, [o.name for o in model.config.output], threads=1)
         self.description = f"onnxruntime {ort.__version__} on {path}"
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg = self._config
-        feed = {}
-        for t in cfg.input:
-            if t.name not in inputs:
-                continue
-            a = _to_model_shape(inputs[t.name], t, cfg.max_batch_size)
-            feed[t.name] = bytes_to_str(a) if a.dtype == np.object_ else a
-        names = [o.name for o in cfg.output]
-        results = self._session.run(names, feed)
-        out = {}
-        for o, r in zip(cfg.output, results, strict=True):
-            arr = np.asarray(r)
-            if arr.dtype.kind in "OU":
-                arr = str_to_bytes(arr)
-            out[o.name] = _to_triton_shape(arr, o, cfg.max_batch_size)
-        return out
+        feed = {t.name: _to_model_shape(inputs[t.name], t, cfg.max_batch_size) for t in cfg.input if t.name in inputs}
+        results = self._run(feed)
+        return {o.name: _to_triton_shape(results[o.name], o, cfg.max_batch_size) for o in cfg.output}
 
 
 class TorchScriptReference:

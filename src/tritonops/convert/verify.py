@@ -8,9 +8,8 @@ only when a torch runner is made."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -18,11 +17,9 @@ import numpy as np
 from tritonops.compare import compare_arrays, dtype_name, format_error, format_tolerance, shape_text
 from tritonops.compare import format_table as compare_table
 from tritonops.convert.examples import make_inputs
-from tritonops.convert.torch_export import flatten_outputs, import_torch, load_torchscript, to_numpy, to_torch
-from tritonops.errors import ConversionError, ModelError, TritonOpsError
+from tritonops.errors import ConversionError, TritonOpsError
+from tritonops.reference import Runner, error_line, runner_onnxruntime, runner_torch, runner_torchscript
 from tritonops.spec import TensorSpec
-
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 SCHEMA = "tritonops.verification/1"
 
@@ -123,12 +120,6 @@ def raise_if_failed(report: VerificationReport) -> None:
 # ---------------------------------------------------------------- comparison
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    line = text.splitlines()[0] if text else ""
-    return f"{type(e).__name__}: {line}" if line else type(e).__name__
-
-
 def _at(batch: int | None) -> str:
     return "unbatched" if batch is None else f"batch {batch}"
 
@@ -171,7 +162,7 @@ def _run(run: Runner, inputs: dict[str, np.ndarray], batch: int | None, which: s
     except TritonOpsError:
         raise
     except Exception as e:
-        return Row(batch, "*", False, problem=f"the {which} failed to run ({_at(batch)}): {_first_line(e)}")
+        return Row(batch, "*", False, problem=f"the {which} failed to run ({_at(batch)}): {error_line(e)}")
 
 
 def verify(reference: Runner, candidate: Runner, inputs: Sequence[TensorSpec], batch_sizes: Sequence[int | None],
@@ -245,93 +236,5 @@ def verify_shapes(run: Runner, inputs: Sequence[TensorSpec], outputs: Sequence[T
 # ---------------------------------------------------------------- runners
 
 
-def runner_onnxruntime(path: Path) -> Runner:
-    """Run an ONNX model on onnxruntime's CPU provider. ``path`` is the .onnx file, or Triton's
-    ``model.onnx/`` directory holding ``model.onnx`` and its external data."""
-    import onnxruntime as ort
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.onnx"
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: nothing reaches the terminal
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as e:
-        raise ModelError(f"onnxruntime cannot load '{path}': {_first_line(e)}",
-                         "check the model with: tritonops inspect MODEL") from e
-    input_names = [i.name for i in session.get_inputs()]
-    output_names = [o.name for o in session.get_outputs()]
-
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ort_feed = {}
-        for name in input_names:
-            if name not in feed:
-                continue  # optional input left out; onnxruntime names any required one
-            arr = feed[name]
-            if arr.dtype == np.object_:  # onnxruntime takes str for ONNX strings
-                arr = np.vectorize(lambda v: v.decode("utf-8", "replace") if isinstance(v, bytes) else v,
-                                   otypes=[object])(arr) if arr.size else arr
-            ort_feed[name] = arr
-        results = session.run(output_names, ort_feed)
-        return {n: _from_ort(r) for n, r in zip(output_names, results, strict=True)}
-
-    return run
-
-
-def _from_ort(arr: Any) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.dtype.kind in ("O", "U"):
-        flat = [v.encode("utf-8") if isinstance(v, str) else v for v in arr.ravel()]
-        out = np.empty(len(flat), dtype=np.object_)
-        out[:] = flat
-        return out.reshape(arr.shape)
-    return arr
-
-
-def _name_outputs(result: Any, output_names: Sequence[str]) -> dict[str, np.ndarray]:
-    items = flatten_outputs(result)
-    keys = [k for k, _ in items]
-    if all(k is not None for k in keys) and set(output_names) <= set(keys):
-        by_key = dict(items)
-        return {n: to_numpy(by_key[n]) for n in output_names}
-    if len(items) != len(output_names):
-        raise ConversionError(
-            f"the model returned {len(items)} output(s) but {len(output_names)} output name(s) were given "
-            f"({', '.join(output_names)})",
-            "give one --output per tensor the model returns",
-        )
-    return {n: to_numpy(v) for n, (_, v) in zip(output_names, items, strict=True)}
-
-
-def runner_torch(module: Any, input_names: list[str], output_names: list[str]) -> Runner:
-    """Run an in-memory PyTorch module (positional inputs in ``input_names`` order) under
-    ``torch.inference_mode``; outputs are named in order, or by key for dict outputs."""
-    torch = import_torch()
-    names = list(input_names)
-    outs = list(output_names)
-
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [to_torch(feed[n]) for n in names]
-        with torch.inference_mode():
-            result = module(*args)
-        return _name_outputs(result, outs)
-
-    return run
-
-
-def runner_torchscript(path: Path, input_names: list[str]) -> Runner:
-    """Run a TorchScript file as Triton's libtorch backend would: positional inputs in
-    ``input_names`` order, outputs named ``OUTPUT__0``, ``OUTPUT__1``, ... in order."""
-    torch = import_torch("running a TorchScript model")
-    module = load_torchscript(path)
-    names = list(input_names)
-
-    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args = [to_torch(feed[n]) for n in names]
-        with torch.inference_mode():
-            result = module(*args)
-        items = flatten_outputs(result)
-        return {f"OUTPUT__{i}": to_numpy(v) for i, (_, v) in enumerate(items)}
-
-    return run
+# The runners live with the other in-process references; build and older callers import them from here too.
+__all__ = ["Runner", "runner_onnxruntime", "runner_torch", "runner_torchscript"]

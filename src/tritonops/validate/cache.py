@@ -13,16 +13,9 @@ from tritonops.validate.run import ValidationRun
 
 
 def cache_counts(run: ValidationRun, name: str) -> tuple[int, int, int] | None:
-    """(inference successes, cache hits, cache misses) from the statistics extension."""
+    """(inference successes, cache hits, cache misses) from the statistics extension; None if unavailable."""
     try:
-        stats = run.clients.http.get_inference_statistics(name)
-        total = [0, 0, 0]
-        for s in stats.get("model_stats", []):
-            inf = s.get("inference_stats", {})
-            total[0] += int(inf.get("success", {}).get("count", 0))
-            total[1] += int(inf.get("cache_hit", {}).get("count", 0))
-            total[2] += int(inf.get("cache_miss", {}).get("count", 0))
-        return total[0], total[1], total[2]
+        return run.clients.inference_counts(name)
     except Exception:
         return None
 

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from google.protobuf import json_format
-from google.protobuf.json_format import MessageToDict
 from tritonclient.grpc import model_config_pb2 as mc
 
+from tritonops.client import API_PROTOCOLS, IndexEntry, TritonClient, first_line, message_of
 from tritonops.dtypes import from_config
 from tritonops.errors import TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
@@ -27,7 +25,6 @@ from tritonops.samples import EXAMPLES_FILE, format_shape, load_inputs
 from tritonops.validate.inference import inference_checks
 from tritonops.validate.report import SERVER, ValidateOptions, ValidationReport
 from tritonops.validate.run import ValidationRun
-from tritonops.validate.transport import Clients, first_line, message_of, unreachable
 
 
 def validate(options: ValidateOptions, progress: Progress | None = None, *,
@@ -39,11 +36,12 @@ def validate(options: ValidateOptions, progress: Progress | None = None, *,
     for an unknown model, UsageError for bad inputs; every other problem is a failed row."""
     say = reporter(progress)
     user_inputs = load_inputs(options.inputs) if options.inputs is not None else None
-    clients = Clients(options)
+    clients = TritonClient(options.http_url, options.grpc_url, timeout_s=options.timeout_s,
+                           grpc_max_message_bytes=options.grpc_max_message_bytes)
     try:
         run = ValidationRun(options, clients, say, references or {})
         version = _server_checks(run)
-        index = _repository_index(run)
+        index = run.clients.models()
         _health_checks(run, index)
         models = _select_models(options, index)
         if user_inputs is not None and len(models) != 1:
@@ -61,67 +59,26 @@ def validate(options: ValidateOptions, progress: Progress | None = None, *,
 
 
 def _server_checks(run: ValidationRun) -> str:
-    c = run.clients
     run.say(f"contacting {run.options.http_url}")
-    try:
-        meta = c.http.get_server_metadata()
-        if not isinstance(meta, dict) or "version" not in meta:
-            raise ValueError(f"unexpected server metadata {str(meta)[:80]!r}")
-    except Exception as e:
-        raise unreachable("HTTP", run.options.http_url, e) from None
-    try:
-        c.grpc.get_server_metadata(client_timeout=min(10.0, run.options.timeout_s))
-    except Exception as e:
-        raise unreachable("gRPC", run.options.grpc_url, e) from None
-    return str(meta.get("version", ""))
+    return run.clients.check_reachable()
 
 
-def _health_checks(run: ValidationRun, index: Mapping[str, _IndexEntry]) -> None:
-    c = run.clients
-    not_ready = sorted(n for n, e in index.items() if e.state != "READY" and not _unloaded(e))
-    for proto, client in (("http", c.http), ("grpc", c.grpc)):
-        live = client.is_server_live()
+def _health_checks(run: ValidationRun, index: Mapping[str, IndexEntry]) -> None:
+    not_ready = sorted(n for n, e in index.items() if e.state != "READY" and not e.unloaded)
+    for proto in ("http", "grpc"):
+        live = run.clients.is_server_live(proto)
         run.add(SERVER, "live", proto, "pass" if live else "fail", "live" if live else "not live",
                 hint="" if live else "check the server log")
-        ready = client.is_server_ready()
+        ready = run.clients.is_server_ready(proto)
         because = f": models not ready: {', '.join(not_ready)}" if not_ready else ""
         run.add(SERVER, "ready", proto, "pass" if ready else "fail", "ready" if ready else f"not ready{because}",
                 hint="" if ready else "with strict readiness (the default) a server is not ready while any model "
                                       "failed to load: see the models' rows and the server log")
 
 
-@dataclass(frozen=True)
-class _IndexEntry:
-    version: str
-    state: str
-    reason: str
-
-
-def _repository_index(run: ValidationRun) -> dict[str, _IndexEntry]:
-    entries: dict[str, _IndexEntry] = {}
-    for item in run.clients.http.get_model_repository_index():
-        name = item.get("name", "")
-        ver = str(item.get("version", ""))
-        entry = _IndexEntry(ver, str(item.get("state", "")), str(item.get("reason", "")))
-        old = entries.get(name)
-        # Several versions: keep a READY one, the highest.
-        if old is None or (entry.state == "READY", _vkey(ver)) > (old.state == "READY", _vkey(old.version)):
-            entries[name] = entry
-    return entries
-
-
-def _vkey(v: str) -> int:
-    return int(v) if v.isdigit() else -1
-
-
-def _unloaded(entry: _IndexEntry) -> bool:
-    """Explicit model control: in the repository but not loaded (on purpose, until someone loads it)."""
-    return not entry.state or (entry.state == "UNAVAILABLE" and entry.reason.strip() == "unloaded")
-
-
-def _select_models(options: ValidateOptions, index: Mapping[str, _IndexEntry]) -> list[str]:
+def _select_models(options: ValidateOptions, index: Mapping[str, IndexEntry]) -> list[str]:
     if not options.models:
-        loaded = sorted(n for n, e in index.items() if not _unloaded(e))
+        loaded = sorted(n for n, e in index.items() if not e.unloaded)
         if not loaded:
             there = f" (not loaded: {', '.join(sorted(index))})" if index else ""
             raise ValidationFailed(f"the server at {options.http_url} has no loaded models{there}",
@@ -136,35 +93,15 @@ def _select_models(options: ValidateOptions, index: Mapping[str, _IndexEntry]) -
     return list(dict.fromkeys(options.models))
 
 
-def _get_config(run: ValidationRun, name: str, protocol: str) -> mc.ModelConfig:
-    if protocol == "http":
-        d = run.clients.http.get_model_config(name)
-        return json_format.ParseDict(d, mc.ModelConfig(), ignore_unknown_fields=True)
-    resp = run.clients.grpc.get_model_config(name)
-    cfg = mc.ModelConfig()
-    cfg.CopyFrom(resp.config)
-    return cfg
-
-
-def _get_metadata(run: ValidationRun, name: str, protocol: str) -> dict[str, Any]:
-    if protocol == "http":
-        return dict(run.clients.http.get_model_metadata(name))
-    d = MessageToDict(run.clients.grpc.get_model_metadata(name), preserving_proto_field_name=True)
-    for key in ("inputs", "outputs"):
-        for t in d.get(key, []):
-            t["shape"] = [int(s) for s in t.get("shape", [])]
-    return d
-
-
-def _validate_model(run: ValidationRun, name: str, entry: _IndexEntry,
+def _validate_model(run: ValidationRun, name: str, entry: IndexEntry,
                     user_inputs: Mapping[str, np.ndarray] | None) -> None:
     run.say(f"validating {name}")
     opts = run.options
     # ---- ready
     reason = first_line(entry.reason) or "the server gives no reason"
     ready = {}
-    for proto, client in (("http", run.clients.http), ("grpc", run.clients.grpc)):
-        ready[proto] = ok = entry.state == "READY" and client.is_model_ready(name, entry.version)
+    for proto in ("http", "grpc"):
+        ready[proto] = ok = entry.state == "READY" and run.clients.is_model_ready(name, entry.version, proto)
         run.add(name, "ready", proto, "pass" if ok else "fail", f"version {entry.version} ready" if ok else
                 f"not ready ({entry.state or 'UNKNOWN'}): {reason}",
                 hint="" if ok else "see the server log for the whole error; `tritonops check REPOSITORY` "
@@ -173,10 +110,10 @@ def _validate_model(run: ValidationRun, name: str, entry: _IndexEntry,
         return
     # ---- metadata and config
     configs = {}
-    for proto in ("http", "grpc"):
+    for proto in API_PROTOCOLS:
         try:
-            configs[proto] = cfg = _get_config(run, name, proto)
-            problems = _metadata_vs_config(_get_metadata(run, name, proto), cfg)
+            configs[proto] = cfg = run.clients.model_config(name, protocol=proto)
+            problems = _metadata_vs_config(run.clients.model_metadata(name, protocol=proto), cfg)
         except Exception as e:
             run.add(name, "metadata", proto, "fail", f"cannot read metadata/config: {message_of(e)}",
                     hint="check the server log")

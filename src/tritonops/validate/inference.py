@@ -8,12 +8,13 @@ import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import numpy as np
-from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.dtypes import from_config, from_numpy, str_to_bytes
+from tritonops.client import InferProtocol, infer_error, input_types, message_of, short
+from tritonops.compare import compare_arrays
+from tritonops.dtypes import from_numpy, str_to_bytes
 from tritonops.errors import TritonOpsError
 from tritonops.pbtxt import tensor_specs
 from tritonops.reference import (
@@ -26,7 +27,6 @@ from tritonops.spec import TensorSpec
 from tritonops.validate.cache import cache_check, cache_counts
 from tritonops.validate.report import PATH_FLOAT_TOL
 from tritonops.validate.run import ValidationRun
-from tritonops.validate.transport import infer_error, message_of, short
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def inference_checks(run: ValidationRun, model: ModelUnderTest, user_inputs: Map
                 outputs = _infer(run, proto, model, case.inputs)
                 ms = (time.perf_counter() - t0) * 1e3
             except Exception as e:
-                detail, hint = infer_error(proto, e)
+                detail, hint = infer_error(e)
                 run.add(name, f"infer {case.label}", proto, "fail", detail, hint=hint)
                 continue
             problems = _output_problems(outputs, out_specs, case, cfg.max_batch_size)
@@ -119,53 +119,11 @@ def _unsupported_protocols(in_specs: Sequence[TensorSpec], out_specs: Sequence[T
 def _infer(run: ValidationRun, protocol: str, model: ModelUnderTest, inputs: Mapping[str, np.ndarray],
            sequence_id: int = 0) -> dict[str, np.ndarray]:
     cfg = model.config
-    c = run.clients
-    out_names = [o.name for o in cfg.output]
-    kwargs: dict[str, Any] = {}
-    if cfg.HasField("sequence_batching"):
-        kwargs = {"sequence_id": sequence_id or 1 + int(time.monotonic_ns() % 1_000_000_000),
-                  "sequence_start": True, "sequence_end": True}
-    if protocol == "grpc":
-        mod: Any = c.grpc_mod
-        ins = []
-        for n, a in inputs.items():
-            i = mod.InferInput(n, list(a.shape), _wire_dtype(cfg, n, a))
-            i.set_data_from_numpy(a)
-            ins.append(i)
-        outs = [mod.InferRequestedOutput(n) for n in out_names]
-        res = c.grpc_infer.infer(model.name, ins, model_version=model.version, outputs=outs,
-                                 client_timeout=run.options.timeout_s, **kwargs)
-    else:
-        binary = protocol == "http-binary"
-        mod = c.http_mod
-        ins = []
-        for n, a in inputs.items():
-            i = mod.InferInput(n, list(a.shape), _wire_dtype(cfg, n, a))
-            i.set_data_from_numpy(a, binary_data=binary)
-            ins.append(i)
-        outs = [mod.InferRequestedOutput(n, binary_data=binary) for n in out_names]
-        res = c.http.infer(model.name, ins, model_version=model.version, outputs=outs, **kwargs)
-    result = {}
-    for n in out_names:
-        arr = res.as_numpy(n)
-        if arr is None:
-            raise _MissingOutput(n)
-        if arr.dtype == np.object_ or arr.dtype.kind == "U":
-            arr = str_to_bytes(arr)  # HTTP JSON gives str, the binary paths give bytes
-        result[n] = arr
-    return result
-
-
-class _MissingOutput(Exception):
-    def __init__(self, name: str) -> None:
-        super().__init__(f"the response has no output '{name}'")
-
-
-def _wire_dtype(cfg: mc.ModelConfig, name: str, a: np.ndarray) -> str:
-    for t in cfg.input:
-        if t.name == name:
-            return from_config(mc.DataType.Name(t.data_type)).name
-    return from_numpy(a.dtype).name
+    seq = None
+    if cfg.HasField("sequence_batching"):  # each request a whole one-request sequence
+        seq = sequence_id or 1 + int(time.monotonic_ns() % 1_000_000_000)
+    return run.clients.infer(cast(InferProtocol, protocol), model.name, inputs, [o.name for o in cfg.output],
+                             version=model.version, types=input_types(cfg), sequence_id=seq)
 
 
 def _describe(outputs: Mapping[str, np.ndarray]) -> str:
@@ -192,28 +150,14 @@ def _output_problems(outputs: Mapping[str, np.ndarray], specs: Sequence[TensorSp
 
 
 def _compare(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tuple[bool, float | None, str]:
-    """(equal within tolerance, max abs error, what differs). BYTES, integers and BOOL compare exactly."""
-    if a.shape != b.shape:
+    """(equal within tolerance, max abs error, what differs), by the one comparison (tritonops.compare)."""
+    d = compare_arrays(a, b, atol, rtol)
+    if d.kind == "shape":
         return False, None, f"shape {format_shape(a.shape)} vs {format_shape(b.shape)}"
-    if np.object_ in (a.dtype, b.dtype):
-        n_diff = int(np.sum(a != b)) if a.size else 0
-        return n_diff == 0, float(n_diff > 0), "" if n_diff == 0 else f"{n_diff} of {a.size} strings differ"
-    if a.dtype.kind in "biu" and b.dtype.kind in "biu":
-        err = float(np.max(np.abs(a.astype(np.int64) - b.astype(np.int64)))) if a.size else 0.0
-        return err == 0, err, "" if err == 0 else f"{int(np.sum(a != b))} of {a.size} values differ"
-    x = a.astype(np.float64)
-    y = b.astype(np.float64)
-    if x.size == 0:
-        return True, 0.0, ""
-    nan_mismatch = np.isnan(x) != np.isnan(y)
-    finite = ~(np.isnan(x) | np.isnan(y))
-    with np.errstate(invalid="ignore"):
-        diff = np.where(finite, np.abs(x - y), 0.0)
-    diff = np.where(np.isinf(x) & np.isinf(y) & (x == y), 0.0, diff)
-    err = float(np.max(diff)) if diff.size else 0.0
-    bad = (diff > atol + rtol * np.abs(np.where(finite, y, 0.0))) | nan_mismatch
-    n_bad = int(np.sum(bad))
-    return n_bad == 0, err, "" if n_bad == 0 else f"{n_bad} of {a.size} values outside tolerance"
+    if d.ok:
+        return True, d.max_error, ""
+    what = {"strings": "strings differ", "exact": "values differ"}.get(d.mode or "", "values outside tolerance")
+    return False, d.max_error, f"{d.n_bad} of {d.size} {what}"
 
 
 def _agreement(run: ValidationRun, name: str, case: _Case, results: Mapping[str, dict[str, np.ndarray]],
@@ -332,7 +276,7 @@ def _first_request_latency(run: ValidationRun, model: ModelUnderTest, case: _Cas
             _infer(run, proto, model, inputs)
             times.append((time.perf_counter() - t0) * 1e3)
     except Exception as e:
-        detail, hint = infer_error(proto, e)
+        detail, hint = infer_error(e)
         run.add(model.name, "first request", proto, "fail", detail, hint=hint)
         return
     served = stats_before[0] if stats_before else 0

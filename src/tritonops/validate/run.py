@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tritonops.client import TritonClient
 from tritonops.progress import Progress
 from tritonops.reference import (
     ReferenceRunner,
 )
 from tritonops.validate.report import CheckResult, Status, ValidateOptions
-from tritonops.validate.transport import Clients
 
 
 @dataclass
 class ValidationRun:
     options: ValidateOptions
-    clients: Clients
+    clients: TritonClient
     say: Progress
     references: Mapping[str, ReferenceRunner]
     rows: list[CheckResult] = field(default_factory=list)
