@@ -257,8 +257,9 @@ def _accelerators(opts: BuildOptions) -> tuple[Accelerator, ...]:
         return ()
     if opts.accelerator == "cuda":
         return (Accelerator("cuda"),)
-    return (Accelerator("tensorrt", (("precision_mode", opts.precision),
-                                     ("max_workspace_size_bytes", str(1 << 30)),
+    # sorted by key, like every parameter list of a spec (a config's map has no order)
+    return (Accelerator("tensorrt", (("max_workspace_size_bytes", str(1 << 30)),
+                                     ("precision_mode", opts.precision),
                                      ("trt_engine_cache_enable", "1"))),)
 
 
