@@ -204,7 +204,7 @@ def _dynamic_batching(cfg: mc.ModelConfig) -> DynamicBatching | None:
     if db.HasField("default_queue_policy"):
         qp = db.default_queue_policy
         queue = QueuePolicy(qp.max_queue_size, qp.default_timeout_microseconds,
-                            mc.ModelQueuePolicy.TimeoutAction.Name(qp.timeout_action),  # type: ignore[arg-type]
+                            mc.ModelQueuePolicy.TimeoutAction.Name(qp.timeout_action),
                             qp.allow_timeout_override)
     return DynamicBatching(tuple(db.preferred_batch_size), db.max_queue_delay_microseconds, db.preserve_ordering,
                            db.priority_levels, db.default_priority_level, queue)
@@ -234,7 +234,7 @@ def _version_policy(cfg: mc.ModelConfig) -> VersionPolicy | None:
 
 def _accelerators(cfg: mc.ModelConfig) -> tuple[Accelerator, ...]:
     gpu = cfg.optimization.execution_accelerators.gpu_execution_accelerator
-    return tuple(Accelerator(a.name, tuple(sorted(a.parameters.items())))  # type: ignore[arg-type]
+    return tuple(Accelerator(a.name, tuple(sorted(a.parameters.items())))
                  for a in gpu if a.name in ("tensorrt", "cuda"))
 
 
