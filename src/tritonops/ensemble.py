@@ -1,7 +1,8 @@
 """Ensembles from a spec: ``ensembles/<name>/ensemble.yaml`` + plain numpy functions in ``steps.py``.
 
-A build (``build_ensemble``) loads the typed spec, checks the wiring by name, converts and verifies
-every model step with ``tritonops.build``'s machinery, generates a Python-backend model for every
+The typed spec and its loading live in ``tritonops.ensemblefile``. A build (``build_ensemble``)
+checks the wiring by name, converts and verifies every model step with ``tritonops.build``
+(``build_staged``, as ``tritonops build`` does), generates a Python-backend model for every
 python step, infers the python steps' signatures by running them on example inputs, checks the
 full wiring (types, shapes, batch sizes), and only then moves every staged model into the
 repository. The wiring rules live in ``tritonops.wiring`` (``check`` runs them on hand-written

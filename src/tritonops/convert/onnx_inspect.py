@@ -87,7 +87,7 @@ def resolve_onnx_path(path: Path) -> Path:
 
 
 def inspect_onnx(path: Path) -> OnnxInfo:
-    import onnx  # on first use: importing onnx takes a while, and check imports this module for any repository
+    import onnx  # on first use: a slow import, which building a TorchScript model or checking a repository skips
 
     file = resolve_onnx_path(path)
     try:
