@@ -190,3 +190,19 @@ def test_stage_is_cleaned_after_success(tmp_path, mlp_onnx):
     build(BuildOptions(source=str(mlp_onnx), repository=tmp_path / "repo"))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tritonops-stage")]
     shutil.rmtree(tmp_path / "repo")
+
+
+def test_build_staged_builds_one_model_into_a_staged_directory(tmp_path, mlp_onnx):
+    """The public step ensembles use: nothing reaches the repository until the stage is left."""
+    from tritonops.build import build_staged
+    from tritonops.pbtxt import spec_from_config
+    from tritonops.repository import stage_model
+
+    repo = tmp_path / "repo"
+    work = tmp_path / "work"
+    work.mkdir()
+    with stage_model(repo, "clf") as staged:
+        r = build_staged(BuildOptions(source=str(mlp_onnx), repository=repo, name="clf"), staged, work)
+        assert not (repo / "clf").exists()
+    assert read_config(repo / "clf" / "config.pbtxt") == r.config
+    assert spec_from_config(r.config) == r.spec

@@ -156,7 +156,7 @@ def test_duplicate_yaml_key_in_ensemble_spec(cli, tmp_path):
 
 def test_yaml_merge_keys_may_be_overridden():
     """'<<: *anchor' followed by one of its keys is an override, not a duplicate."""
-    from tritonops.buildfile import load_yaml
+    from tritonops.specfile import load_yaml
 
     assert load_yaml("base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n") == {"base": {"x": 1, "y": 2},
                                                                           "m": {"x": 1, "y": 3}}

@@ -22,7 +22,8 @@ import yaml
 import onnx_models
 from deploy_repos import mlp_repo, mlp_spec, write_model
 from tritonops.deploy.inventory import read_inventory
-from tritonops.deploy.manifests import ManifestOptions, render_manifests, size_deployment, write_manifests
+from tritonops.deploy.manifest_spec import ManifestOptions, size_deployment
+from tritonops.deploy.manifests import render_manifests, write_manifests
 from tritonops.errors import UsageError
 
 IMAGE = "nvcr.io/nvidia/tritonserver:24.08-py3"

@@ -126,7 +126,7 @@ def test_signature_inference_marks_variable_dims():
 
 
 def test_unknown_resource_and_function_are_usage_errors(tmp_path):
-    from tritonops.ensemble import load_ensemble_file
+    from tritonops.ensemblefile import load_ensemble_file
 
     path = _variant(tmp_path, lambda d: _steps(d)["double"].update(resources=["nope.txt"]))
     with pytest.raises(UsageError, match=r"resources\[0\]: resource '.*nope.txt' does not exist"):
@@ -203,3 +203,20 @@ def test_cli_check_reports_ensemble_findings(pipe_repo, cli):
     assert code != 0
     assert "bad_cycle/config.pbtxt: ensemble_scheduling.step[0]: steps 'step[0] pipe_double', " in out
     assert "✓ pipe\n" in out
+
+
+def test_python_steps_use_the_one_batching_module(tmp_path):
+    """A generated step imports backends/_batching.py (copied beside its model.py) rather than
+    carrying its own copy; every result carries the config it wrote."""
+    from tritonops.ensemble import BATCHING_MODULE, build_ensemble_file
+    from tritonops.pbtxt import read_config
+
+    results = build_ensemble_file(ef.FIXTURE, tmp_path / "repo")
+    for r in results:
+        assert read_config(r.config_path) == r.config
+    for step in ("pipe_double", "pipe_total"):
+        version = tmp_path / "repo" / step / "1"
+        assert (version / "_batching.py").read_bytes() == BATCHING_MODULE.read_bytes()
+        source = (version / "model.py").read_text()
+        assert "from _batching import batch_groups, concatenate, split" in source
+        assert "np.pad(" not in source and "def _unpad" not in source

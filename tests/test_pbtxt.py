@@ -142,3 +142,95 @@ def test_ensemble_config_from_the_fixture_spec_matches_golden(tmp_path, cli):
     assert cfg.platform == "ensemble" and [s.model_name for s in cfg.ensemble_scheduling.step] == [
         "pipe_double", "pipe_total"]
     assert roundtrip(cfg) == rendered
+
+
+# ---------------------------------------------------------------- config -> spec -> config
+
+ENSEMBLE_CONFIG = """
+name: "pipe"
+platform: "ensemble"
+max_batch_size: 8
+input [ { name: "x", data_type: TYPE_FP32, dims: [ -1 ] } ]
+output [ { name: "total", data_type: TYPE_FP32, dims: [ 1 ] }, { name: "tripled", data_type: TYPE_FP32, dims: [ -1 ] } ]
+ensemble_scheduling {
+  step [
+    { model_name: "pipe_double", model_version: -1, input_map { key: "x" value: "x" }
+      output_map { key: "y" value: "doubled" } output_map { key: "z" value: "tripled" } },
+    { model_name: "pipe_total", model_version: -1, input_map { key: "y" value: "doubled" }
+      input_map { key: "x" value: "x" } output_map { key: "s" value: "total" } }
+  ]
+}
+"""
+
+PYTHON_STEP_CONFIG = """
+name: "pipe_double"
+backend: "python"
+max_batch_size: 8
+input [ { name: "x", data_type: TYPE_FP32, dims: [ -1 ], allow_ragged_batch: true } ]
+output [ { name: "y", data_type: TYPE_FP32, dims: [ -1 ] } ]
+instance_group [ { count: 1, kind: KIND_CPU } ]
+dynamic_batching { }
+parameters { key: "tritonops.function" value: { string_value: "double" } }
+parameters { key: "tritonops.ragged" value: { string_value: "group" } }
+"""
+
+# What a ModelSpec has no field for stays in extra, verbatim: sequence batching, KIND_MODEL, a format.
+UNMODELLED_CONFIG = """
+name: "seq"
+backend: "onnxruntime"
+max_batch_size: 4
+input [ { name: "x", data_type: TYPE_FP32, format: FORMAT_NCHW, dims: [ 3, 8, 8 ] } ]
+output [ { name: "y", data_type: TYPE_INT64, dims: [ 1 ], label_filename: "labels.txt" } ]
+instance_group [ { count: 2, kind: KIND_MODEL } ]
+sequence_batching { max_sequence_idle_microseconds: 5000000 }
+model_warmup [ { name: "w", batch_size: 2,
+                 inputs { key: "x" value: { data_type: TYPE_FP32, dims: [ 3, 8, 8 ], zero_data: true } } } ]
+"""
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in GOLDEN.glob("*.pbtxt")))
+def test_every_golden_config_round_trips_through_a_spec(name):
+    from tritonops.pbtxt import spec_from_config
+
+    cfg = golden(name)
+    spec = spec_from_config(cfg)
+    assert render_config(spec) == cfg
+    assert spec_from_config(render_config(spec)) == spec
+    roundtrip(render_config(spec))
+
+
+@pytest.mark.parametrize("text", [ENSEMBLE_CONFIG, PYTHON_STEP_CONFIG, UNMODELLED_CONFIG],
+                         ids=["ensemble", "python_step", "unmodelled"])
+def test_ensemble_python_and_unmodelled_configs_round_trip(text):
+    from tritonops.pbtxt import spec_from_config
+
+    cfg = parse_config_text(text, "test")
+    spec = spec_from_config(cfg)
+    assert render_config(spec) == cfg
+    assert spec.name == cfg.name and [i.name for i in spec.inputs] == [i.name for i in cfg.input]
+
+
+def test_spec_from_config_reads_the_fields_a_spec_has():
+    """The three golden configs are what make_spec builds from these options: from_config gives the
+    same specs back, with nothing left over in extra."""
+    from tritonops.pbtxt import spec_from_config
+
+    opts = BuildOptions(
+        source="unused.onnx", name="clf", max_batch_size=32, instances=2, preferred_batch_sizes=(8, 16),
+        max_queue_delay_us=500, max_queue_size=64, queue_timeout_us=100_000, timeout_action="DELAY",
+        response_cache=True, warmup=True, threads=1,
+    )
+    full = make_spec(opts, "clf", "onnxruntime_onnx", 32, [t("x", "FP32", 4)], [t("y", "FP32", 3)])
+    gpu = make_spec(BuildOptions(source="x.onnx", kind="gpu", gpus=(0,), accelerator="tensorrt", priority_levels=2,
+                                 default_priority_level=1, version_policy=VersionPolicy("latest", 2)),
+                    "scale", "onnxruntime_onnx", 8, [t("x", "FP32", 1, reshape=())], [t("y", "FP32", 1, reshape=())])
+    for file, spec in (("mlp_full.pbtxt", full), ("gpu_trt_accelerator.pbtxt", gpu)):
+        got = spec_from_config(golden(file))
+        assert got == spec and got.extra == {}, file
+    ens = spec_from_config(parse_config_text(ENSEMBLE_CONFIG, "test"))
+    assert ens.platform == "ensemble" and ens.instance_groups == () and list(ens.extra) == ["ensemble_scheduling"]
+    py = spec_from_config(parse_config_text(PYTHON_STEP_CONFIG, "test"))
+    assert py.platform == "python" and py.inputs[0].allow_ragged_batch and py.extra == {}
+    odd = spec_from_config(parse_config_text(UNMODELLED_CONFIG, "test"))
+    assert odd.platform == "onnxruntime_onnx"
+    assert set(odd.extra) == {"input", "output", "instance_group", "sequence_batching", "model_warmup", "platform"}

@@ -8,6 +8,7 @@ move them into the repository. Any failure before the final renames leaves the r
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import typing
@@ -19,11 +20,19 @@ from typing import Any, Literal
 
 import numpy as np
 
+from tritonops import reference
+
+# torch_export, tensorrt and verify import torch, tensorrt and onnxruntime only inside the
+# functions that need them, so these imports stay cheap for ONNX-only builds.
+from tritonops.check import check_spec
+from tritonops.convert import tensorrt, torch_export, verify
+from tritonops.convert.examples import make_inputs
 from tritonops.convert.onnx_inspect import OnnxInfo, inspect_onnx
+from tritonops.dtypes import from_numpy
 from tritonops.errors import ModelError, RepositoryError, UsageError
 from tritonops.names import check_model_name
-from tritonops.pbtxt import config_to_text, parse_config_text, render_config
-from tritonops.progress import Progress
+from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, render_config
+from tritonops.progress import Progress, reporter
 from tritonops.repository import CopyFn, StagedModel, stage_model, write_text_file
 from tritonops.spec import (
     Accelerator,
@@ -135,6 +144,7 @@ class BuildResult:
     version: int
     config_path: Path
     config_text: str
+    config: ModelConfig  # config_text, parsed (what the reference runners take)
     spec: ModelSpec
     source_kind: SourceKind
     verification: Any = None  # convert.verify.VerificationReport, when a check ran
@@ -249,8 +259,9 @@ def _accelerators(opts: BuildOptions) -> tuple[Accelerator, ...]:
         return ()
     if opts.accelerator == "cuda":
         return (Accelerator("cuda"),)
-    return (Accelerator("tensorrt", (("precision_mode", opts.precision),
-                                     ("max_workspace_size_bytes", str(1 << 30)),
+    # sorted by key, like every parameter list of a spec (a config's map has no order)
+    return (Accelerator("tensorrt", (("max_workspace_size_bytes", str(1 << 30)),
+                                     ("precision_mode", opts.precision),
                                      ("trt_engine_cache_enable", "1"))),)
 
 
@@ -311,13 +322,12 @@ def build(opts: BuildOptions, progress: Progress | None = None, *, copy: CopyFn 
 def build_many(options: Sequence[BuildOptions], progress: Progress | None = None, *,
                copy: CopyFn = shutil.copy2) -> list[BuildResult]:
     """Build several models; every model is converted and verified before any is written."""
-    say = progress or (lambda _msg: None)
+    say = reporter(progress)
     names: set[tuple[Path, str]] = set()
     with tempfile.TemporaryDirectory(prefix="tritonops-build-") as scratch, contextlib.ExitStack() as stack:
         results = []
         for i, opts in enumerate(options):
-            kind = source_kind(opts.source)
-            name = opts.name or default_name(opts.source, kind)
+            name = opts.name or default_name(opts.source, source_kind(opts.source))
             check_model_name(name)
             key = (opts.repository.absolute(), name)
             if key in names:
@@ -326,18 +336,52 @@ def build_many(options: Sequence[BuildOptions], progress: Progress | None = None
             work = Path(scratch) / f"{i}-{name}"
             work.mkdir()
             staged = stack.enter_context(stage_model(opts.repository, name, opts.version, copy=copy))
-            results.append(_build_one(opts, kind, name, work, staged, say))
+            results.append(build_staged(replace(opts, name=name), staged, work, progress))
         say("writing the repository")
     return results
 
 
-def _build_one(opts: BuildOptions, kind: SourceKind, name: str, work: Path, staged: StagedModel,
-               say: Progress) -> BuildResult:
+@dataclass(frozen=True)
+class RenderedConfig:
+    config: ModelConfig
+    text: str
+
+
+def render_checked(spec: ModelSpec) -> RenderedConfig:
+    """A spec's config and its config.pbtxt text, refused unless the text parses back to the same
+    config and Triton's rules accept it (``check_spec``)."""
+    cfg = render_config(spec)
+    text = config_to_text(cfg)
+    if parse_config_text(text, "generated config") != cfg:
+        raise RepositoryError(f"the generated config.pbtxt of '{spec.name}' does not parse back to the same config",
+                              "this is a tritonops bug: please report it with the model")
+    problems = check_spec(cfg)
+    if problems:
+        raise UsageError(f"the resulting config would be refused by Triton: {problems[0]}",
+                         "change the build options named above")
+    return RenderedConfig(cfg, text)
+
+
+def write_config(staged: StagedModel, spec: ModelSpec) -> RenderedConfig:
+    """Render and check ``spec`` and write it as the staged model's config.pbtxt."""
+    rendered = render_checked(spec)
+    write_text_file(staged.model_root / "config.pbtxt", rendered.text)
+    return rendered
+
+
+def build_staged(opts: BuildOptions, staged: StagedModel, work: Path, progress: Progress | None = None,
+                 ) -> BuildResult:
+    """Build one model into a staged model directory (``repository.stage_model``): inspect or
+    convert ``opts.source`` in the scratch directory ``work``, verify it, put the model file and
+    config.pbtxt in ``staged``. The caller moves the staged directory into the repository."""
+    say = reporter(progress)
+    kind = source_kind(opts.source)
+    name = opts.name or default_name(opts.source, kind)
     fmt = opts.format
     if fmt == "auto":
         fmt = "torchscript" if kind == "torchscript" else "onnx"
     notes: list[str] = []
-    verification = None
+    report = None
     if kind == "onnx":
         if fmt == "torchscript":
             raise UsageError("an ONNX model cannot be converted to TorchScript",
@@ -347,7 +391,7 @@ def _build_one(opts: BuildOptions, kind: SourceKind, name: str, work: Path, stag
         desc = f"model '{opts.source}'"
         spec = spec_from_onnx(opts, name, info, desc)
         say("checking the model runs in onnxruntime")
-        verification = _smoke_onnx(info.path, spec, opts)
+        report = _smoke_onnx(info.path, spec, opts)
         if fmt == "tensorrt":
             spec = _tensorrt(opts, info.path, spec, staged, say, notes)
         else:
@@ -363,36 +407,23 @@ def _build_one(opts: BuildOptions, kind: SourceKind, name: str, work: Path, stag
             )
         mbs = DEFAULT_MAX_BATCH_SIZE if opts.max_batch_size is None else opts.max_batch_size
         if fmt in ("onnx", "tensorrt"):
-            spec, verification, onnx_path = _torch_to_onnx(opts, module, name, mbs, work, say, notes)
+            spec, report, onnx_path = _torch_to_onnx(opts, module, name, mbs, work, say, notes)
             if fmt == "tensorrt":
                 spec = _tensorrt(opts, onnx_path, spec, staged, say, notes)
             else:
                 _add_onnx(staged, inspect_onnx(onnx_path))
         else:
-            spec, verification, pt_path = _torch_to_torchscript(opts, module, name, mbs, work, say, kind)
+            spec, report, pt_path = _torch_to_torchscript(opts, module, name, mbs, work, say, kind)
             staged.add_file(pt_path, "model.pt")
 
-    if verification is not None:
-        from tritonops.convert.verify import raise_if_failed
-
-        raise_if_failed(verification)
-    cfg = render_config(spec)
-    text = config_to_text(cfg)
-    if parse_config_text(text, "generated config") != cfg:
-        raise RepositoryError("the generated config.pbtxt does not parse back to the same config",
-                              "this is a tritonops bug: please report it with the model")
-    from tritonops.check import check_spec
-
-    problems = check_spec(cfg)
-    if problems:
-        raise UsageError(f"the resulting config would be refused by Triton: {problems[0]}",
-                         "change the build options named above")
-    write_text_file(staged.model_root / "config.pbtxt", text)
+    if report is not None:
+        verify.raise_if_failed(report)
+    rendered = write_config(staged, spec)
     model_dir = opts.repository.absolute() / name
     return BuildResult(
         name=name, repository=opts.repository, model_dir=model_dir, version=staged.version,
-        config_path=model_dir / "config.pbtxt", config_text=text, spec=spec, source_kind=kind,
-        verification=verification, notes=tuple(notes),
+        config_path=model_dir / "config.pbtxt", config_text=rendered.text, config=rendered.config, spec=spec,
+        source_kind=kind, verification=report, notes=tuple(notes),
     )
 
 
@@ -409,10 +440,8 @@ def _add_onnx(staged: StagedModel, info: OnnxInfo) -> None:
 def _smoke_onnx(path: Path, spec: ModelSpec, opts: BuildOptions) -> Any:
     """No conversion happened, so verification means: onnxruntime loads the model and produces
     outputs of the declared shapes at two batch sizes."""
-    from tritonops.convert.verify import runner_onnxruntime, verify_shapes
-
-    run = runner_onnxruntime(path)
-    return verify_shapes(run, spec.inputs, spec.outputs, _batch_sizes(spec.max_batch_size), seed=opts.seed)
+    run = reference.runner_onnxruntime(path)
+    return verify.verify_shapes(run, spec.inputs, spec.outputs, _batch_sizes(spec.max_batch_size), seed=opts.seed)
 
 
 def _batch_sizes(max_batch_size: int) -> tuple[int | None, ...]:
@@ -422,8 +451,6 @@ def _batch_sizes(max_batch_size: int) -> tuple[int | None, ...]:
 
 
 def _load_torch(opts: BuildOptions, kind: SourceKind, say: Progress) -> Any:
-    from tritonops.convert import torch_export
-
     if kind == "factory":
         say(f"calling {opts.source}")
         return torch_export.load_factory(opts.source)
@@ -433,8 +460,6 @@ def _load_torch(opts: BuildOptions, kind: SourceKind, say: Progress) -> Any:
 
 def _torch_to_onnx(opts: BuildOptions, module: Any, name: str, mbs: int, work: Path, say: Progress,
                    notes: list[str]) -> tuple[ModelSpec, Any, Path]:
-    from tritonops.convert import torch_export, verify
-
     say("exporting to ONNX")
     out = work / "onnx" / "model.onnx"
     out.parent.mkdir()
@@ -445,8 +470,8 @@ def _torch_to_onnx(opts: BuildOptions, module: Any, name: str, mbs: int, work: P
     spec = spec_from_onnx(replace(opts, max_batch_size=mbs), name, info, f"the exported model '{name}'")
     say("verifying the ONNX model against PyTorch")
     report = verify.verify(
-        verify.runner_torch(module, [t.name for t in opts.inputs], [t.name for t in spec.outputs]),
-        verify.runner_onnxruntime(onnx_path),
+        reference.runner_torch(module, [t.name for t in opts.inputs], [t.name for t in spec.outputs]),
+        reference.runner_onnxruntime(onnx_path),
         spec.inputs, batch_sizes=_batch_sizes(spec.max_batch_size), atol=opts.atol, rtol=opts.rtol,
         seed=opts.seed,
     )
@@ -455,8 +480,6 @@ def _torch_to_onnx(opts: BuildOptions, module: Any, name: str, mbs: int, work: P
 
 def _torch_to_torchscript(opts: BuildOptions, module: Any, name: str, mbs: int, work: Path,
                           say: Progress, kind: SourceKind) -> tuple[ModelSpec, Any, Path]:
-    from tritonops.convert import torch_export, verify
-
     out = work / "model.pt"
     if kind == "torchscript":
         shutil.copy2(opts.source, out)
@@ -467,14 +490,14 @@ def _torch_to_torchscript(opts: BuildOptions, module: Any, name: str, mbs: int, 
         out = exported.path
         ts_inputs = tuple(replace(t, name=f"INPUT__{i}") for i, t in enumerate(opts.inputs))
     say("verifying the TorchScript model")
-    candidate = verify.runner_torchscript(out, [t.name for t in ts_inputs])
+    candidate = reference.runner_torchscript(out, [t.name for t in ts_inputs])
     outputs = _observe_outputs(candidate, ts_inputs, mbs, opts.seed)
     spec = make_spec(opts, name, "pytorch_libtorch", mbs, ts_inputs, outputs)
     if kind == "factory":
-        reference = verify.runner_torch(module, [t.name for t in ts_inputs], [t.name for t in outputs])
+        original = reference.runner_torch(module, [t.name for t in ts_inputs], [t.name for t in outputs])
     else:
-        reference = candidate  # nothing was converted: the check is that it runs at each batch size
-    report = verify.verify(reference, candidate, spec.inputs, batch_sizes=_batch_sizes(mbs),
+        original = candidate  # nothing was converted: the check is that it runs at each batch size
+    report = verify.verify(original, candidate, spec.inputs, batch_sizes=_batch_sizes(mbs),
                            atol=opts.atol, rtol=opts.rtol, seed=opts.seed)
     return spec, report, out
 
@@ -483,9 +506,6 @@ def _observe_outputs(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
                      inputs: Sequence[TensorSpec], mbs: int, seed: int) -> tuple[TensorSpec, ...]:
     """Output names, types and dims from two runs with different batch and variable sizes:
     dims that change between the runs are variable (-1)."""
-    from tritonops.convert.examples import make_inputs
-    from tritonops.dtypes import from_numpy
-
     batched = mbs > 0
     rng = np.random.default_rng(seed)
     first = run(make_inputs(inputs, 1 if batched else None, rng, dim_default=3))
@@ -507,18 +527,11 @@ def _observe_outputs(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray
 
 def _tensorrt(opts: BuildOptions, onnx_path: Path, spec: ModelSpec, staged: StagedModel, say: Progress,
               notes: list[str]) -> ModelSpec:
-    from tritonops.convert import tensorrt
-
     say("building a TensorRT plan")
     plan = staged.version_dir / "model.plan"
     provenance = tensorrt.build_plan(onnx_path, plan, spec.inputs, spec.max_batch_size, fp16=opts.precision == "FP16")
     if provenance is not None:
-        write_text_file(staged.model_root / "provenance.json", _json(provenance))
+        write_text_file(staged.model_root / "provenance.json", json.dumps(provenance, indent=2, sort_keys=True) + "\n")
     notes.append("TensorRT plans are tied to the TensorRT version and GPU they were built on")
     return replace(spec, platform="tensorrt_plan", parameters=(), accelerators=())
 
-
-def _json(obj: Any) -> str:
-    import json
-
-    return json.dumps(obj, indent=2, sort_keys=True) + "\n"

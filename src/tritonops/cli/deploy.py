@@ -12,9 +12,11 @@ from rich.markup import escape
 
 from tritonops.cli.render import command, emit_result, spinner
 from tritonops.cli.render import out as console  # `out` is the --out option here
-from tritonops.deploy.manifests import ManifestOptions, write_manifests
-from tritonops.deploy.rollout import DeployFailed, RolloutOptions, RolloutResult, deploy_status, deploy_versions
+from tritonops.deploy.manifest_spec import ManifestOptions
+from tritonops.deploy.manifests import write_manifests
+from tritonops.deploy.rollout import DeployFailed, RolloutOptions, RolloutResult, deploy_versions
 from tritonops.deploy.rollout import rollback as roll_back
+from tritonops.deploy.status import deploy_status
 from tritonops.envelope import schema_of
 from tritonops.errors import UsageError
 

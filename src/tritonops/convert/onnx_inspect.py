@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
 from tritonops.dtypes import DType, from_onnx
 from tritonops.errors import ModelError, UsageError
 from tritonops.spec import TensorSpec
@@ -85,8 +87,7 @@ def resolve_onnx_path(path: Path) -> Path:
 
 
 def inspect_onnx(path: Path) -> OnnxInfo:
-    import onnx
-    from google.protobuf.message import DecodeError
+    import onnx  # on first use: a slow import, which building a TorchScript model or checking a repository skips
 
     file = resolve_onnx_path(path)
     try:

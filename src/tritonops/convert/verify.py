@@ -18,7 +18,7 @@ from tritonops.compare import compare_arrays, dtype_name, format_error, format_t
 from tritonops.compare import format_table as compare_table
 from tritonops.convert.examples import make_inputs
 from tritonops.errors import ConversionError, TritonOpsError
-from tritonops.reference import Runner, error_line, runner_onnxruntime, runner_torch, runner_torchscript
+from tritonops.reference import Runner, error_line
 from tritonops.spec import TensorSpec
 
 SCHEMA = "tritonops.verification/1"
@@ -236,5 +236,3 @@ def verify_shapes(run: Runner, inputs: Sequence[TensorSpec], outputs: Sequence[T
 # ---------------------------------------------------------------- runners
 
 
-# The runners live with the other in-process references; build and older callers import them from here too.
-__all__ = ["Runner", "runner_onnxruntime", "runner_torch", "runner_torchscript"]

@@ -7,7 +7,8 @@ results) and ``manifests`` (rendering and writing them); ``rollout`` (deploy and
 ``status`` (what is live) and ``record`` (the append-only deploy record)."""
 
 from tritonops.deploy.inventory import ModelInfo, RepositoryInventory, read_inventory
-from tritonops.deploy.manifests import ManifestOptions, ManifestResult, render_manifests, write_manifests
+from tritonops.deploy.manifest_spec import ManifestOptions, ManifestResult
+from tritonops.deploy.manifests import render_manifests, write_manifests
 from tritonops.deploy.rollout import DeployFailed, RolloutOptions, RolloutResult, deploy_versions, rollback
 from tritonops.deploy.status import DeployStatus, deploy_status
 

@@ -19,34 +19,21 @@ from tritonops.deploy.control import ADMIN_HEADER
 from tritonops.deploy.inventory import file_hashes, read_inventory, tree_sha256
 from tritonops.deploy.manifest_spec import (
     ADMIN_KEY_ENV,
-    GI,
     GRPC_PORT,
     HTTP_PORT,
     METRICS_PORT,
-    MI,
     MODELS_MOUNT,
-    MONITORS,
     QUEUE_METRIC,
-    SCHEMA,
-    TARGETS,
     TRITON_UID,
     ManifestFile,
     ManifestOptions,
     ManifestResult,
-    Monitor,
     Sizing,
-    Target,
     millicores,
-    parse_bytes,
     size_deployment,
 )
 from tritonops.errors import RepositoryError, UsageError
 from tritonops.repository import write_atomic
-
-__all__ = ["ADMIN_HEADER", "ADMIN_KEY_ENV", "GI", "GRPC_PORT", "HTTP_PORT", "METRICS_PORT", "MI", "MODELS_MOUNT",
-           "MONITORS", "QUEUE_METRIC", "SCHEMA", "TARGETS", "TRITON_UID", "ManifestFile", "ManifestOptions",
-           "ManifestResult", "Monitor", "Rendered", "Sizing", "Target", "adapter_rules", "dump_yaml", "parse_bytes",
-           "render_manifests", "size_deployment", "triton_args", "write_manifests"]
 
 
 # ------------------------------------------------------------------------------------------ shared parts

@@ -35,7 +35,6 @@ from typing import Any, Literal
 from tritonops.check import check_repository
 from tritonops.client import TritonClient
 from tritonops.deploy.control import (
-    STAGE_PREFIX,
     check_target,
     cleanup_candidate,
     connect,
@@ -47,12 +46,11 @@ from tritonops.deploy.control import (
     stage,
 )
 from tritonops.deploy.gate import GateOptions, gate
-from tritonops.deploy.inventory import file_hashes, policy_versions, read_inventory, tree_sha256
+from tritonops.deploy.inventory import file_hashes, read_inventory, tree_sha256
 from tritonops.deploy.record import append_record, read_records, record_path
-from tritonops.deploy.status import STATUS_SCHEMA, DeployStatus, ModelStatusRow, deploy_status
 from tritonops.errors import TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
-from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, read_config
+from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text
 from tritonops.progress import Progress, reporter
 from tritonops.repository import check_writable, version_dirs, write_atomic
 from tritonops.validate import ValidateOptions
@@ -509,6 +507,3 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
         server.close()
 
 
-__all__ = ["CANDIDATE_SUFFIX", "STAGE_PREFIX", "STATUS_SCHEMA", "DeployFailed", "DeployStatus", "ModelRollout",
-           "ModelStatusRow", "RolloutOptions", "RolloutResult", "deploy_status", "deploy_versions", "policy_versions",
-           "read_config", "rollback"]

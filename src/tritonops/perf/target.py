@@ -21,9 +21,6 @@ from tritonops.progress import Progress
 from tritonops.server import ServerOptions, TritonServer
 from tritonops.spec import TensorSpec
 
-__all__ = ["ModelIO", "Protocol", "Target", "fetch_model_io", "http_alive", "model_io_from_config", "normalize_url",
-           "open_target"]
-
 Protocol = Literal["http", "grpc"]
 
 
