@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from tritonops.cli.render import command, emit_result, spinner
 from tritonops.cli.render import out as console  # `out` is the --out option here
+from tritonops.client import endpoints
 from tritonops.deploy.manifest_spec import ManifestOptions
 from tritonops.deploy.manifests import write_manifests
 from tritonops.deploy.rollout import DeployFailed, RolloutOptions, RolloutResult, deploy_versions
@@ -115,7 +116,7 @@ def deploy(
         if to is None:
             raise UsageError(f"--{'status' if status else 'rollback'} needs --to",
                              "give the server's model repository: --to /srv/triton/models")
-        http_url, grpc_url = _endpoints(url, http_port, grpc_port)
+        http_url, grpc_url = endpoints(url, http_port, grpc_port)
         if status:
             _status(to, http_url, as_json)
         elif rollback:
@@ -153,17 +154,6 @@ def deploy(
         console.print(f"    {escape(str(f.path))}  {', '.join(f.kinds)}" + ("" if f.apply else "  (extra)"))
     for note in result.notes:
         console.print(f"  note: {escape(note)}")
-
-
-def _endpoints(url: str, http_port: int | None, grpc_port: int) -> tuple[str, str]:
-    if "://" in url:
-        raise UsageError(f"--url '{url}' includes a scheme", "give the host, e.g. --url localhost")
-    host, _, port_in_url = url.partition(":")
-    if port_in_url and http_port is not None:
-        raise UsageError(f"--url '{url}' has a port and --http-port is given too", "give the port once")
-    if port_in_url and not port_in_url.isdigit():
-        raise UsageError(f"cannot parse --url '{url}'", "give host or host:port, e.g. --url localhost:8000")
-    return f"{host}:{int(port_in_url) if port_in_url else (http_port or 8000)}", f"{host}:{grpc_port}"
 
 
 def _admin_key() -> str | None:

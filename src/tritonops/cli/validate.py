@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tritonops.cli.render import command, emit_result, out, spinner
+from tritonops.client import endpoints, host_of
 from tritonops.errors import UsageError
 from tritonops.units import parse_size
 from tritonops.validate import CheckResult, ValidateOptions, ValidationReport, validate, validate_repository
@@ -72,14 +73,9 @@ def validate_command(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for one request.")] = 30.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    host, _, port_in_url = url.removeprefix("http://").partition(":")
     if url.startswith("https://"):
         raise UsageError("https:// is not supported", "give the host, e.g. --url localhost")
-    if port_in_url and http_port is not None:
-        raise UsageError(f"--url '{url}' has a port and --http-port is given too", "give the port once")
-    if port_in_url and not port_in_url.isdigit():
-        raise UsageError(f"cannot parse --url '{url}'", "give host or host:port, e.g. --url localhost:8000")
-    hport = int(port_in_url) if port_in_url else (http_port or 8000)
+    http_url, grpc_url = endpoints(url.removeprefix("http://"), http_port, grpc_port)
     if serve and repository is None:
         raise UsageError("--serve needs a model repository", "tritonops validate model_repository/ --serve")
     if repository is not None and not repository.is_dir():
@@ -88,7 +84,7 @@ def validate_command(
         raise UsageError("--cache-size applies only with --serve",
                          "start the server with a cache yourself, or add --serve")
     options = ValidateOptions(
-        http_url=f"{host}:{hport}", grpc_url=f"{host}:{grpc_port}", metrics_url=f"{host}:{metrics_port}",
+        http_url=http_url, grpc_url=grpc_url, metrics_url=f"{host_of(http_url)}:{metrics_port}",
         models=tuple(model or ()), inputs=inputs, repository=repository, reference=reference,
         batch_size=batch_size, atol=atol, rtol=rtol, protocols=tuple(protocol or ("http-json", "http-binary",
                                                                                     "grpc")),
