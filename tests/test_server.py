@@ -164,7 +164,7 @@ def test_explicit_mode_cache_metrics_and_a_clean_stop(repo, mlp_onnx):
         pid = server.pid
         stubs = [p for p in group_members(pid) if p != pid]
         assert stubs  # the Python backend stubs run in the server's own process group
-        states = {s.name: s.state for s in server.model_states()}
+        states = {s.name: s for s in server.model_states()}
         with urllib.request.urlopen(f"http://{server.metrics_url}/metrics", timeout=10) as r:
             metrics = r.read().decode()
         with httpclient.InferenceServerClient(server.http_url) as client:
@@ -175,7 +175,8 @@ def test_explicit_mode_cache_metrics_and_a_clean_stop(repo, mlp_onnx):
             assert client.is_model_ready("other")
         assert server.http_url.startswith("127.0.0.1:") and server.grpc_url.startswith("127.0.0.1:")
         assert server.log_path == log and server.log_tail(5)
-    assert states == {"mlp": "READY", "other": ""}  # in the index, never loaded: no state
+    assert {n: s.state for n, s in states.items()} == {"mlp": "READY", "other": "UNAVAILABLE"}
+    assert states["other"].reason.startswith("not loaded (explicit model control)")  # Triton gives neither
     assert 'nv_inference_count{model="mlp"' in metrics
     text = log.read_text()
     assert re.search(r"cache_enabled\s*\|\s*1\s*\|", text)

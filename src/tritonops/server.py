@@ -3,16 +3,26 @@
 ``TritonServer`` is a context manager: it refuses busy ports, starts the real server in its own
 session with the log in a file, waits for readiness while watching the process, and on exit
 terminates, waits and kills. The child gets ``PR_SET_PDEATHSIG`` so it dies with its parent even
-when the parent is SIGKILLed: no orphaned servers."""
+when the parent is SIGKILLed, and a guard process (``tritonops.watchdog``) that outlives the parent
+then kills the Python backend stubs such a server leaves behind while models are still loading, and
+removes their shared memory: no orphaned servers or stubs, in any window.
+
+Options are checked at construction: ports, the bind address (``check_bind_host``: an address of
+this machine; all interfaces only with ``bind_warning``), log verbosity, and model names (one
+containment check, ``tritonops.paths``)."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import importlib.util
+import ipaddress
 import json
 import os
 import re
+import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -21,18 +31,73 @@ import sys
 import sysconfig
 import tempfile
 import time
+import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
+from tritonops import watchdog
 from tritonops.errors import ServerError, UsageError
+from tritonops.paths import check_name, model_directory, open_for_writing, read_text, shown
 
 BACKENDS_DIR = Path(__file__).parent / "backends"
 FALLBACK_BACKENDS = ("onnxruntime", "pytorch")
 _PR_SET_PDEATHSIG = 1
+LOG_VERBOSE_LEVELS = range(3)  # what --help promises; Triton itself takes any integer
+WILDCARD_HOSTS = ("0.0.0.0", "::")  # noqa: S104 - named so that they can be warned about
+
+
+def check_port(port: int, flag: str = "--port") -> int:
+    """``port`` if it is a TCP port number (0: a free one), else a ``UsageError`` naming ``flag``."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise UsageError(f"{flag} {port} is not a port number", f"use {flag} N with 0 <= N <= 65535 (0: a free one)")
+    return port
+
+
+_HOST_HINT = "bind 127.0.0.1 (the default), an address of one of this machine's interfaces, or 0.0.0.0 for all"
+
+
+def _host_addresses(host: str, flag: str) -> list[tuple[socket.AddressFamily, str]]:
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError):
+        raise UsageError(f"{flag} {shown(host)} is neither an IP address nor a name that resolves",
+                         _HOST_HINT) from None
+    return [(family, str(addr[0])) for family, _, _, _, addr in infos]
+
+
+def check_bind_host(host: str, flag: str = "--host") -> str | None:
+    """Check an address to listen on; returns a warning to show the user, or None for loopback.
+
+    It must be an address of this machine (binding it is the test) or a wildcard. Anything but
+    loopback exposes a server that has no authentication, so those get a warning: a loud one for
+    every interface (0.0.0.0, ::). Raises ``UsageError`` for an empty, malformed or foreign address."""
+    if not host:
+        raise UsageError("the host address is empty", "bind 127.0.0.1 (the default) or an interface address")
+    if any(unicodedata.category(c)[0] in "CZ" for c in host) or host.startswith("-"):
+        raise UsageError(f"{flag} {shown(host)} is not an address", _HOST_HINT)
+    addresses = _host_addresses(host, flag)
+    if any(ipaddress.ip_address(a.split("%")[0]).is_unspecified for _, a in addresses):
+        return (f"{flag} {host} listens on EVERY network interface: anyone who can reach this machine can "
+                "run inference on this server and, with explicit model control, load and unload models "
+                "(Triton has no authentication). The URLs shown are the loopback ones; "
+                "use --host 127.0.0.1 unless this is what you want.")
+    for family, address in addresses:
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((address, 0))
+            except OSError as e:
+                if e.errno == errno.EADDRNOTAVAIL:
+                    continue
+            if ipaddress.ip_address(address.split("%")[0]).is_loopback:
+                return None
+            return (f"{flag} {host} is reachable from other machines on that network: anyone there can run "
+                    "inference on this server (Triton has no authentication).")
+    raise UsageError(f"{flag} {host} is not an address of this machine", _HOST_HINT)
 
 
 @dataclass(frozen=True)
@@ -55,13 +120,10 @@ class ServerOptions:
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if not self.host:
-            raise UsageError("the host address is empty", "bind 127.0.0.1 (the default) or an interface address")
+        check_bind_host(self.host)
         ports = {"--http-port": self.http_port, "--grpc-port": self.grpc_port, "--metrics-port": self.metrics_port}
         for flag, port in ports.items():
-            if not 0 <= port <= 65535:
-                raise UsageError(f"{flag} {port} is not a port number",
-                                 f"use {flag} N with 0 <= N <= 65535 (0: a free one)")
+            check_port(port, flag)
         used = [p for p in ports.values() if p]
         if len(used) != len(set(used)):
             raise UsageError("the HTTP, gRPC and metrics ports must differ",
@@ -74,9 +136,27 @@ class ServerOptions:
         if "*" in self.load_models and len(self.load_models) > 1:
             raise UsageError("--load-model '*' loads every model and cannot be combined with names",
                              "give either '*' or model names")
+        for name in self.load_models:
+            if name != "*":
+                check_name(name, "--load-model", "give the name of a model directory in the repository")
+        if self.log_verbose not in LOG_VERBOSE_LEVELS:
+            raise UsageError(f"--log-verbose {self.log_verbose} is not a verbosity level",
+                             "use 0 (default), 1 or 2")
         if self.cache_size_bytes is not None and self.cache_size_bytes < 1024:
             raise UsageError(f"cache size {self.cache_size_bytes} bytes is too small",
                              "Triton's local cache needs at least 1 KB, e.g. --cache-size 64MB")
+
+    @property
+    def bind_warning(self) -> str | None:
+        """What to tell the user about ``host`` before serving: None on loopback."""
+        return check_bind_host(self.host)
+
+    def check_models(self) -> None:
+        """Every ``load_models`` name is a model directory inside the repository (symlinks resolved):
+        a name that is not there is an error, not a model Triton silently skips."""
+        for name in self.load_models:
+            if name != "*":
+                model_directory(self.repository, name, "--load-model")
 
 
 @dataclass(frozen=True)
@@ -135,20 +215,38 @@ def find_tritonserver(explicit: Path | None = None) -> Path:
                       "or set TRITONSERVER=/path/to/tritonserver")
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def _port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+def _bind_error(host: str, port: int) -> OSError | None:
+    """Why ``host:port`` cannot be listened on now, or None."""
+    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
-        except OSError:
-            return True
-    return False
+        except OSError as e:
+            return e
+    return None
+
+
+def _check_port_free(host: str, port: int, flag: str) -> None:
+    e = _bind_error(host, port)
+    if e is None:
+        return
+    if e.errno == errno.EADDRINUSE:
+        raise ServerError(f"port {port} on {host} is in use",
+                          f"stop the process using it, or choose another with {flag}")
+    if e.errno == errno.EACCES:
+        raise ServerError(f"port {port} on {host} needs privileges this process does not have",
+                          f"ports below 1024 need root: choose another with {flag}")
+    raise ServerError(f"cannot listen on {host} port {port}: {e.strerror}", f"choose another address or {flag}")
 
 
 def _die_with_parent() -> Callable[[], None]:
@@ -279,6 +377,9 @@ def _environment(repository: Path) -> dict[str, str]:
 
 _FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
 _FAILED_SERVICE = re.compile(r"failed to start (\w+) service: (.*?)\s*\"?$")
+_POLL_FAILED = re.compile(r"Poll failed for model directory '([^']+)': (.*?)\s*\"?$")
+_LOG_READ_LIMIT = 8 << 20  # the end of the log is what failure messages need
+_CONFIG_READ_LIMIT = 16 << 20
 
 
 class TritonServer:
@@ -288,11 +389,14 @@ class TritonServer:
         self.options = options
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
-        self._log_handle: object | None = None
+        self._log_handle: BinaryIO | None = None
         self.fallback_backends: tuple[str, ...] = ()
         self.http_port = self.grpc_port = self.metrics_port = 0
         self.log_path = Path()
         self._temporary_log = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._guard_fd = -1
+        self._shm_prefixes: dict[str, str] = {}  # backend -> this server's shm region prefix
 
     # ----------------------------------------------------------------- endpoints
     @property
@@ -309,7 +413,10 @@ class TritonServer:
 
     @property
     def _client_host(self) -> str:
-        return "127.0.0.1" if self.options.host in ("0.0.0.0", "") else self.options.host  # noqa: S104
+        host = self.options.host
+        if host in (*WILDCARD_HOSTS, ""):
+            return "127.0.0.1"
+        return f"[{host}]" if ":" in host else host
 
     @property
     def pid(self) -> int:
@@ -336,6 +443,9 @@ class TritonServer:
             cmd.append(f"--cache-config=local,size={o.cache_size_bytes}")
         if o.python_shm_bytes:
             cmd.append(f"--backend-config=python,shm-default-byte-size={o.python_shm_bytes}")
+        # Regions named for this server only, so that after a crash exactly its own can be removed.
+        cmd.extend(f"--backend-config={backend},shm-region-prefix-name={prefix}"
+                   for backend, prefix in self._shm_prefixes.items())
         if o.explicit:
             cmd.append("--model-control-mode=explicit")
             cmd.extend(f"--load-model={m}" for m in o.load_models)
@@ -348,19 +458,23 @@ class TritonServer:
         if not repo.is_dir():
             raise UsageError(f"model repository '{repo}' does not exist or is not a directory",
                              "build a model first: tritonops build MODEL --repo DIR")
+        o.check_models()
         for flag, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port),
                            ("--metrics-port", o.metrics_port)):
-            if port and _port_in_use(o.host, port):
-                raise ServerError(f"port {port} on {o.host} is in use",
-                                  f"stop the process using it, or choose another with {flag}")
+            if port:
+                _check_port_free(o.host, port, flag)
         binary = find_tritonserver(o.tritonserver)
         _remove_stale_workdirs()
         self._workdir = Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-"))
         try:
             backend_dir, self.fallback_backends = _assemble_backends(binary, self._workdir)
+            token = secrets.token_hex(6)
+            self._shm_prefixes = {backend: f"tritonops_{token}_{backend}_shm_region_"
+                                  for backend in ("python", *self.fallback_backends)}
+            self._start_watchdog()
             if o.log_file is not None:
                 self.log_path = o.log_file
-                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                open_for_writing(self.log_path, "--log-file", create_parents=True).close()
             else:  # outside the work dir: a failure's message points at it, and it is kept then
                 fd, name = tempfile.mkstemp(prefix=f"tritonserver-{os.getpid()}-", suffix=".log")
                 os.close(fd)
@@ -388,15 +502,52 @@ class TritonServer:
 
     def _start(self, backend_dir: Path) -> None:
         if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
-        log = self.log_path.open("wb")
+            self._log_handle.close()
+        log = open_for_writing(self.log_path, "--log-file")
         self._log_handle = log
         self._proc = subprocess.Popen(
             self.command(backend_dir), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=_environment(self.options.repository), start_new_session=True,
             preexec_fn=_die_with_parent(),  # noqa: PLW1509 - it only calls prctl (see there)
         )
+        self._tell_watchdog(f"pid {self._proc.pid}")
         self._wait_ready()
+
+    def _start_watchdog(self) -> None:
+        """The guard that stops this server if this process dies first (see tritonops.watchdog).
+
+        Its stdin is a pipe whose only write end stays here (``os.pipe`` descriptors are not
+        inherited by other children), so however this process dies the guard reads end of file."""
+        read_end, write_end = os.pipe()
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-I", "-S", watchdog.__file__, "--workdir", str(self._workdir), "--",
+                 *self._shm_prefixes.values()],
+                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._guard_fd = write_end
+
+    def _tell_watchdog(self, command: str) -> None:
+        if self._guard_fd >= 0:
+            with contextlib.suppress(OSError):  # a guard that died cannot be told anything
+                os.write(self._guard_fd, f"{command}\n".encode())
+
+    def _release_watchdog(self) -> None:
+        self._tell_watchdog("done")
+        if self._guard_fd >= 0:
+            os.close(self._guard_fd)
+            self._guard_fd = -1
+        guard, self._watchdog = self._watchdog, None
+        if guard is not None:
+            try:
+                guard.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                guard.kill()
+                guard.wait()
 
     def _upstream_abort(self, e: ServerError) -> bool:
         """The Python backend of Triton 2.5x can abort intermittently with boost::interprocess::lock_exception
@@ -443,19 +594,19 @@ class TritonServer:
             time.sleep(0.1)
         waiting = ""
         with contextlib.suppress(ServerError):
-            loading = [s.name for s in self.model_states() if s.state != "READY"]
+            loading = [s.name for s in self._index() if s.state != "READY"]
             waiting = f" (not ready: {', '.join(loading)})" if loading else ""
         raise self._failure(f"tritonserver was not ready after {o.startup_timeout:.0f} s{waiting}", None)
 
     def _failed_models(self) -> list[ModelState]:
         try:
-            return [s for s in self.model_states() if s.state not in ("READY", "")]
+            return [s for s in self._index() if s.state not in ("READY", "")]
         except ServerError:
             return []
 
     def _loading_done(self) -> bool:
         try:
-            states = self.model_states()
+            states = self._index()
         except ServerError:
             return False
         return all(s.state not in ("LOADING", "UNLOADING") for s in states)
@@ -493,11 +644,15 @@ class TritonServer:
         # The server led its own session, so its group id is its pid and holds only its children.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        watchdog.kill_group(proc.pid)
+        self._tell_watchdog("stopped")
+        # Triton removes its stubs' regions when it stops them; not when it crashed or was killed.
+        watchdog.remove_shm_regions(self._shm_prefixes.values())
 
     def _stop(self, keep_log: bool) -> None:
         self._stop_process()
         if self._log_handle is not None:
-            self._log_handle.close()  # type: ignore[attr-defined]
+            self._log_handle.close()
             self._log_handle = None
         if self._temporary_log and not keep_log:
             with contextlib.suppress(OSError):
@@ -506,16 +661,48 @@ class TritonServer:
         if self._workdir is not None:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
+        self._release_watchdog()
 
     # ----------------------------------------------------------------- queries
     def log_tail(self, n: int = 50) -> list[str]:
         try:
-            lines = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
+            text = read_text(self.log_path, "server log", _LOG_READ_LIMIT, errors="replace", tail=True)
+        except UsageError:
             return []
-        return lines[-n:]
+        return text.splitlines()[-n:]
 
     def model_states(self) -> list[ModelState]:
+        """The repository index, where every model has a state and a reason: Triton leaves both
+        empty for a model it never loaded (explicit model control) or could not even read (its
+        ``config.pbtxt`` a symlink loop, say); those are UNAVAILABLE here, saying why."""
+        states = self._index()
+        unexplained = {s.name for s in states if not s.state}
+        polls: dict[str, str] = {}
+        if unexplained:
+            for line in self.log_tail(n=100_000):
+                m = _POLL_FAILED.search(line)
+                if m and m.group(1) in unexplained:
+                    polls[m.group(1)] = m.group(2)
+        return [s if s.state else ModelState(s.name, s.version, "UNAVAILABLE", self._why_not_loaded(s.name, polls))
+                for s in states]
+
+    def _why_not_loaded(self, name: str, polls: dict[str, str]) -> str:
+        try:
+            directory = model_directory(self.options.repository, name)
+            config = directory / "config.pbtxt"
+            if os.path.lexists(config):
+                read_text(config, "config.pbtxt", _CONFIG_READ_LIMIT)
+        except UsageError as e:
+            return f"not loaded: {e.message}"
+        if name in polls:
+            return f"not loaded: {polls[name]}"
+        if self.options.explicit:
+            return ("not loaded (explicit model control): load it at start with --load-model "
+                    f"{name} or later with POST /v2/repository/models/{name}/load")
+        return f"not loaded by the server: see the server log: {self.log_path}"
+
+    def _index(self) -> list[ModelState]:
+        """The repository index as Triton reports it (an empty state: never loaded)."""
         req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
         try:
             with urllib.request.urlopen(req, timeout=10) as r:  # noqa: S310
@@ -559,10 +746,38 @@ def serve(options: ServerOptions, on_ready: Callable[[TritonServer], None]) -> i
             signal.signal(s, h)
 
 
+# The grammar of github.com/distribution/reference (what docker accepts): [domain[:port]/]path[:tag][@digest]
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN_COMPONENT = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_DOMAIN}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?", re.ASCII)
+
+
+def check_image_reference(image: str) -> str:
+    """``image`` if it is a container image reference (``nvcr.io/nvidia/tritonserver:24.08-py3``,
+    ``name@sha256:...``), else a ``UsageError``: no spaces, shell characters or options."""
+    m = _IMAGE_REFERENCE.fullmatch(image)
+    if m is None or len(m.group("name")) > 255:
+        raise UsageError(f"--docker {shown(image)} is not a container image reference",
+                         "give REGISTRY/NAME[:TAG][@sha256:DIGEST], e.g. nvcr.io/nvidia/tritonserver:24.08-py3")
+    return image
+
+
+def docker_command_line(options: ServerOptions, image: str) -> str:
+    """``docker_command`` as one line to show or paste into a shell, every argument quoted."""
+    return shlex.join(docker_command(options, image))
+
+
 def docker_command(options: ServerOptions, image: str) -> list[str]:
     """The equivalent ``docker run`` of a real Triton image: ports published on ``options.host``
     only (loopback by default), the repository mounted read-only, shared memory the Python backend
-    can live with (Docker's 64 MB default is too small for it)."""
+    can live with (Docker's 64 MB default is too small for it). The image must be an image
+    reference and ``--load-model`` names models of the repository."""
+    check_image_reference(image)
+    options.check_models()
     repo = options.repository.absolute()
     host = options.host
     hp, gp, mp = options.http_port or 8000, options.grpc_port or 8001, options.metrics_port or 8002
