@@ -28,8 +28,9 @@ from tritonops.client import (
     unreachable,
 )
 from tritonops.errors import ServerError, UsageError
+from tritonops.netaddr import free_port
 from tritonops.pbtxt import read_config
-from tritonops.server import ServerOptions, TritonServer, free_port
+from tritonops.server import ServerOptions, TritonServer
 from tritonops.spec import ModelSpec, TensorSpec
 
 pytestmark = pytest.mark.server

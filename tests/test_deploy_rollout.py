@@ -29,7 +29,8 @@ from deploy_repos import broken_mlp, mlp_repo, mlp_spec, write_model
 from tritonops.client import TritonClient
 from tritonops.deploy.rollout import DeployFailed, RolloutOptions, deploy_versions, rollback
 from tritonops.errors import RepositoryError, UsageError
-from tritonops.server import ServerOptions, TritonServer, free_port
+from tritonops.netaddr import free_port
+from tritonops.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
 SRC = Path(__file__).parent.parent / "src"

@@ -77,7 +77,7 @@ def test_serve_command_on_the_example_prints_ready_and_stops_cleanly(minilm_repo
     import subprocess
     import sys
 
-    from tritonops.server import free_port
+    from tritonops.netaddr import free_port
 
     cli = Path(sys.executable).parent / "tritonops"
     proc = subprocess.Popen([str(cli), "serve", str(minilm_repo), "--http-port", str(free_port()),

@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from tritonops.build import BuildOptions, build
+from tritonops.docker import check_image_reference, docker_command, docker_command_line
 from tritonops.errors import UsageError
+from tritonops.netaddr import check_bind_host
 from tritonops.paths import (
     check_name,
     escaping_symlinks,
@@ -32,14 +34,7 @@ from tritonops.paths import (
     read_bytes,
     read_text,
 )
-from tritonops.server import (
-    ServerOptions,
-    TritonServer,
-    check_bind_host,
-    check_image_reference,
-    docker_command,
-    docker_command_line,
-)
+from tritonops.server import ServerOptions, TritonServer
 
 SRC = Path(__file__).parents[1] / "src"
 

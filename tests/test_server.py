@@ -25,8 +25,10 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 import onnx_models
 from tritonops.build import BuildOptions, build
+from tritonops.docker import docker_command
 from tritonops.errors import ServerError, UsageError
-from tritonops.server import ServerOptions, TritonServer, docker_command, find_tritonserver, free_port
+from tritonops.netaddr import free_port
+from tritonops.server import ServerOptions, TritonServer, find_tritonserver
 
 pytestmark = pytest.mark.server
 

@@ -284,7 +284,7 @@ def test_model_not_ready_gives_the_servers_reason(served, cli):
 
 
 def test_unreachable_server(cli):
-    from tritonops.server import free_port
+    from tritonops.netaddr import free_port
 
     port = free_port()
     code, _, err = cli("validate", "--url", "127.0.0.1", "--http-port", str(port))

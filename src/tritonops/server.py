@@ -15,23 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import importlib.util
-import ipaddress
 import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
-import unicodedata
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -42,62 +37,19 @@ from typing import BinaryIO
 
 from tritonops import watchdog
 from tritonops.errors import ServerError, UsageError
-from tritonops.paths import check_name, model_directory, open_for_writing, read_text, shown
+from tritonops.netaddr import (
+    WILDCARD_HOSTS,
+    check_bind_host,
+    check_port,
+    check_port_free,
+    free_port,
+)
+from tritonops.paths import check_name, model_directory, open_for_writing, read_text
 
 BACKENDS_DIR = Path(__file__).parent / "backends"
 FALLBACK_BACKENDS = ("onnxruntime", "pytorch")
 _PR_SET_PDEATHSIG = 1
 LOG_VERBOSE_LEVELS = range(3)  # what --help promises; Triton itself takes any integer
-WILDCARD_HOSTS = ("0.0.0.0", "::")  # noqa: S104 - named so that they can be warned about
-
-
-def check_port(port: int, flag: str = "--port") -> int:
-    """``port`` if it is a TCP port number (0: a free one), else a ``UsageError`` naming ``flag``."""
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise UsageError(f"{flag} {port} is not a port number", f"use {flag} N with 0 <= N <= 65535 (0: a free one)")
-    return port
-
-
-_HOST_HINT = "bind 127.0.0.1 (the default), an address of one of this machine's interfaces, or 0.0.0.0 for all"
-
-
-def _host_addresses(host: str, flag: str) -> list[tuple[socket.AddressFamily, str]]:
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise UsageError(f"{flag} {shown(host)} is neither an IP address nor a name that resolves",
-                         _HOST_HINT) from None
-    return [(family, str(addr[0])) for family, _, _, _, addr in infos]
-
-
-def check_bind_host(host: str, flag: str = "--host") -> str | None:
-    """Check an address to listen on; returns a warning to show the user, or None for loopback.
-
-    It must be an address of this machine (binding it is the test) or a wildcard. Anything but
-    loopback exposes a server that has no authentication, so those get a warning: a loud one for
-    every interface (0.0.0.0, ::). Raises ``UsageError`` for an empty, malformed or foreign address."""
-    if not host:
-        raise UsageError("the host address is empty", "bind 127.0.0.1 (the default) or an interface address")
-    if any(unicodedata.category(c)[0] in "CZ" for c in host) or host.startswith("-"):
-        raise UsageError(f"{flag} {shown(host)} is not an address", _HOST_HINT)
-    addresses = _host_addresses(host, flag)
-    if any(ipaddress.ip_address(a.split("%")[0]).is_unspecified for _, a in addresses):
-        return (f"{flag} {host} listens on EVERY network interface: anyone who can reach this machine can "
-                "run inference on this server and, with explicit model control, load and unload models "
-                "(Triton has no authentication). The URLs shown are the loopback ones; "
-                "use --host 127.0.0.1 unless this is what you want.")
-    for family, address in addresses:
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            try:
-                s.bind((address, 0))
-            except OSError as e:
-                if e.errno == errno.EADDRNOTAVAIL:
-                    continue
-            if ipaddress.ip_address(address.split("%")[0]).is_loopback:
-                return None
-            return (f"{flag} {host} is reachable from other machines on that network: anyone there can run "
-                    "inference on this server (Triton has no authentication).")
-    raise UsageError(f"{flag} {host} is not an address of this machine", _HOST_HINT)
 
 
 @dataclass(frozen=True)
@@ -213,40 +165,6 @@ def find_tritonserver(explicit: Path | None = None) -> Path:
     raise ServerError("no tritonserver binary found",
                       "run the README's set-up (it installs nvidia-pytriton), "
                       "or set TRITONSERVER=/path/to/tritonserver")
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def _bind_error(host: str, port: int) -> OSError | None:
-    """Why ``host:port`` cannot be listened on now, or None."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            return e
-    return None
-
-
-def _check_port_free(host: str, port: int, flag: str) -> None:
-    e = _bind_error(host, port)
-    if e is None:
-        return
-    if e.errno == errno.EADDRINUSE:
-        raise ServerError(f"port {port} on {host} is in use",
-                          f"stop the process using it, or choose another with {flag}")
-    if e.errno == errno.EACCES:
-        raise ServerError(f"port {port} on {host} needs privileges this process does not have",
-                          f"ports below 1024 need root: choose another with {flag}")
-    raise ServerError(f"cannot listen on {host} port {port}: {e.strerror}", f"choose another address or {flag}")
 
 
 def _die_with_parent() -> Callable[[], None]:
@@ -462,7 +380,7 @@ class TritonServer:
         for flag, port in (("--http-port", o.http_port), ("--grpc-port", o.grpc_port),
                            ("--metrics-port", o.metrics_port)):
             if port:
-                _check_port_free(o.host, port, flag)
+                check_port_free(o.host, port, flag)
         binary = find_tritonserver(o.tritonserver)
         _remove_stale_workdirs()
         self._workdir = Path(tempfile.mkdtemp(prefix=f"{_WORKDIR_PREFIX}{os.getpid()}-"))
@@ -746,56 +664,3 @@ def serve(options: ServerOptions, on_ready: Callable[[TritonServer], None]) -> i
             signal.signal(s, h)
 
 
-# The grammar of github.com/distribution/reference (what docker accepts): [domain[:port]/]path[:tag][@digest]
-_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_DOMAIN_COMPONENT = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
-_DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
-_IMAGE_REFERENCE = re.compile(
-    rf"(?P<name>(?:{_DOMAIN}(?::[0-9]+)?/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
-    r"(?::[\w][\w.-]{0,127})?"
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?", re.ASCII)
-
-
-def check_image_reference(image: str) -> str:
-    """``image`` if it is a container image reference (``nvcr.io/nvidia/tritonserver:24.08-py3``,
-    ``name@sha256:...``), else a ``UsageError``: no spaces, shell characters or options."""
-    m = _IMAGE_REFERENCE.fullmatch(image)
-    if m is None or len(m.group("name")) > 255:
-        raise UsageError(f"--docker {shown(image)} is not a container image reference",
-                         "give REGISTRY/NAME[:TAG][@sha256:DIGEST], e.g. nvcr.io/nvidia/tritonserver:24.08-py3")
-    return image
-
-
-def docker_command_line(options: ServerOptions, image: str) -> str:
-    """``docker_command`` as one line to show or paste into a shell, every argument quoted."""
-    return shlex.join(docker_command(options, image))
-
-
-def docker_command(options: ServerOptions, image: str) -> list[str]:
-    """The equivalent ``docker run`` of a real Triton image: ports published on ``options.host``
-    only (loopback by default), the repository mounted read-only, shared memory the Python backend
-    can live with (Docker's 64 MB default is too small for it). The image must be an image
-    reference and ``--load-model`` names models of the repository."""
-    check_image_reference(image)
-    options.check_models()
-    repo = options.repository.absolute()
-    host = options.host
-    hp, gp, mp = options.http_port or 8000, options.grpc_port or 8001, options.metrics_port or 8002
-    cmd = ["docker", "run", "--rm", "--init", "--shm-size=256m",
-           "-p", f"{host}:{hp}:8000", "-p", f"{host}:{gp}:8001", "-p", f"{host}:{mp}:8002",
-           "-v", f"{repo}:/models:ro", image, "tritonserver", "--model-repository=/models"]
-    if options.explicit:
-        cmd.append("--model-control-mode=explicit")
-        cmd.extend(f"--load-model={m}" for m in options.load_models)
-    if options.cache_size_bytes:
-        cmd.append(f"--cache-config=local,size={options.cache_size_bytes}")
-    if options.python_shm_bytes:
-        cmd.append(f"--backend-config=python,shm-default-byte-size={options.python_shm_bytes}")
-    if not options.exit_on_error:
-        cmd.append("--exit-on-error=false")
-    if not options.strict_readiness:
-        cmd.append("--strict-readiness=false")
-    if options.log_verbose:
-        cmd.append(f"--log-verbose={options.log_verbose}")
-    cmd.extend(options.extra_args)
-    return cmd

@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 
 from tritonops.cli.render import command, err, out
-from tritonops.server import ServerOptions, TritonServer, docker_command
+from tritonops.docker import docker_command, docker_command_line
+from tritonops.server import ServerOptions, TritonServer
 from tritonops.server import serve as run_server
 from tritonops.units import parse_size
 
@@ -63,9 +64,11 @@ def serve(
         log_verbose=log_verbose, log_file=log_file, tritonserver=tritonserver, startup_timeout=startup_timeout,
         exit_on_error=False, strict_readiness=False,
     )
+    if options.bind_warning:
+        err.print(f"[bold red]warning:[/bold red] {escape(options.bind_warning)}")
     if docker:
         cmd = docker_command(options, docker)
-        out.print(" ".join(cmd), markup=False)
+        out.print(docker_command_line(options, docker), markup=False)
         if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True,
                                                       check=False).returncode == 0:
             raise typer.Exit(subprocess.run(cmd, check=False).returncode)
