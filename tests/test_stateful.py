@@ -38,7 +38,8 @@ QUEUE_DELAY_US = 100_000  # long enough that the concurrent steps of both sequen
 def served(tmp_path_factory):
     repo = tmp_path_factory.mktemp("stateful") / "repo"
     for name, (cfg_opts, model_opts) in MODELS.items():
-        stateful_models.write_model(repo, stateful_models.stateful_config(name, queue_delay_us=QUEUE_DELAY_US, **cfg_opts), **model_opts)
+        cfg = stateful_models.stateful_config(name, queue_delay_us=QUEUE_DELAY_US, **cfg_opts)
+        stateful_models.write_model(repo, cfg, **model_opts)
     opts = ServerOptions(repository=repo, http_port=0, grpc_port=0, metrics_port=0)
     with TritonServer(opts) as server:
         yield server, repo
