@@ -7,6 +7,7 @@ and model-file rules."""
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,9 +162,15 @@ def _check_config(cfg: ModelConfig, model: str, file: str) -> list[Finding]:
         if cfg.model_transaction_policy.decoupled:
             c.add("response_cache", "response_cache cannot be used by a decoupled model",
                   "disable response_cache")
+    if cfg.HasField("sequence_batching"):
+        _check_sequence_batching(c, cfg)
     for i, g in enumerate(cfg.instance_group):
         kind = g.kind
-        if kind in (2, 3) and g.gpus:  # KIND_CPU=2, KIND_MODEL=3
+        negative = [gpu for gpu in g.gpus if gpu < 0]
+        if negative:
+            c.add(f"instance_group[{i}].gpus", f"GPU id {negative[0]} is negative",
+                  "list GPU ids from 0 (as nvidia-smi numbers them), or remove gpus")
+        elif kind in (2, 3) and g.gpus:  # KIND_CPU=2, KIND_MODEL=3
             c.add(f"instance_group[{i}].gpus", "gpus is only valid for KIND_GPU or KIND_AUTO groups",
                   "remove gpus, or use kind KIND_GPU")
         if g.count < 0:
@@ -184,6 +191,106 @@ def _check_config(cfg: ModelConfig, model: str, file: str) -> list[Finding]:
                 c.add(f"model_warmup[{i}].inputs", f"warm-up input '{key}' is not an input of the model",
                       "use the model's input names")
     return c.findings
+
+
+_CORRID_TYPES = ("TYPE_UINT64", "TYPE_INT64", "TYPE_UINT32", "TYPE_INT32", "TYPE_STRING")
+_BOOL_FORMS = (("int32_false_true", "TYPE_INT32"), ("fp32_false_true", "TYPE_FP32"),
+               ("bool_false_true", "TYPE_BOOL"))
+
+
+def _control_kind(ctl: Any) -> str:
+    return str(ctl.DESCRIPTOR.fields_by_name["kind"].enum_type.values_by_number[ctl.kind].name)
+
+
+def sequence_controls(cfg: ModelConfig) -> dict[str, tuple[str, str]]:
+    """{control kind: (tensor name, data type)} as the sequence batcher creates the control
+    tensors: a START/END/READY control is typed by its value form, CORRID by its data_type."""
+    out: dict[str, tuple[str, str]] = {}
+    for ci in cfg.sequence_batching.control_input:
+        for ctl in ci.control:
+            kind = _control_kind(ctl)
+            if kind == "CONTROL_SEQUENCE_CORRID":
+                dtype = mc_type_name(ctl.data_type)
+            else:
+                dtype = next((t for form, t in _BOOL_FORMS if len(getattr(ctl, form))), "TYPE_INVALID")
+            out.setdefault(kind, (ci.name, dtype))
+    return out
+
+
+def _check_sequence_batching(c: _Collector, cfg: ModelConfig) -> None:
+    """Triton's sequence-batching rules (model_config_utils.cc, GetBooleanSequenceControlProperties
+    and friends) plus the backends' rule that control and state tensors are not declared as I/O."""
+    sb = cfg.sequence_batching
+    seen_names: set[str] = set()
+    seen_kinds: dict[str, str] = {}
+    inputs = {t.name for t in cfg.input}
+    for i, ci in enumerate(sb.control_input):
+        where = f"sequence_batching.control_input[{i}]"
+        if not ci.name:
+            c.add(f"{where}.name", "the control tensor has no name", "name it as the model's input, e.g. \"START\"")
+        elif ci.name in seen_names:
+            c.add(f"{where}.name", f"control tensor '{ci.name}' is listed twice",
+                  "give each control tensor one control_input entry")
+        seen_names.add(ci.name)
+        if ci.name in inputs:
+            c.add(f"{where}.name", f"'{ci.name}' is a control tensor and also declared as an input",
+                  f"remove '{ci.name}' from input: the sequence batcher supplies control tensors")
+        if not ci.control:
+            c.add(f"{where}.control", f"control tensor '{ci.name}' has no control",
+                  "add control [{ kind: CONTROL_SEQUENCE_START int32_false_true: [0, 1] }] or similar")
+        for j, ctl in enumerate(ci.control):
+            kind = _control_kind(ctl)
+            here = f"{where}.control[{j}]"
+            if kind in seen_kinds:
+                c.add(f"{here}.kind", f"{kind} is given more than once ('{seen_kinds[kind]}' and '{ci.name}')",
+                      f"keep one {kind} control")
+            seen_kinds.setdefault(kind, ci.name)
+            forms = [form for form, _ in _BOOL_FORMS if len(getattr(ctl, form))]
+            if kind == "CONTROL_SEQUENCE_CORRID":
+                if forms:
+                    c.add(f"{here}.{forms[0]}", f"{kind} takes data_type, not {forms[0]}",
+                          f"remove {forms[0]} and set data_type (e.g. TYPE_UINT64)")
+                elif mc_type_name(ctl.data_type) not in _CORRID_TYPES:
+                    c.add(f"{here}.data_type",
+                          f"{kind} has data_type {mc_type_name(ctl.data_type)}; it must be one of "
+                          f"{', '.join(_CORRID_TYPES)}", "set data_type: TYPE_UINT64 (or INT64, UINT32, INT32, STRING)")
+                continue
+            if not forms:
+                c.add(here, f"{kind} has no value form",
+                      "give exactly one of int32_false_true, fp32_false_true or bool_false_true, e.g. "
+                      "int32_false_true: [0, 1]")
+            elif len(forms) > 1:
+                c.add(f"{here}.{forms[1]}", f"{kind} gives both {forms[0]} and {forms[1]}", "keep only one of them")
+            elif len(getattr(ctl, forms[0])) != 2:
+                c.add(f"{here}.{forms[0]}", f"{forms[0]} must have exactly 2 entries (false, true), "
+                      f"it has {len(getattr(ctl, forms[0]))}", f"write {forms[0]}: [false value, true value]")
+    for i, st in enumerate(sb.state):
+        where = f"sequence_batching.state[{i}]"
+        for fld in ("input_name", "output_name"):
+            if not getattr(st, fld):
+                c.add(f"{where}.{fld}", f"the state has no {fld}", f"set {fld} to the model's state tensor")
+        if st.input_name in inputs:
+            c.add(f"{where}.input_name", f"'{st.input_name}' is a state input and also declared as an input",
+                  f"remove '{st.input_name}' from input: the backend feeds state tensors")
+        if st.input_name in seen_names:
+            c.add(f"{where}.input_name", f"'{st.input_name}' is both a control tensor and a state input",
+                  "give the state its own tensor")
+        if st.data_type == 0:
+            c.add(f"{where}.data_type", "the state's data_type is missing (TYPE_INVALID)",
+                  "set data_type, e.g. TYPE_FP32")
+        if not st.dims or any(d == 0 or d < -1 for d in st.dims):
+            c.add(f"{where}.dims", f"state dims {list(st.dims)} are invalid",
+                  "list the state's dimensions (without the batch dimension), each >= 1 or -1")
+    if sb.HasField("oldest"):
+        for p in sb.oldest.preferred_batch_size:
+            if p < 1 or p > cfg.max_batch_size:
+                c.add("sequence_batching.oldest.preferred_batch_size",
+                      f"preferred batch size {p} is outside 1..max_batch_size ({cfg.max_batch_size})",
+                      "use sizes between 1 and max_batch_size")
+    if sb.HasField("direct") and not 0.0 <= sb.direct.minimum_slot_utilization <= 1.0:
+        c.add("sequence_batching.direct.minimum_slot_utilization",
+              f"minimum_slot_utilization {sb.direct.minimum_slot_utilization} is outside 0..1",
+              "use a fraction between 0 and 1")
 
 
 def check_model(model_dir: Path) -> list[Finding]:
@@ -237,6 +344,16 @@ def _check_ensemble(cfg: ModelConfig, model_dir: Path, rel: str) -> list[Finding
     against the composing models' configs found beside the ensemble."""
 
     c = _Collector(model_dir.name, rel)
+    repo = model_dir.parent
+    steps = list(cfg.ensemble_scheduling.step)
+    cycle = _ensemble_cycle(model_dir.name, repo)
+    if cycle:
+        i = next(k for k, st in enumerate(steps) if st.model_name == cycle[1])
+        what = "the ensemble calls itself" if len(cycle) == 2 else "the ensemble calls itself through other ensembles"
+        c.add(f"ensemble_scheduling.step[{i}].model_name",
+              f"circular dependency between ensembles: {' -> '.join(cycle)} ({what})",
+              "point the step at a composing model; an ensemble cannot call itself, directly or through "
+              "other ensembles")
     members: dict[str, ModelConfig] = {}
     for i, step in enumerate(cfg.ensemble_scheduling.step):
         member = model_dir.parent / step.model_name
@@ -252,10 +369,97 @@ def _check_ensemble(cfg: ModelConfig, model_dir: Path, rel: str) -> list[Finding
     if not cfg.ensemble_scheduling.step:
         c.add("ensemble_scheduling", "the ensemble has no steps", "add ensemble_scheduling { step { ... } }")
         return c.findings
+    for i, step in enumerate(steps):
+        if step.model_version != -1 and step.model_name in members:
+            member_dir = repo / step.model_name
+            served = _policy_versions(members[step.model_name], version_dirs(member_dir))
+            if step.model_version not in served:
+                c.add(f"ensemble_scheduling.step[{i}].model_version",
+                      f"step model '{step.model_name}' does not serve version {step.model_version} "
+                      f"(its version policy and version directories give: {served or 'none'})",
+                      f"use model_version: -1 (the latest){f' or one of {served}' if served else ''}")
     for p in wiring_problems(graph_from_configs(cfg, members)):
         fld = f"ensemble_scheduling.step[{p.index}]" if p.index is not None else "ensemble_scheduling"
         c.add(fld, p.message, p.fix)
+    _check_decoupled_branches(c, cfg, {n: _is_decoupled(n, repo, set()) for n in members})
     return c.findings
+
+
+def _read_quietly(path: Path) -> ModelConfig | None:
+    try:
+        return read_config(path) if path.is_file() else None
+    except UsageError:
+        return None  # reported by that model's own check
+
+
+def _ensemble_cycle(start: str, repo: Path) -> list[str] | None:
+    """The shortest chain of ensemble steps from ``start`` back to itself, as Triton's dependency
+    graph finds it ("circular dependency between ensembles"), or None."""
+    def callees(name: str) -> list[str]:
+        cfg = _read_quietly(repo / name / "config.pbtxt")
+        if cfg is None or cfg.platform != "ensemble":
+            return []
+        return list(dict.fromkeys(st.model_name for st in cfg.ensemble_scheduling.step))
+
+    paths = deque([[start]])
+    seen = {start}
+    while paths:
+        path = paths.popleft()
+        for nxt in callees(path[-1]):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in seen:
+                seen.add(nxt)
+                paths.append([*path, nxt])
+    return None
+
+
+def _is_decoupled(name: str, repo: Path, seen: set[str]) -> bool:
+    """Decoupled as an ensemble step: set in the model's config, or (Triton marks an ensemble so)
+    an ensemble with a decoupled step."""
+    cfg = _read_quietly(repo / name / "config.pbtxt")
+    if cfg is None or name in seen:
+        return False
+    if cfg.model_transaction_policy.decoupled:
+        return True
+    seen.add(name)
+    return cfg.platform == "ensemble" and any(
+        _is_decoupled(st.model_name, repo, seen) for st in cfg.ensemble_scheduling.step)
+
+
+def _check_decoupled_branches(c: _Collector, cfg: ModelConfig, decoupled: dict[str, bool]) -> None:
+    """Triton's rule (ensemble_utils.cc): every step, and the ensemble's outputs, take their
+    tensors from one response stream. A decoupled step starts a new stream (any number of
+    responses per request), so nothing may combine its outputs with tensors of another stream."""
+    streams = {t.name: 0 for t in cfg.input}  # tensor -> stream label; 0: the ensemble's request
+    steps = list(cfg.ensemble_scheduling.step)
+    pending = list(range(len(steps)))
+    label = 0
+    while pending:
+        ready = [i for i in pending if all(t in streams for t in steps[i].input_map.values())]
+        if not ready:
+            return  # unconnected steps: reported by the wiring rules
+        for i in ready:
+            pending.remove(i)
+            step = steps[i]
+            sources = sorted({streams[t] for t in step.input_map.values()})
+            if len(sources) > 1:
+                c.add(f"ensemble_scheduling.step[{i}].input_map",
+                      f"step model '{step.model_name}' receives inputs originated from different decoupled "
+                      "models (a decoupled model may send any number of responses, so its outputs cannot be "
+                      "paired with other tensors)",
+                      "feed this step from one decoupled branch only, or make the models non-decoupled")
+                return
+            own = sources[0] if sources else 0
+            if decoupled.get(step.model_name):
+                label += 1
+                own = label
+            for t in step.output_map.values():
+                streams[t] = own
+    outputs = sorted({streams[t.name] for t in cfg.output if t.name in streams})
+    if len(outputs) > 1:
+        c.add("output", "the ensemble's outputs originate from different decoupled models, so no single "
+              "response can carry them all", "take every output from the same decoupled branch")
 
 
 def _policy_versions(cfg: ModelConfig, versions: list[int]) -> list[int]:
@@ -313,10 +517,58 @@ def _check_onnx_io(c: _Collector, cfg: ModelConfig, onnx_path: Path, shown: str)
                           f"set dims to {_suggest(m.shape, batched)}")
                     break
         if kind == "input":
-            missing = [n for n in by_name if n not in {t.name for t in declared}]
+            # Control and state tensors are model inputs too; the config names them under sequence_batching.
+            named = {t.name for t in declared} | {n for n, _ in sequence_controls(cfg).values()} | \
+                {st.input_name for st in cfg.sequence_batching.state}
+            missing = [n for n in by_name if n not in named]
             if declared and missing:
                 c.add("input", f"the ONNX model's input '{missing[0]}' is not in the config",
-                      "declare every model input in the config")
+                      "declare every model input in the config (control and state tensors under "
+                      "sequence_batching)")
+    if cfg.HasField("sequence_batching"):
+        _check_onnx_sequence(c, cfg, info)
+
+
+def _check_onnx_sequence(c: _Collector, cfg: ModelConfig, info: Any) -> None:
+    """Control and state tensors against the ONNX file, as Triton's ORT backend checks them at load."""
+    batched = cfg.max_batch_size > 0
+    inputs = {t.name: t for t in info.inputs}
+    outputs = {t.name: t for t in info.outputs}
+    for kind, (name, dtype) in sequence_controls(cfg).items():
+        fld = f"sequence_batching.control_input '{name}'"
+        m = inputs.get(name)
+        if m is None:
+            c.add(fld, f"{kind} tensor '{name}' is not an input of the ONNX model (it has: {', '.join(inputs)})",
+                  "name the control after the model's input, or remove it")
+            continue
+        dims = list(m.shape[1:] if batched else m.shape) if m.shape else [1]
+        if len(dims) != 1 or (isinstance(dims[0], int) and dims[0] > 0 and dims[0] != 1):
+            c.add(fld, f"the ONNX input '{name}' has dims {_suggest(m.shape, batched)} but a control tensor "
+                  "has dims [1]", "give the model's control input the shape [batch, 1] ([1] without batching)")
+        elif m.dtype.config != dtype:
+            c.add(fld, f"the control gives {dtype} but the ONNX input '{name}' is {m.dtype.config}",
+                  f"use the {m.dtype.config} value form for this control, or change the model's input type")
+    for i, st in enumerate(cfg.sequence_batching.state):
+        for fld, tensor, tensors, what in (("input_name", st.input_name, inputs, "input"),
+                                           ("output_name", st.output_name, outputs, "output")):
+            where = f"sequence_batching.state[{i}].{fld}"
+            m = tensors.get(tensor)
+            if m is None:
+                c.add(where, f"state {what} '{tensor}' is not an {what} of the ONNX model "
+                      f"(it has: {', '.join(tensors)})", f"set {fld} to the model's state {what}")
+                continue
+            if st.data_type and mc_type_name(st.data_type) != m.dtype.config:
+                c.add(f"sequence_batching.state[{i}].data_type",
+                      f"state data_type is {mc_type_name(st.data_type)} but the ONNX {what} '{tensor}' "
+                      f"is {m.dtype.config}", f"set data_type: {m.dtype.config}")
+                continue
+            model_dims = list(m.shape[1:] if batched else m.shape)
+            if m.shape and (len(model_dims) != len(st.dims) or any(
+                    isinstance(md, int) and md > 0 and sd not in (-1, md)
+                    for sd, md in zip(st.dims, model_dims, strict=False))):
+                c.add(f"sequence_batching.state[{i}].dims",
+                      f"state dims {list(st.dims)} do not fit the ONNX {what} '{tensor}' of shape "
+                      f"{_suggest(m.shape, False)}", f"set dims to {_suggest(m.shape, batched)}")
 
 
 def _suggest(shape: tuple[Any, ...], batched: bool) -> str:
