@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tritonclient.grpc import model_config_pb2 as mc
+
+from tritonops.convert.onnx_inspect import inspect_onnx
+from tritonops.dtypes import from_config
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.pbtxt import ModelConfig, read_config
 from tritonops.platforms import DEFAULT_FILE, PLATFORM_OF_BACKEND, VALID_PAIRS, config_backend
@@ -473,9 +477,6 @@ def _policy_versions(cfg: ModelConfig, versions: list[int]) -> list[int]:
 
 
 def _check_onnx_io(c: _Collector, cfg: ModelConfig, onnx_path: Path, shown: str) -> None:
-    from tritonops.convert.onnx_inspect import inspect_onnx
-    from tritonops.dtypes import from_config
-
     try:
         info = inspect_onnx(onnx_path)
     except TritonOpsError as e:
@@ -577,8 +578,6 @@ def _suggest(shape: tuple[Any, ...], batched: bool) -> str:
 
 
 def mc_type_name(value: int) -> str:
-    from tritonclient.grpc import model_config_pb2 as mc
-
     return mc.DataType.Name(value)
 
 
