@@ -1,7 +1,11 @@
-"""tritonops.client against one real tritonserver (explicit model control) for the whole module:
+"""tritonops.client against the session's real tritonserver (explicit model control):
 every method over HTTP and gRPC, load with a config override, and error classification."""
 
 from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,24 +34,31 @@ from tritonops.client import (
 from tritonops.errors import ServerError, UsageError
 from tritonops.netaddr import free_port
 from tritonops.pbtxt import read_config
-from tritonops.server import ServerOptions, TritonServer
 from tritonops.spec import ModelSpec, TensorSpec
 
 pytestmark = pytest.mark.server
 X = np.array([[0.5, -1.0, 2.0, 0.25], [1.0, 2.0, 3.0, 4.0]], dtype=np.float32)
 
 
+@dataclass
+class Served:
+    http_url: str
+    grpc_url: str
+    repo: Path  # the served repository: mlp and words loaded, spare there but not loaded
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, triton_session):
     root = tmp_path_factory.mktemp("client")
     repo = mlp_repo(root / "mlp")
     words = ModelSpec(name="words", platform="onnxruntime_onnx", max_batch_size=4,
                       inputs=(TensorSpec.parse("INPUT:BYTES:2"),), outputs=(TensorSpec.parse("OUTPUT:BYTES:2"),))
     write_model(repo, words, 1, onnx_models.identity(root / "words.onnx", TensorProto.STRING, ["batch", 2]))
-    write_model(repo, mlp_spec("spare"), 1, root / "mlp" / "src" / "mlp-0.onnx")
-    with TritonServer(ServerOptions(repository=repo, explicit=True, load_models=("mlp", "words"))) as s:
-        s.repo = repo  # type: ignore[attr-defined]
-        yield s
+    spare = root / "unloaded"
+    write_model(spare, mlp_spec("spare"), 1, root / "mlp" / "src" / "mlp-0.onnx")
+    with triton_session.models(repo):
+        shutil.copytree(spare / "spare", triton_session.repository / "spare")  # in the repository, not loaded
+        yield Served(triton_session.server.http_url, triton_session.server.grpc_url, triton_session.repository)
 
 
 @pytest.fixture

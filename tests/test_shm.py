@@ -19,18 +19,17 @@ import tritonclient.utils.shared_memory as shm
 
 import onnx_models
 from tritonops.build import BuildOptions, build
-from tritonops.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, triton_session):
     root = tmp_path_factory.mktemp("shm")
     src = onnx_models.mlp(root / "src" / "mlp.onnx")
     build(BuildOptions(source=str(src), repository=root / "repo", name="mlp", max_batch_size=8))
-    with TritonServer(ServerOptions(repository=root / "repo", http_port=0, grpc_port=0, metrics_port=0)) as server:
-        yield server, src
+    with triton_session.models(root / "repo"):
+        yield triton_session.server, src
 
 
 def _shm_files(prefix: str) -> list[str]:

@@ -17,7 +17,6 @@ import tritonclient.http as httpclient
 
 import stateful_models
 from tritonops.check import check_repository
-from tritonops.server import ServerOptions, TritonServer
 
 pytestmark = pytest.mark.server
 
@@ -35,14 +34,13 @@ QUEUE_DELAY_US = 100_000  # long enough that the concurrent steps of both sequen
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, triton_session):
     repo = tmp_path_factory.mktemp("stateful") / "repo"
     for name, (cfg_opts, model_opts) in MODELS.items():
         cfg = stateful_models.stateful_config(name, queue_delay_us=QUEUE_DELAY_US, **cfg_opts)
         stateful_models.write_model(repo, cfg, **model_opts)
-    opts = ServerOptions(repository=repo, http_port=0, grpc_port=0, metrics_port=0)
-    with TritonServer(opts) as server:
-        yield server, repo
+    with triton_session.models(repo):
+        yield triton_session.server, triton_session.repository
 
 
 def sequences(seed: int) -> dict[int, list[np.ndarray]]:
