@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
 from check_fixtures import CASES, GOOD, make_repository
 from tritonops.check import check_repository
+from tritonops.errors import ServerError
+from tritonops.server import ModelState, ServerOptions, TritonServer
 
 
 @pytest.fixture(scope="module")
@@ -63,23 +67,45 @@ def test_check_missing_repository(tmp_path, cli):
     assert f"error: repository '{tmp_path / 'nope'}' does not exist" in err
 
 
+def _served_states(repo: Path) -> dict[str, ModelState]:
+    opts = ServerOptions(repository=repo, http_port=0, grpc_port=0, metrics_port=0, strict_readiness=False,
+                         exit_on_error=False)
+    with TritonServer(opts) as server:
+        return {s.name: s for s in server.model_states()}
+
+
 @pytest.mark.server
-def test_real_tritonserver_agrees_with_check(bad_repo):
+def test_real_tritonserver_agrees_with_check(bad_repo, tmp_path):
     """The oracle: the bundled real tritonserver loads every good model and refuses every case.
 
     Config-level rules are enforced by Triton's core itself. The ONNX I/O agreement rules are
     enforced at load by the ONNX Runtime backend; on machines without Triton's native ORT backend
-    that is tritonops' Python-based onnxruntime backend, which mirrors those load-time checks."""
-    from tritonops.server import ServerOptions, TritonServer
-
-    opts = ServerOptions(repository=bad_repo, http_port=0, grpc_port=0, metrics_port=0, strict_readiness=False,
-                         exit_on_error=False)
-    with TritonServer(opts) as server:
-        states = {s.name: s for s in server.model_states()}
+    that is tritonops' Python-based onnxruntime backend, which mirrors those load-time checks.
+    A case that can crash the server (``own_server``) is served alone: a server that dies on it
+    serves it no more than one that refuses it, but must not take the other cases' answers along."""
+    alone = [c for c in CASES if c.own_server]
+    shared = tmp_path / "shared"
+    shutil.copytree(bad_repo, shared, symlinks=True)
+    for case in alone:
+        shutil.rmtree(shared / case.name)
+    states = _served_states(shared)
     for good in GOOD:
         assert states[good].state == "READY", states.get(good)
     refused: dict[str, str] = {}
+    for case in alone:
+        repo = tmp_path / case.name
+        shutil.copytree(bad_repo / case.name, repo / case.name, symlinks=True)
+        try:
+            st = _served_states(repo).get(case.name)
+        except ServerError as e:
+            assert e.returncode is not None and e.returncode < 0, e  # killed by a signal, not a clean refusal
+            refused[case.name] = f"the server died with signal {-e.returncode} loading it"
+            continue
+        assert st is None or st.state != "READY", (case.name, st)
+        refused[case.name] = st.reason if st else "not in the repository index"
     for case in CASES:
+        if case.own_server:
+            continue
         st = states.get(case.name)
         # Absent from the index (e.g. no version directory) also means Triton serves nothing.
         assert st is None or st.state != "READY", (case.name, st)
