@@ -143,10 +143,14 @@ def test_sigkill_while_models_load_leaves_no_stubs_and_no_shared_memory(two_mode
 
 @pytest.mark.server
 def test_a_clean_stop_removes_the_servers_shared_memory_and_its_guard(two_models):
+    def guards() -> set[int]:  # this process's guards: the session server's too, when it runs
+        return {p for p, (_, ppid, _) in live_processes().items()
+                if ppid == os.getpid() and "watchdog.py" in cmdline(p)}
+
+    before = guards()
     with TritonServer(ServerOptions(repository=two_models)) as server:
         pid = server.pid
-        guard = next(p for p, (_, ppid, _) in live_processes().items()
-                     if ppid == os.getpid() and "watchdog.py" in cmdline(p))
+        (guard,) = guards() - before
         stubs = [p for p, (_, _, pgid) in live_processes().items() if pgid == pid and p != pid]
         regions = {r for p in stubs for r in re.findall(r"[\w-]*shm_region_[\w-]+", cmdline(p))}
         assert regions and all(r.startswith("tritonops_") for r in regions)
@@ -307,11 +311,15 @@ def test_writer_refuses_directories_and_fifos(tmp_path):
 
 def test_serve_log_file_that_is_a_directory_is_a_usage_error(cli, two_models, tmp_path):
     """Item 10: it was an internal error (exit 70)."""
+    def workdirs() -> set[Path]:  # this process's server directories: the session server's too, when it runs
+        return set(Path(tempfile.gettempdir()).glob(f"tritonops-server-{os.getpid()}-*"))
+
+    before = workdirs()
     code, out, err = cli("serve", two_models, "--log-file", tmp_path, "--http-port", "0", "--grpc-port", "0",
                          "--metrics-port", "0")
     assert code == 2, (out, err)
     assert err.splitlines()[0] == f"error: --log-file '{tmp_path}' is a directory, not a regular file"
-    assert not list(Path(tempfile.gettempdir()).glob(f"tritonops-server-{os.getpid()}-*"))
+    assert not workdirs() - before
 
 
 # ------------------------------------------------------------------ item 4: host and port
