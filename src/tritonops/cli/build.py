@@ -21,6 +21,7 @@ from tritonops.ensemblefile import is_ensemble_file
 from tritonops.envelope import build_data, onnx_data
 from tritonops.errors import UsageError
 from tritonops.spec import TensorSpec
+from tritonops.stateful import parse_pair
 
 BUILD_HELP = """Inspect or convert a model, verify it numerically, and write it into a Triton model repository.
 
@@ -35,6 +36,10 @@ Examples:
   tritonops build traced.pt --input INPUT__0:FP32:3,224,224
 
   tritonops build mypkg.models:make_model --example-shape x:FP32:3,32,32 --format onnx
+
+  tritonops build acc.onnx --sequence direct --control START=START --control READY=READY --state STATE_IN:STATE_OUT
+
+  tritonops build parse.onnx --samples samples.txt --warmup   (real inputs for the checks, warm-up, validate, perf)
 
   tritonops build -f tritonops.yaml
 
@@ -86,7 +91,8 @@ def build(
     instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
     kind: Annotated[str, typer.Option(help="Instance kind: cpu, gpu or auto.")] = "cpu",
     gpu: Annotated[list[int] | None, typer.Option("--gpu", help="GPU id for the instances (repeatable).")] = None,
-    dynamic_batching: Annotated[bool, typer.Option(help="Enable the dynamic batcher.")] = True,
+    dynamic_batching: Annotated[bool | None, typer.Option(
+        help="Enable the dynamic batcher [default: on, unless --sequence].", show_default=False)] = None,
     preferred_batch_size: Annotated[list[int] | None, typer.Option(
         "--preferred-batch-size", help="Preferred batch size (repeatable).")] = None,
     max_queue_delay_us: Annotated[int, typer.Option(help="Max time a request waits to form a batch.")] = 0,
@@ -110,6 +116,19 @@ def build(
     accelerator: Annotated[str | None, typer.Option(
         help="ONNX Runtime GPU accelerator in the config: tensorrt or cuda.")] = None,
     precision: Annotated[str, typer.Option(help="Precision for the TensorRT accelerator/plan.")] = "FP16",
+    sequence: Annotated[str | None, typer.Option(
+        help="Sequence batching (stateful model): direct or oldest.", show_default=False)] = None,
+    control: Annotated[list[str] | None, typer.Option(
+        "--control", help="Control tensor KIND=INPUT, KIND one of START, END, READY, CORRID (repeatable).")] = None,
+    state: Annotated[list[str] | None, typer.Option(
+        "--state", help="Implicit state INPUT:OUTPUT of the model (repeatable).")] = None,
+    sequence_idle_us: Annotated[int, typer.Option(
+        help="max_sequence_idle_microseconds (0: Triton's default).")] = 0,
+    max_candidate_sequences: Annotated[int | None, typer.Option(
+        help="Oldest strategy: sequences batched together [default: max batch size].", show_default=False)] = None,
+    samples: Annotated[Path | None, typer.Option(
+        help="Real inputs (.npz, KServe .json, .txt lines, images) for the checks, --warmup and validate/perf.",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     if file is not None and source is not None:
@@ -137,6 +156,10 @@ def build(
             inputs=tuple(TensorSpec.parse(v) for v in input or example_shape or ()),
             outputs=tuple(output or ()), version=version, atol=atol, rtol=rtol, threads=threads,
             accelerator=accelerator, precision=precision.upper(),  # type: ignore[arg-type]
+            sequence=sequence.lower() if sequence else None,  # type: ignore[arg-type]
+            controls=tuple(parse_pair(v, "=", "--control", "KIND=INPUT, e.g. START=START") for v in control or ()),
+            states=tuple(parse_pair(v, ":", "--state", "INPUT:OUTPUT, e.g. STATE_IN:STATE_OUT") for v in state or ()),
+            sequence_idle_us=sequence_idle_us, max_candidate_sequences=max_candidate_sequences, samples=samples,
         )]
     with spinner(not as_json) as progress:
         results = build_ensemble_file(ensemble_file, repo, progress) if ensemble_file else build_many(options, progress)
