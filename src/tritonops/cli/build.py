@@ -13,7 +13,7 @@ from tritonops.build import BuildOptions, BuildResult, build_many
 from tritonops.buildfile import load_build_file
 from tritonops.check import check_repository
 from tritonops.cli.render import command, emit_result, out, spinner
-from tritonops.convert.onnx_inspect import inspect_onnx
+from tritonops.convert.onnx_inspect import inspect_model
 from tritonops.convert.verify import format_table
 from tritonops.doctor import run_doctor
 from tritonops.ensemble import build_ensemble_file
@@ -55,11 +55,16 @@ Examples:
   tritonops check model_repository/ --json
 """
 
-INSPECT_HELP = """Show a model file's inputs and outputs as Triton would see them.
+INSPECT_HELP = """Show a model file's inputs and outputs as Triton would see them; with a config (--config,
+or a model directory), which of them are control or state tensors.
 
-Example:
+Examples:
 
   tritonops inspect model.onnx
+
+  tritonops inspect model.onnx --config config.pbtxt
+
+  tritonops inspect model_repository/acc
 """
 
 DOCTOR_HELP = """Check this machine's set-up: tritonserver, Python backend stub, perf_analyzer.
@@ -208,19 +213,25 @@ def check(
 # ------------------------------------------------------------------------------------------- inspect
 @command("inspect")
 def inspect(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(help="ONNX model file, or a model directory with config.pbtxt.")],
+    config: Annotated[Path | None, typer.Option(
+        help="config.pbtxt that serves the model: show each tensor's role.", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    info = inspect_onnx(model)
+    found = inspect_model(model, config)
     if as_json:
-        emit_result(onnx_data(info))
+        emit_result(onnx_data(found))
         return
+    info = found.info
     out.print(f"{info.path}  opset {info.opset}  producer {info.producer or '-'}  "
-              f"batchable: {'yes' if info.batchable else 'no'}")
+              f"batchable: {'yes' if info.batchable else 'no'}", markup=False)
+    if found.config is not None:
+        out.print(f"  roles from {found.config}", markup=False)
     for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
         for t in tensors:
             shape = ", ".join("?" if d is None else str(d) for d in t.shape)
-            out.print(f"  {kind:6} {t.name}: {t.dtype.name} [{shape}]", markup=False)
+            role = f"  ({found.roles[t.name]})" if found.roles is not None else ""
+            out.print(f"  {kind:6} {t.name}: {t.dtype.name} [{shape}]{role}", markup=False)
 
 
 # ------------------------------------------------------------------------------------------- doctor
