@@ -106,7 +106,7 @@ def test_bad_samples_are_one_clear_error(tmp_path, parser, cli):
                        (tmp_path / "numbers.csv", "unknown sample format '.csv'")]:
         if f.suffix == ".csv":
             f.write_text("12\n")
-        code, out, err = cli("build", parser, "--repo", repo, "--samples", f)
+        code, _, err = cli("build", parser, "--repo", repo, "--samples", f)
         assert code == 2, err
         assert message in err and "Traceback" not in err, err
     assert not repo.exists()

@@ -217,9 +217,17 @@ class BuildResult:
             "inputs": [t.describe() for t in self.spec.inputs],
             "outputs": [t.describe() for t in self.spec.outputs],
             "source_kind": self.source_kind,
+            "sequence_batching": _sequence_data(self.spec.sequence_batching),
             "verification": self.verification.to_dict() if self.verification is not None else None,
             "notes": list(self.notes),
         }
+
+
+def _sequence_data(sb: SequenceBatching | None) -> dict[str, Any] | None:
+    if sb is None:
+        return None
+    return {"strategy": sb.strategy, "controls": {c.kind: c.tensor for c in sb.controls},
+            "states": [{"input": st.input_name, "output": st.output_name} for st in sb.states]}
 
 
 # ---------------------------------------------------------------- source resolution

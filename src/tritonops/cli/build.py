@@ -182,6 +182,11 @@ def _print_built(r: BuildResult) -> None:
         out.print(f"    input  {t.describe()}", markup=False)
     for t in r.spec.outputs:
         out.print(f"    output {t.describe()}", markup=False)
+    sb = r.spec.sequence_batching
+    if sb is not None:
+        controls = ", ".join(f"{c.kind}={c.tensor}" for c in sb.controls) or "none"
+        states = ", ".join(f"{st.input_name}:{st.output_name}" for st in sb.states) or "none"
+        out.print(f"    sequence batching {sb.strategy}: controls {controls}; state {states}", markup=False)
     if r.verification is not None:
         out.print("  " + format_table(r.verification).replace("\n", "\n  "), markup=False)
     for note in r.notes:
