@@ -177,7 +177,8 @@ def test_sequence_fields_of_a_build_entry_coerce_by_type(tmp_path):
     assert opts.states == (("STATE_IN", "STATE_OUT"),)
     assert opts.samples == tmp_path / "data" / "steps.npz"
     for body, message in [
-        ("    sequence: sideways\n", r"tritonops.yaml:3: models\[0\].sequence: 'sideways' is not one of: direct, oldest"),
+        ("    sequence: sideways\n",
+         r"tritonops.yaml:3: models\[0\].sequence: 'sideways' is not one of: direct, oldest"),
         ("    sequence: direct\n    controls: [START]\n", r"tritonops.yaml:4: models\[0\].controls\[0\]: expected"),
         ("    states: {STATE_IN: STATE_OUT}\n", r"tritonops.yaml:2: models\[0\]: control, state and sequence options "
                                                "need sequence batching"),
