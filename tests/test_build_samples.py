@@ -140,3 +140,21 @@ def test_validate_uses_the_saved_samples(tmp_path, parser, lines, triton_session
     reference = [r for r in rows if r["check"].startswith("reference")]
     assert {r["protocol"] for r in reference if r["status"] == "pass"} == {"http-json", "http-binary", "grpc"}
     assert any(r["check"] == "reference b=3" for r in reference)
+
+
+def test_readme_samples_section_builds(tmp_path, monkeypatch, cli):
+    """The section's build commands run as written (its `validate --serve` line is what
+    test_validate_uses_the_saved_samples does on the session server)."""
+    import shlex
+
+    from test_readme import readme_commands
+
+    monkeypatch.chdir(tmp_path)
+    number_parser(tmp_path / "parse.onnx")
+    (tmp_path / "numbers.txt").write_text("\n".join(NUMBERS) + "\n")
+    commands = [c for c in readme_commands("Samples") if c.startswith("tritonops build")]
+    assert commands
+    for command in commands:
+        code, out, err = cli(*shlex.split(command)[1:])
+        assert code == 0, f"{command}\n{out}{err}"
+    assert (tmp_path / "model_repository" / "parse" / EXAMPLES_FILE).is_file()

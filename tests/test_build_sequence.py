@@ -236,3 +236,29 @@ def test_readme_stateful_section_runs(tmp_path, monkeypatch, cli):
         code, out, err = cli(*shlex.split(command)[1:])
         assert code == 0, f"{command}\n{out}{err}"
     assert read_config(tmp_path / "model_repository" / "acc" / "config.pbtxt").HasField("sequence_batching")
+
+
+@pytest.mark.torch
+def test_pytorch_factory_exported_with_sequence_options(tmp_path):
+    """A PyTorch module whose forward takes the control and state tensors: exported to ONNX, both
+    runs fed the same controls and zero state, and the config written like the ONNX build's."""
+    pytest.importorskip("torch", reason="the factory build needs the torch extra")
+    from tritonops.spec import TensorSpec
+
+    (tmp_path / "acc_module.py").write_text(
+        "import torch\n\n"
+        "class Acc(torch.nn.Module):\n"
+        "    def forward(self, IN, STATE_IN, START):\n"
+        "        out = IN + STATE_IN * (1 - START.float())\n"
+        "        return out, out\n\n"
+        "def make_model():\n"
+        "    return Acc()\n")
+    r = build(BuildOptions(
+        source=f"{tmp_path / 'acc_module.py'}:make_model", format="onnx", repository=tmp_path / "repo", name="tacc",
+        inputs=tuple(TensorSpec.parse(x) for x in ("IN:FP32:3", "STATE_IN:FP32:3", "START:INT32:1")),
+        outputs=("OUT", "STATE_OUT"), sequence="direct", controls=(("START", "START"),), states=STATES))
+    assert r.verification.ok and r.verification.kind == "compare"
+    assert {row.output for row in r.verification.rows} == {"OUT", "STATE_OUT"}
+    cfg = read_config(r.config_path)
+    assert [t.name for t in cfg.input] == ["IN"] and [t.name for t in cfg.output] == ["OUT"]
+    assert check_repository(tmp_path / "repo").ok

@@ -576,7 +576,8 @@ def _torch_to_onnx(opts: BuildOptions, module: Any, name: str, mbs: int, work: P
     sizes, feeds = sample_feeds(spec, samples) if samples is not None else (_batch_sizes(spec.max_batch_size), None)
     say("verifying the ONNX model against PyTorch")
     report = verify.verify(
-        _stateful(reference.runner_torch(module, [t.name for t in opts.inputs], [t.name for t in spec.outputs]),
+        # every output of the module, the state outputs too (the spec leaves those out)
+        _stateful(reference.runner_torch(module, [t.name for t in opts.inputs], [t.name for t in info.outputs]),
                   spec),
         _stateful(reference.runner_onnxruntime(onnx_path), spec),
         spec.inputs, batch_sizes=sizes, atol=opts.atol, rtol=opts.rtol, seed=opts.seed, feeds=feeds,
