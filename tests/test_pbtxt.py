@@ -15,7 +15,7 @@ import ensemble_fixtures as ef
 from tritonops.build import BuildOptions, make_spec
 from tritonops.dtypes import parse_dtype
 from tritonops.pbtxt import config_to_json, config_to_text, parse_config_text, render_config
-from tritonops.spec import ModelSpec, TensorSpec, VersionPolicy
+from tritonops.spec import DynamicBatching, ModelSpec, TensorSpec, VersionPolicy
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -234,3 +234,87 @@ def test_spec_from_config_reads_the_fields_a_spec_has():
     odd = spec_from_config(parse_config_text(UNMODELLED_CONFIG, "test"))
     assert odd.platform == "onnxruntime_onnx"
     assert set(odd.extra) == {"input", "output", "instance_group", "sequence_batching", "model_warmup", "platform"}
+
+
+# ---------------------------------------------------------------- sequence batching and warm-up files
+
+
+def _stateful_spec(**kw) -> ModelSpec:
+    from tritonops.spec import SequenceBatching, SequenceControl, SequenceState
+
+    sb = SequenceBatching(
+        strategy="oldest", max_sequence_idle_us=2_000_000, max_queue_delay_us=100, preferred_batch_sizes=(2, 4),
+        max_candidate_sequences=8,
+        controls=(SequenceControl("START", "S", parse_dtype("FP32")),
+                  SequenceControl("END", "E", parse_dtype("INT32")),
+                  SequenceControl("READY", "R", parse_dtype("BOOL")),
+                  SequenceControl("CORRID", "C", parse_dtype("BYTES"))),
+        states=(SequenceState("h_in", "h_out", parse_dtype("FP16"), (2, 5)),))
+    return ModelSpec(**{"name": "rnn", "platform": "onnxruntime_onnx", "max_batch_size": 4,
+                        "inputs": (t("x", "FP32", 5),), "outputs": (t("y", "FP32", 5),), "sequence_batching": sb, **kw})
+
+
+def test_sequence_spec_renders_and_reads_back():
+    from tritonops.pbtxt import spec_from_config
+
+    spec = _stateful_spec()
+    cfg = render_config(spec)
+    text = roundtrip(cfg)
+    sb = cfg.sequence_batching
+    assert not cfg.HasField("dynamic_batching") and sb.WhichOneof("strategy_choice") == "oldest"
+    assert (sb.max_sequence_idle_microseconds, list(sb.oldest.preferred_batch_size),
+            sb.oldest.max_candidate_sequences, sb.oldest.max_queue_delay_microseconds) == (2_000_000, [2, 4], 8, 100)
+    controls = {ci.name: ci.control[0] for ci in sb.control_input}
+    assert list(controls["S"].fp32_false_true) == [0.0, 1.0]
+    assert list(controls["E"].int32_false_true) == [0, 1]
+    assert list(controls["R"].bool_false_true) == [False, True]
+    assert mc.DataType.Name(controls["C"].data_type) == "TYPE_STRING"
+    (st,) = sb.state
+    assert (st.input_name, st.output_name, mc.DataType.Name(st.data_type), list(st.dims)) == \
+        ("h_in", "h_out", "TYPE_FP16", [2, 5])
+    assert st.initial_state[0].zero_data and list(st.initial_state[0].dims) == [2, 5]
+    assert "CONTROL_SEQUENCE_END" in text
+    back = spec_from_config(cfg)
+    assert back == spec and back.extra == {}
+
+
+def test_handwritten_stateful_config_round_trips():
+    """The production-style configs of the stateful tests: what a spec cannot hold (the direct
+    strategy's minimum_slot_utilization, an initial state named "zeros") keeps the whole block
+    verbatim in extra, and the typed fields still say what the block does."""
+    import stateful_models
+    from tritonops.pbtxt import spec_from_config
+
+    for strategy in ("direct", "oldest"):
+        cfg = stateful_models.stateful_config("acc", strategy=strategy, corrid=True)
+        spec = spec_from_config(cfg)
+        assert render_config(spec) == cfg
+        assert spec.sequence_batching is not None and spec.sequence_batching.strategy == strategy
+        assert [c.kind for c in spec.sequence_batching.controls] == ["START", "READY", "CORRID"]
+        assert spec.sequence_batching.states[0].input_name == "STATE_IN"
+        # (and the config names no backend, which a spec always renders)
+        assert set(spec.extra) == {"backend", "sequence_batching"}
+
+
+def test_warmup_from_data_files_round_trips():
+    from tritonops.pbtxt import spec_from_config
+    from tritonops.spec import WarmupInput
+
+    spec = ModelSpec("clf", "onnxruntime_onnx", 8, (t("x", "FP32", 4),), (t("y", "FP32", 3),), warmup=True,
+                     warmup_inputs=(WarmupInput("x", parse_dtype("FP32"), (4,), "x"),))
+    cfg = render_config(spec)
+    assert cfg.model_warmup[0].inputs["x"].input_data_file == "x"
+    assert spec_from_config(cfg) == spec
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"dynamic_batching": DynamicBatching()}, "sequence batching and dynamic batching cannot both be enabled"),
+    ({"response_cache": True}, "the response cache cannot be used with sequence batching"),
+    ({"inputs": (t("x", "FP32", 5), t("S", "FP32", 1))}, "'S' is a control or state tensor and also declared"),
+    ({"outputs": (t("y", "FP32", 5), t("h_out", "FP16", 2, 5))}, "'h_out' is a state output and also declared"),
+])
+def test_sequence_spec_refuses_what_triton_refuses(kw, message):
+    from tritonops.errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        _stateful_spec(**kw)

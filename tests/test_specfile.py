@@ -158,3 +158,31 @@ def test_ensemble_model_step_is_a_build_entry(tmp_path):
     with pytest.raises(UsageError) as e:
         load_ensemble_file(f)
     assert e.value.message == f"{f}: steps[0] 'm'.model: unknown field 'name'"
+
+
+def test_sequence_fields_of_a_build_entry_coerce_by_type(tmp_path):
+    """controls/states are pairs: a mapping or a list of [a, b]; strategy a Literal; samples a path
+    relative to the file. Wrong values name file, line and field."""
+    f = tmp_path / "tritonops.yaml"
+    f.write_text("models:\n"
+                 "  - source: acc.onnx\n"
+                 "    sequence: oldest\n"
+                 "    controls: [[START, START], [CORRID, CORRID]]\n"
+                 "    states: {STATE_IN: STATE_OUT}\n"
+                 "    max_candidate_sequences: 4\n"
+                 "    samples: data/steps.npz\n")
+    (opts,) = load_build_file(f)
+    assert opts.sequence == "oldest" and opts.max_candidate_sequences == 4
+    assert opts.controls == (("START", "START"), ("CORRID", "CORRID"))
+    assert opts.states == (("STATE_IN", "STATE_OUT"),)
+    assert opts.samples == tmp_path / "data" / "steps.npz"
+    for body, message in [
+        ("    sequence: sideways\n",
+         r"tritonops.yaml:3: models\[0\].sequence: 'sideways' is not one of: direct, oldest"),
+        ("    sequence: direct\n    controls: [START]\n", r"tritonops.yaml:4: models\[0\].controls\[0\]: expected"),
+        ("    states: {STATE_IN: STATE_OUT}\n", r"tritonops.yaml:2: models\[0\]: control, state and sequence options "
+                                               "need sequence batching"),
+    ]:
+        f.write_text("models:\n  - source: acc.onnx\n" + body)
+        with pytest.raises(UsageError, match=message):
+            load_build_file(f)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import typing
@@ -24,6 +25,7 @@ from tritonops import reference
 
 # torch_export, tensorrt and verify import torch, tensorrt and onnxruntime only inside the
 # functions that need them, so these imports stay cheap for ONNX-only builds.
+from tritonops.build_samples import Samples, keep_samples, read_samples, sample_feeds
 from tritonops.check import check_spec
 from tritonops.convert import tensorrt, torch_export, verify
 from tritonops.convert.examples import make_inputs
@@ -32,7 +34,8 @@ from tritonops.dtypes import from_numpy
 from tritonops.errors import ModelError, RepositoryError, UsageError
 from tritonops.names import check_model_name
 from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, render_config
-from tritonops.progress import Progress, reporter
+from tritonops.progress import LOGGER_NAME, Progress, reporter
+from tritonops.reference import Runner
 from tritonops.repository import CopyFn, StagedModel, stage_model, write_text_file
 from tritonops.spec import (
     Accelerator,
@@ -40,14 +43,24 @@ from tritonops.spec import (
     InstanceGroup,
     ModelSpec,
     QueuePolicy,
+    SequenceBatching,
     TensorSpec,
     VersionPolicy,
+)
+from tritonops.stateful import (
+    SequenceOptions,
+    control_kind,
+    sequence_from_onnx,
+    state_output_specs,
+    with_sequence_feed,
+    without_sequence_tensors,
 )
 
 SourceKind = Literal["onnx", "torchscript", "factory"]
 Format = Literal["auto", "onnx", "torchscript", "tensorrt"]
 DEFAULT_MAX_BATCH_SIZE = 32
 TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+log = logging.getLogger(f"{LOGGER_NAME}.build")
 
 
 def _literal_choices(hint: Any) -> tuple[Any, ...]:
@@ -71,7 +84,7 @@ class BuildOptions:
     instances: int = 1
     kind: Literal["cpu", "gpu", "auto"] = "cpu"
     gpus: tuple[int, ...] = ()
-    dynamic_batching: bool = True
+    dynamic_batching: bool | None = None  # None: on, unless the model is sequence-batched
     preferred_batch_sizes: tuple[int, ...] = ()
     max_queue_delay_us: int = 0
     preserve_ordering: bool = False
@@ -94,6 +107,14 @@ class BuildOptions:
     precision: Literal["FP32", "FP16", "BF16", "INT8"] = "FP16"
     parameters: tuple[tuple[str, str], ...] = ()
     seed: int = 0
+    # sequence batching (stateful models): strategy, control tensors (kind, model input), implicit
+    # state (model input, model output); max_queue_delay_us and, for oldest, preferred_batch_sizes apply
+    sequence: Literal["direct", "oldest"] | None = None
+    controls: tuple[tuple[str, str], ...] = field(default=(), metadata={"example": "controls: {START: START}"})
+    states: tuple[tuple[str, str], ...] = field(default=(), metadata={"example": "states: {STATE_IN: STATE_OUT}"})
+    sequence_idle_us: int = 0
+    max_candidate_sequences: int | None = None  # oldest: default max_batch_size
+    samples: Path | None = None  # real inputs for the run check, verification and warm-up, saved as EXAMPLES_FILE
 
     def __post_init__(self) -> None:
         for fname, hint in typing.get_type_hints(BuildOptions).items():
@@ -116,7 +137,7 @@ class BuildOptions:
                 )
             if p < 1:
                 raise UsageError(f"preferred batch size {p} is not positive", "use sizes >= 1")
-        if self.preferred_batch_sizes and not self.dynamic_batching:
+        if self.preferred_batch_sizes and self.dynamic_batching is False:
             raise UsageError("--preferred-batch-size conflicts with --no-dynamic-batching",
                              "drop one of the two options")
         if self.priority_levels and not 1 <= self.default_priority_level <= self.priority_levels:
@@ -134,6 +155,40 @@ class BuildOptions:
             raise UsageError("tolerances must be >= 0", "use e.g. --atol 1e-4 --rtol 1e-3")
         if self.threads is not None and self.threads < 1:
             raise UsageError(f"--threads {self.threads} is not positive", "use --threads N with N >= 1")
+        _check_sequence_options(self)
+
+
+def _check_sequence_options(o: BuildOptions) -> None:
+    for kind, _ in o.controls:
+        control_kind(kind)
+    if o.sequence is None:
+        if o.controls or o.states or o.sequence_idle_us or o.max_candidate_sequences is not None:
+            raise UsageError("control, state and sequence options need sequence batching",
+                             "add --sequence direct (or oldest)")
+        return
+    if o.dynamic_batching:
+        raise UsageError("sequence batching and dynamic batching cannot both be enabled (Triton has one scheduler)",
+                         "drop --dynamic-batching (a sequence-batched model batches through --sequence oldest)")
+    dynamic_only = [flag for flag, used in (
+        ("--preserve-ordering", o.preserve_ordering), ("--priority-levels", o.priority_levels),
+        ("--max-queue-size", o.max_queue_size), ("--queue-timeout-us", o.queue_timeout_us),
+        ("--timeout-action", o.timeout_action != "REJECT"), ("--allow-timeout-override", o.allow_timeout_override),
+    ) if used]
+    if dynamic_only:
+        raise UsageError(f"{dynamic_only[0]} is a dynamic batching option, which a sequence-batched model has not",
+                         f"drop {dynamic_only[0]}, or drop --sequence")
+    if o.sequence == "direct" and (o.preferred_batch_sizes or o.max_candidate_sequences is not None):
+        raise UsageError("--preferred-batch-size and --max-candidate-sequences belong to the oldest strategy",
+                         "use --sequence oldest, or drop them")
+    if o.response_cache:
+        raise UsageError("the response cache cannot be used with sequence batching (a stateful model's outputs "
+                         "depend on the sequence)", "drop --response-cache")
+    if o.warmup:
+        raise UsageError("--warmup cannot warm a sequence-batched model: warm-up requests bypass the sequence "
+                         "batcher, so they carry no control or state tensors", "drop --warmup")
+    if o.sequence_idle_us < 0 or (o.max_candidate_sequences is not None and o.max_candidate_sequences < 1):
+        raise UsageError("--sequence-idle-us must be >= 0 and --max-candidate-sequences >= 1",
+                         "e.g. --sequence-idle-us 5000000")
 
 
 @dataclass(frozen=True)
@@ -162,9 +217,17 @@ class BuildResult:
             "inputs": [t.describe() for t in self.spec.inputs],
             "outputs": [t.describe() for t in self.spec.outputs],
             "source_kind": self.source_kind,
+            "sequence_batching": _sequence_data(self.spec.sequence_batching),
             "verification": self.verification.to_dict() if self.verification is not None else None,
             "notes": list(self.notes),
         }
+
+
+def _sequence_data(sb: SequenceBatching | None) -> dict[str, Any] | None:
+    if sb is None:
+        return None
+    return {"strategy": sb.strategy, "controls": {c.kind: c.tensor for c in sb.controls},
+            "states": [{"input": st.input_name, "output": st.output_name} for st in sb.states]}
 
 
 # ---------------------------------------------------------------- source resolution
@@ -230,7 +293,7 @@ def _merge_inputs(model_inputs: Sequence[TensorSpec], given: Sequence[TensorSpec
 
 
 def _batching(opts: BuildOptions, max_batch_size: int) -> DynamicBatching | None:
-    if not opts.dynamic_batching or max_batch_size == 0:
+    if opts.dynamic_batching is False or opts.sequence is not None or max_batch_size == 0:
         return None
     queue = None
     if opts.max_queue_size or opts.queue_timeout_us or opts.timeout_action != "REJECT" or opts.allow_timeout_override:
@@ -265,13 +328,24 @@ def _accelerators(opts: BuildOptions) -> tuple[Accelerator, ...]:
                                      ("trt_engine_cache_enable", "1"))),)
 
 
+def sequence_options(opts: BuildOptions, max_batch_size: int) -> SequenceOptions:
+    candidates = 0
+    if opts.sequence == "oldest":
+        candidates = opts.max_candidate_sequences or max(max_batch_size, 1)
+    return SequenceOptions(opts.sequence or "direct", opts.controls, opts.states, opts.sequence_idle_us,
+                           opts.max_queue_delay_us, opts.preferred_batch_sizes if opts.sequence == "oldest" else (),
+                           candidates)
+
+
 def make_spec(opts: BuildOptions, name: str, platform: str, max_batch_size: int,
-              inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec]) -> ModelSpec:
+              inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
+              sequence: SequenceBatching | None = None) -> ModelSpec:
     if opts.preferred_batch_sizes and max_batch_size == 0:
         raise UsageError("--preferred-batch-size needs a batching model, but this one has max batch size 0",
                          "drop --preferred-batch-size")
-    if opts.response_cache and opts.kind == "gpu":
-        pass  # Triton caches only CPU-resident tensors; the server decides, not the config.
+    if sequence is not None:
+        inputs = without_sequence_tensors(inputs, sequence.tensor_inputs)
+        outputs = without_sequence_tensors(outputs, sequence.tensor_outputs)
     return ModelSpec(
         name=name,
         platform=platform,  # type: ignore[arg-type]
@@ -285,6 +359,7 @@ def make_spec(opts: BuildOptions, name: str, platform: str, max_batch_size: int,
         version_policy=opts.version_policy,
         parameters=_parameters(opts, platform),
         accelerators=_accelerators(opts) if platform == "onnxruntime_onnx" else (),
+        sequence_batching=sequence,
     )
 
 
@@ -307,7 +382,8 @@ def spec_from_onnx(opts: BuildOptions, name: str, info: OnnxInfo, model_desc: st
     mbs = resolve_batching(opts, info, model_desc)
     inputs, outputs = info.tensor_specs(batched=mbs > 0)
     inputs = _merge_inputs(inputs, opts.inputs, mbs > 0, model_desc)
-    return make_spec(opts, name, "onnxruntime_onnx", mbs, inputs, outputs)
+    sequence = sequence_from_onnx(sequence_options(opts, mbs), info, mbs > 0) if opts.sequence else None
+    return make_spec(opts, name, "onnxruntime_onnx", mbs, inputs, outputs, sequence)
 
 
 # ---------------------------------------------------------------- the build
@@ -382,6 +458,9 @@ def build_staged(opts: BuildOptions, staged: StagedModel, work: Path, progress: 
         fmt = "torchscript" if kind == "torchscript" else "onnx"
     notes: list[str] = []
     report = None
+    if opts.sequence is not None and (kind == "torchscript" or fmt == "torchscript"):
+        raise UsageError("sequence options are supported for ONNX models", "build the model as ONNX (--format onnx)")
+    samples: Samples | None = None
     if kind == "onnx":
         if fmt == "torchscript":
             raise UsageError("an ONNX model cannot be converted to TorchScript",
@@ -390,8 +469,9 @@ def build_staged(opts: BuildOptions, staged: StagedModel, work: Path, progress: 
         info = inspect_onnx(Path(opts.source))
         desc = f"model '{opts.source}'"
         spec = spec_from_onnx(opts, name, info, desc)
-        say("checking the model runs in onnxruntime")
-        report = _smoke_onnx(info.path, spec, opts)
+        samples = read_samples(opts.samples, spec)
+        say("checking the model runs in onnxruntime" + (f" on the samples of {opts.samples}" if samples else ""))
+        report = _smoke_onnx(info.path, spec, opts, samples)
         if fmt == "tensorrt":
             spec = _tensorrt(opts, info.path, spec, staged, say, notes)
         else:
@@ -407,17 +487,19 @@ def build_staged(opts: BuildOptions, staged: StagedModel, work: Path, progress: 
             )
         mbs = DEFAULT_MAX_BATCH_SIZE if opts.max_batch_size is None else opts.max_batch_size
         if fmt in ("onnx", "tensorrt"):
-            spec, report, onnx_path = _torch_to_onnx(opts, module, name, mbs, work, say, notes)
+            spec, report, onnx_path, samples = _torch_to_onnx(opts, module, name, mbs, work, say, notes)
             if fmt == "tensorrt":
                 spec = _tensorrt(opts, onnx_path, spec, staged, say, notes)
             else:
                 _add_onnx(staged, inspect_onnx(onnx_path))
         else:
-            spec, report, pt_path = _torch_to_torchscript(opts, module, name, mbs, work, say, kind)
+            spec, report, pt_path, samples = _torch_to_torchscript(opts, module, name, mbs, work, say, kind)
             staged.add_file(pt_path, "model.pt")
 
     if report is not None:
-        verify.raise_if_failed(report)
+        _raise_if_failed(report, samples)
+    if samples is not None:
+        spec = keep_samples(staged, work, spec, samples, notes)
     rendered = write_config(staged, spec)
     model_dir = opts.repository.absolute() / name
     return BuildResult(
@@ -425,6 +507,18 @@ def build_staged(opts: BuildOptions, staged: StagedModel, work: Path, progress: 
         config_path=model_dir / "config.pbtxt", config_text=rendered.text, config=rendered.config, spec=spec,
         source_kind=kind, verification=report, notes=tuple(notes),
     )
+
+
+def _raise_if_failed(report: Any, samples: Samples | None) -> None:
+    """A model that cannot run on generated data says so, and asks for real inputs."""
+    failed_run = next((r for r in report.rows if not r.ok and r.output == "*"), None)
+    if failed_run is not None and samples is None:
+        log.debug("the run check failed on generated data: %s", failed_run.problem)
+        raise verify.VerificationError(
+            f"the model refused the generated example data: {failed_run.problem}",
+            "give real inputs with --samples FILE (.npz with one array per input, a KServe .json request, "
+            "a .txt file with one line per sample, or images)", report)
+    verify.raise_if_failed(report)
 
 
 def _add_onnx(staged: StagedModel, info: OnnxInfo) -> None:
@@ -437,11 +531,21 @@ def _add_onnx(staged: StagedModel, info: OnnxInfo) -> None:
         staged.add_file(info.path, "model.onnx")
 
 
-def _smoke_onnx(path: Path, spec: ModelSpec, opts: BuildOptions) -> Any:
+def _stateful(run: Runner, spec: ModelSpec) -> Runner:
+    """A runner fed the control and state tensors a sequence's first request gets."""
+    sb = spec.sequence_batching
+    return run if sb is None else with_sequence_feed(run, sb, spec.max_batch_size > 0)
+
+
+def _smoke_onnx(path: Path, spec: ModelSpec, opts: BuildOptions, samples: Samples | None) -> Any:
     """No conversion happened, so verification means: onnxruntime loads the model and produces
-    outputs of the declared shapes at two batch sizes."""
-    run = reference.runner_onnxruntime(path)
-    return verify.verify_shapes(run, spec.inputs, spec.outputs, _batch_sizes(spec.max_batch_size), seed=opts.seed)
+    outputs of the declared shapes (state outputs included) at two batch sizes."""
+    run = _stateful(reference.runner_onnxruntime(path), spec)
+    outputs = spec.outputs
+    if spec.sequence_batching is not None:
+        outputs += state_output_specs(spec.sequence_batching, spec.max_batch_size > 0)
+    sizes, feeds = sample_feeds(spec, samples) if samples is not None else (_batch_sizes(spec.max_batch_size), None)
+    return verify.verify_shapes(run, spec.inputs, outputs, sizes, seed=opts.seed, feeds=feeds)
 
 
 def _batch_sizes(max_batch_size: int) -> tuple[int | None, ...]:
@@ -459,7 +563,7 @@ def _load_torch(opts: BuildOptions, kind: SourceKind, say: Progress) -> Any:
 
 
 def _torch_to_onnx(opts: BuildOptions, module: Any, name: str, mbs: int, work: Path, say: Progress,
-                   notes: list[str]) -> tuple[ModelSpec, Any, Path]:
+                   notes: list[str]) -> tuple[ModelSpec, Any, Path, Samples | None]:
     say("exporting to ONNX")
     out = work / "onnx" / "model.onnx"
     out.parent.mkdir()
@@ -468,18 +572,21 @@ def _torch_to_onnx(opts: BuildOptions, module: Any, name: str, mbs: int, work: P
     onnx_path = exported.path
     info = inspect_onnx(onnx_path)
     spec = spec_from_onnx(replace(opts, max_batch_size=mbs), name, info, f"the exported model '{name}'")
+    samples = read_samples(opts.samples, spec)
+    sizes, feeds = sample_feeds(spec, samples) if samples is not None else (_batch_sizes(spec.max_batch_size), None)
     say("verifying the ONNX model against PyTorch")
     report = verify.verify(
-        reference.runner_torch(module, [t.name for t in opts.inputs], [t.name for t in spec.outputs]),
-        reference.runner_onnxruntime(onnx_path),
-        spec.inputs, batch_sizes=_batch_sizes(spec.max_batch_size), atol=opts.atol, rtol=opts.rtol,
-        seed=opts.seed,
+        # every output of the module, the state outputs too (the spec leaves those out)
+        _stateful(reference.runner_torch(module, [t.name for t in opts.inputs], [t.name for t in info.outputs]),
+                  spec),
+        _stateful(reference.runner_onnxruntime(onnx_path), spec),
+        spec.inputs, batch_sizes=sizes, atol=opts.atol, rtol=opts.rtol, seed=opts.seed, feeds=feeds,
     )
-    return spec, report, onnx_path
+    return spec, report, onnx_path, samples
 
 
 def _torch_to_torchscript(opts: BuildOptions, module: Any, name: str, mbs: int, work: Path,
-                          say: Progress, kind: SourceKind) -> tuple[ModelSpec, Any, Path]:
+                          say: Progress, kind: SourceKind) -> tuple[ModelSpec, Any, Path, Samples | None]:
     out = work / "model.pt"
     if kind == "torchscript":
         shutil.copy2(opts.source, out)
@@ -497,9 +604,11 @@ def _torch_to_torchscript(opts: BuildOptions, module: Any, name: str, mbs: int, 
         original = reference.runner_torch(module, [t.name for t in ts_inputs], [t.name for t in outputs])
     else:
         original = candidate  # nothing was converted: the check is that it runs at each batch size
-    report = verify.verify(original, candidate, spec.inputs, batch_sizes=_batch_sizes(mbs),
-                           atol=opts.atol, rtol=opts.rtol, seed=opts.seed)
-    return spec, report, out
+    samples = read_samples(opts.samples, spec)
+    sizes, feeds = sample_feeds(spec, samples) if samples is not None else (_batch_sizes(mbs), None)
+    report = verify.verify(original, candidate, spec.inputs, batch_sizes=sizes,
+                           atol=opts.atol, rtol=opts.rtol, seed=opts.seed, feeds=feeds)
+    return spec, report, out, samples
 
 
 def _observe_outputs(run: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]],

@@ -21,12 +21,12 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from tritonops.errors import TritonOpsError
 
 if TYPE_CHECKING:
-    from tritonops.convert.onnx_inspect import OnnxInfo
+    from tritonops.convert.onnx_inspect import ModelInspection, OnnxInfo
 
 Status = Literal["ok", "failed", "error"]
 
@@ -147,12 +147,24 @@ def build_data(results: Sequence[SupportsToDict]) -> dict[str, Any]:
     return {"schema": SCHEMAS["build"], "models": [r.to_dict() for r in results]}
 
 
-def onnx_data(info: OnnxInfo) -> dict[str, Any]:
-    """``tritonops inspect --json``: an ONNX file's inputs and outputs as Triton sees them."""
+def onnx_data(info: OnnxInfo | ModelInspection) -> dict[str, Any]:
+    """``tritonops inspect --json``: an ONNX file's inputs and outputs as Triton sees them; with a
+    config (a ModelInspection that has one), each tensor's ``role`` and the config's path."""
+    roles = getattr(info, "roles", None)
+    config = getattr(info, "config", None)
+    onnx = cast("OnnxInfo", getattr(info, "info", info))
+
+    def tensor(t: Any) -> dict[str, Any]:
+        d = {"name": t.name, "dtype": t.dtype.name, "shape": list(t.shape)}
+        if roles is not None:
+            d["role"] = roles.get(t.name)
+        return d
+
     return {
         "schema": SCHEMAS["inspect"],
-        "path": str(info.path), "opset": info.opset, "ir_version": info.ir_version, "producer": info.producer,
-        "batchable": info.batchable, "external_data": list(info.external_data),
-        "inputs": [{"name": t.name, "dtype": t.dtype.name, "shape": list(t.shape)} for t in info.inputs],
-        "outputs": [{"name": t.name, "dtype": t.dtype.name, "shape": list(t.shape)} for t in info.outputs],
+        "path": str(onnx.path), "opset": onnx.opset, "ir_version": onnx.ir_version, "producer": onnx.producer,
+        "batchable": onnx.batchable, "external_data": list(onnx.external_data),
+        "config": None if config is None else str(config),
+        "inputs": [tensor(t) for t in onnx.inputs],
+        "outputs": [tensor(t) for t in onnx.outputs],
     }

@@ -14,18 +14,23 @@ from typing import Any
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from tritonops.dtypes import from_config
+from tritonops.dtypes import BY_CONFIG, from_config
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.platforms import PLATFORM_OF_BACKEND
 from tritonops.spec import (
+    CONTROL_FORMS,
     PLATFORMS,
     Accelerator,
     DynamicBatching,
     InstanceGroup,
     ModelSpec,
     QueuePolicy,
+    SequenceBatching,
+    SequenceControl,
+    SequenceState,
     TensorSpec,
     VersionPolicy,
+    WarmupInput,
 )
 
 ModelConfig = mc.ModelConfig
@@ -46,7 +51,11 @@ def _tensor(t: TensorSpec, output: bool) -> dict[str, Any]:
 
 
 def _warmup(spec: ModelSpec) -> list[dict[str, Any]]:
-    inputs = {}
+    inputs: dict[str, Any] = {}
+    if spec.warmup_inputs:  # a real sample, read from the model's warmup/ directory
+        inputs = {w.name: {"data_type": w.dtype.config, "dims": list(w.dims), "input_data_file": w.data_file}
+                  for w in spec.warmup_inputs}
+        return [{"name": f"{spec.name}_warmup", "batch_size": 1, "count": 1, "inputs": inputs}]
     for t in spec.inputs:
         if t.optional:
             continue
@@ -57,6 +66,47 @@ def _warmup(spec: ModelSpec) -> list[dict[str, Any]]:
         data = {"random_data": True} if numeric_float else {"zero_data": True}
         inputs[t.name] = {"data_type": t.dtype.config, "dims": dims, **data}
     return [{"name": f"{spec.name}_warmup", "batch_size": 1, "count": 1, "inputs": inputs}]
+
+
+# control value forms: false, true (Triton's own examples write START/READY as int32 0/1)
+_FALSE_TRUE: dict[str, list[Any]] = {"int32_false_true": [0, 1], "fp32_false_true": [0.0, 1.0],
+                                     "bool_false_true": [False, True]}
+
+
+def _control(c: SequenceControl) -> dict[str, Any]:
+    ctl: dict[str, Any] = {"kind": f"CONTROL_SEQUENCE_{c.kind}"}
+    if c.kind == "CORRID":
+        ctl["data_type"] = c.dtype.config
+    else:
+        form = CONTROL_FORMS[c.dtype.name]
+        ctl[form] = _FALSE_TRUE[form]
+    return {"name": c.tensor, "control": [ctl]}
+
+
+def _state(st: SequenceState) -> dict[str, Any]:
+    zero = {"name": f"{st.input_name}_zero", "data_type": st.dtype.config, "dims": list(st.dims), "zero_data": True}
+    return {"input_name": st.input_name, "output_name": st.output_name, "data_type": st.dtype.config,
+            "dims": list(st.dims), "initial_state": [zero]}
+
+
+def _sequence_dict(sb: SequenceBatching) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    if sb.max_sequence_idle_us:
+        d["max_sequence_idle_microseconds"] = sb.max_sequence_idle_us
+    strategy: dict[str, Any] = {}
+    if sb.max_queue_delay_us:
+        strategy["max_queue_delay_microseconds"] = sb.max_queue_delay_us
+    if sb.strategy == "oldest":
+        if sb.max_candidate_sequences:
+            strategy["max_candidate_sequences"] = sb.max_candidate_sequences
+        if sb.preferred_batch_sizes:
+            strategy["preferred_batch_size"] = list(sb.preferred_batch_sizes)
+    d[sb.strategy] = strategy
+    if sb.controls:
+        d["control_input"] = [_control(c) for c in sb.controls]
+    if sb.states:
+        d["state"] = [_state(st) for st in sb.states]
+    return d
 
 
 def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
@@ -103,6 +153,8 @@ def spec_to_dict(spec: ModelSpec) -> dict[str, Any]:
                 "max_queue_size": qp.max_queue_size,
             }
         cfg["dynamic_batching"] = dbd
+    if spec.sequence_batching is not None:
+        cfg["sequence_batching"] = _sequence_dict(spec.sequence_batching)
     if spec.platform != "ensemble":
         cfg["instance_group"] = [
             {"count": g.count, "kind": _KIND[g.kind], **({"gpus": list(g.gpus)} if g.gpus else {})}
@@ -210,6 +262,57 @@ def _dynamic_batching(cfg: mc.ModelConfig) -> DynamicBatching | None:
                            db.priority_levels, db.default_priority_level, queue)
 
 
+def _sequence_control(ci: Any) -> SequenceControl | None:
+    if len(ci.control) != 1:
+        return None
+    ctl = ci.control[0]
+    kind = mc.ModelSequenceBatching.Control.Kind.Name(ctl.kind).removeprefix("CONTROL_SEQUENCE_")
+    if kind == "CORRID":
+        return SequenceControl("CORRID", ci.name, from_config(mc.DataType.Name(ctl.data_type)))
+    for dtype, form in CONTROL_FORMS.items():
+        if list(getattr(ctl, form)) == _FALSE_TRUE[form]:
+            return SequenceControl(kind, ci.name, from_config(f"TYPE_{dtype}"))
+    return None
+
+
+def _sequence_batching(cfg: mc.ModelConfig) -> SequenceBatching | None:
+    """The typed part of ``sequence_batching``; whatever it cannot hold (other control values, a
+    minimum slot utilization, initial state from a file, ...) stays in ``extra`` (spec_from_config)."""
+    if not cfg.HasField("sequence_batching"):
+        return None
+    try:
+        return _typed_sequence_batching(cfg.sequence_batching)
+    except (TritonOpsError, KeyError):  # a config Triton refuses (check says why): all of it in extra
+        return None
+
+
+def _typed_sequence_batching(sb: Any) -> SequenceBatching | None:
+    controls = tuple(_sequence_control(ci) for ci in sb.control_input)
+    if any(c is None for c in controls):
+        return None
+    states = tuple(SequenceState(st.input_name, st.output_name, BY_CONFIG[mc.DataType.Name(st.data_type)],
+                                 tuple(st.dims)) for st in sb.state if mc.DataType.Name(st.data_type) in BY_CONFIG)
+    oldest = sb.WhichOneof("strategy_choice") == "oldest"
+    strategy = sb.oldest if oldest else sb.direct
+    return SequenceBatching(
+        strategy="oldest" if oldest else "direct", max_sequence_idle_us=sb.max_sequence_idle_microseconds,
+        max_queue_delay_us=strategy.max_queue_delay_microseconds,
+        preferred_batch_sizes=tuple(sb.oldest.preferred_batch_size) if oldest else (),
+        max_candidate_sequences=sb.oldest.max_candidate_sequences if oldest else 0,
+        controls=tuple(c for c in controls if c is not None), states=states,
+    )
+
+
+def _warmup_inputs(cfg: mc.ModelConfig) -> tuple[WarmupInput, ...]:
+    if len(cfg.model_warmup) != 1:
+        return ()
+    inputs = cfg.model_warmup[0].inputs
+    if not inputs or not all(i.WhichOneof("input_data_type") == "input_data_file" for i in inputs.values()):
+        return ()
+    return tuple(WarmupInput(name, BY_CONFIG[mc.DataType.Name(i.data_type)], tuple(i.dims), i.input_data_file)
+                 for name, i in inputs.items() if mc.DataType.Name(i.data_type) in BY_CONFIG)
+
+
 def _instance_groups(cfg: mc.ModelConfig) -> tuple[InstanceGroup, ...]:
     groups = []
     for g in cfg.instance_group:
@@ -244,7 +347,7 @@ def _as_dict(cfg: mc.ModelConfig) -> dict[str, Any]:
 
 def spec_from_config(cfg: mc.ModelConfig) -> ModelSpec:
     """A model config as a ModelSpec: the inverse of ``render_config``. What a ModelSpec has no field
-    for (ensemble_scheduling, sequence batching, a tensor's format, a KIND_MODEL group, ...) is kept
+    for (ensemble_scheduling, a tensor's format, a KIND_MODEL group, ...) is kept
     verbatim in ``extra``, field by field, so that ``render_config(spec_from_config(cfg)) == cfg``."""
     inputs, outputs = tensor_specs(cfg)
     try:
@@ -256,6 +359,7 @@ def spec_from_config(cfg: mc.ModelConfig) -> ModelSpec:
             version_policy=_version_policy(cfg),
             parameters=tuple(sorted((k, v.string_value) for k, v in cfg.parameters.items())),
             accelerators=_accelerators(cfg), default_model_filename=cfg.default_model_filename or None,
+            sequence_batching=_sequence_batching(cfg), warmup_inputs=_warmup_inputs(cfg),
         )
     except TritonOpsError as e:
         raise UsageError(f"model '{cfg.name}': {e.message}", e.hint) from None

@@ -52,7 +52,7 @@ def runner_onnxruntime(path: Path, outputs: Sequence[str] | None = None, threads
     if path.is_dir():
         path = path / "model.onnx"
     options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: nothing reaches the terminal
+    options.log_severity_level = 4  # fatal only: a failed run raises; its native ERROR line would reach the terminal
     if threads is not None:
         options.intra_op_num_threads = threads
     try:

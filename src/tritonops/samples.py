@@ -31,6 +31,24 @@ def generate_inputs(specs: Sequence[TensorSpec], batch: int | None, rng: np.rand
 EXAMPLES_FILE = "tritonops_examples.npz"  # beside config.pbtxt: example inputs validate uses by default
 
 
+def stack_samples(items: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Samples one by one (perf.inputs.Samples.items) as one array per input whose first axis
+    counts samples: the meaning of an ``.npz`` for every command."""
+    if not items:
+        return {}
+    return {name: np.stack([item[name] for item in items]) for name in items[0]}
+
+
+def write_examples(path: Path, arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write samples (first axis: samples) as an ``.npz`` that :func:`read_npz` reads back: no pickles,
+    so BYTES are stored as a fixed-width bytes array."""
+    plain = {k: (np.array([bytes(b) for b in v.reshape(-1)], dtype=np.bytes_).reshape(v.shape)
+                 if v.dtype == np.object_ else v) for k, v in arrays.items()}
+    with path.open("wb") as f:
+        np.savez(f, **plain)
+    return path
+
+
 class NpzSamples(dict[str, np.ndarray]):
     """Arrays read from an ``.npz``: the first axis of each counts samples (see :func:`npz_request`)."""
 

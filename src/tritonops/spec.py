@@ -120,6 +120,111 @@ class VersionPolicy:
     versions: tuple[int, ...] = ()
 
 
+ControlKind = Literal["START", "END", "READY", "CORRID"]
+CONTROL_KINDS: tuple[str, ...] = ("START", "END", "READY", "CORRID")
+# the value forms of a START/END/READY control, by the data type of the model's input
+CONTROL_FORMS: dict[str, str] = {"INT32": "int32_false_true", "FP32": "fp32_false_true", "BOOL": "bool_false_true"}
+CORRID_TYPES: tuple[str, ...] = ("UINT64", "INT64", "UINT32", "INT32", "BYTES")
+
+
+@dataclass(frozen=True)
+class SequenceControl:
+    """One control tensor the sequence batcher creates (``CONTROL_SEQUENCE_<kind>``). ``dtype`` is
+    the model input's type: it picks the value form of START/END/READY (false 0, true 1) and is
+    CORRID's ``data_type``."""
+
+    kind: ControlKind
+    tensor: str
+    dtype: DType
+
+    def __post_init__(self) -> None:
+        if self.kind not in CONTROL_KINDS:
+            raise UsageError(f"unknown sequence control '{self.kind}'",
+                             f"use one of {', '.join(CONTROL_KINDS)}, e.g. --control START=START")
+        allowed = CORRID_TYPES if self.kind == "CORRID" else tuple(CONTROL_FORMS)
+        if self.dtype.name not in allowed:
+            raise UsageError(
+                f"control {self.kind} tensor '{self.tensor}' is {self.dtype.name}; a {self.kind} control must be "
+                f"{' or '.join(allowed)}", f"change the model's '{self.tensor}' input to {allowed[0]}")
+
+
+@dataclass(frozen=True)
+class SequenceState:
+    """Implicit state: the backend feeds a sequence's last ``output_name`` back as ``input_name``,
+    starting from zeros. ``dims`` exclude the batch dimension."""
+
+    input_name: str
+    output_name: str
+    dtype: DType
+    dims: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        if not self.dims or any(d == 0 or d < -1 for d in self.dims):
+            raise UsageError(f"state '{self.input_name}' has dims {list(self.dims)}",
+                             "a state needs dims (without the batch dimension), each >= 1 or -1")
+
+
+@dataclass(frozen=True)
+class SequenceBatching:
+    """``sequence_batching``: the direct (a slot per sequence) or oldest (dynamic batching across
+    sequences) strategy, control tensors and implicit state. 0 means Triton's default."""
+
+    strategy: Literal["direct", "oldest"] = "direct"
+    max_sequence_idle_us: int = 0
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()  # oldest only
+    max_candidate_sequences: int = 0  # oldest only
+    controls: tuple[SequenceControl, ...] = ()
+    states: tuple[SequenceState, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.strategy not in ("direct", "oldest"):
+            raise UsageError(f"sequence strategy '{self.strategy}' is not one of: direct, oldest",
+                             "use --sequence direct or --sequence oldest")
+        if self.strategy == "direct" and (self.preferred_batch_sizes or self.max_candidate_sequences):
+            raise UsageError("preferred batch sizes and candidate sequences belong to the oldest strategy",
+                             "use --sequence oldest, or drop --preferred-batch-size/--max-candidate-sequences")
+        for what, value in (("max sequence idle", self.max_sequence_idle_us),
+                            ("max queue delay", self.max_queue_delay_us),
+                            ("max candidate sequences", self.max_candidate_sequences)):
+            if value < 0:
+                raise UsageError(f"{what} {value} is negative", "use 0 (Triton's default) or a positive value")
+        kinds: dict[str, str] = {}
+        for c in self.controls:
+            if c.kind in kinds:
+                raise UsageError(f"control {c.kind} is given twice ('{kinds[c.kind]}' and '{c.tensor}')",
+                                 f"map {c.kind} to one input")
+            kinds[c.kind] = c.tensor
+        names = [c.tensor for c in self.controls] + [s.input_name for s in self.states]
+        twice = next((n for n in names if names.count(n) > 1), None)
+        if twice is not None:
+            raise UsageError(f"tensor '{twice}' is used for two controls or states",
+                             "give each control and state its own model input")
+        outs = [s.output_name for s in self.states]
+        twice = next((n for n in outs if outs.count(n) > 1), None)
+        if twice is not None:
+            raise UsageError(f"state output '{twice}' is used by two states", "give each state its own output")
+
+    @property
+    def tensor_inputs(self) -> tuple[str, ...]:
+        """Model inputs the sequence batcher and the backend supply (not declared as config inputs)."""
+        return tuple(c.tensor for c in self.controls) + tuple(s.input_name for s in self.states)
+
+    @property
+    def tensor_outputs(self) -> tuple[str, ...]:
+        return tuple(s.output_name for s in self.states)
+
+
+@dataclass(frozen=True)
+class WarmupInput:
+    """One input of a generated warm-up request read from ``warmup/<data_file>`` (raw bytes)."""
+
+    name: str
+    dtype: DType
+    dims: tuple[int, ...]
+    data_file: str
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything that goes into one model's ``config.pbtxt``."""
@@ -137,6 +242,8 @@ class ModelSpec:
     parameters: tuple[tuple[str, str], ...] = ()
     accelerators: tuple[Accelerator, ...] = ()
     default_model_filename: str | None = None
+    sequence_batching: SequenceBatching | None = None
+    warmup_inputs: tuple[WarmupInput, ...] = ()  # the warm-up request's data, when samples give it
     extra: dict[str, object] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -162,6 +269,9 @@ class ModelSpec:
             if self.max_batch_size == 0:
                 raise UsageError("dynamic batching needs a model with max_batch_size > 0",
                                  "drop the batching options, or give --max-batch-size N")
+        sb = self.sequence_batching
+        if sb is not None:
+            _check_sequence(self, sb)
 
     @property
     def backend(self) -> str:
@@ -178,3 +288,28 @@ def _unique(tensors: Sequence[TensorSpec], what: str) -> None:
         if t.name in seen:
             raise UsageError(f"{what} '{t.name}' is declared twice", f"give each {what} a unique name")
         seen.add(t.name)
+
+
+def _check_sequence(spec: ModelSpec, sb: SequenceBatching) -> None:
+    """Triton's rules for a sequence-batched config: one scheduler, no response cache, and the
+    control/state tensors are not declared as inputs/outputs."""
+    if spec.dynamic_batching is not None:
+        raise UsageError("sequence batching and dynamic batching cannot both be enabled (Triton has one scheduler)",
+                         "drop the dynamic batching options (or --dynamic-batching), or drop --sequence")
+    if spec.response_cache:
+        raise UsageError("the response cache cannot be used with sequence batching (a stateful model's answers "
+                         "depend on the sequence)", "drop --response-cache")
+    for p in sb.preferred_batch_sizes:
+        if p < 1 or p > spec.max_batch_size:
+            raise UsageError(f"preferred batch size {p} is outside 1..{spec.max_batch_size} (max batch size)",
+                             "use preferred batch sizes between 1 and --max-batch-size")
+    declared_in = {t.name for t in spec.inputs}
+    declared_out = {t.name for t in spec.outputs}
+    for name in sb.tensor_inputs:
+        if name in declared_in:
+            raise UsageError(f"'{name}' is a control or state tensor and also declared as an input",
+                             "leave it out of the inputs: the sequence batcher supplies it")
+    for name in sb.tensor_outputs:
+        if name in declared_out:
+            raise UsageError(f"'{name}' is a state output and also declared as an output",
+                             "leave it out of the outputs: the backend keeps it as the sequence's state")

@@ -13,7 +13,7 @@ from tritonops.build import BuildOptions, BuildResult, build_many
 from tritonops.buildfile import load_build_file
 from tritonops.check import check_repository
 from tritonops.cli.render import command, emit_result, out, spinner
-from tritonops.convert.onnx_inspect import inspect_onnx
+from tritonops.convert.onnx_inspect import inspect_model
 from tritonops.convert.verify import format_table
 from tritonops.doctor import run_doctor
 from tritonops.ensemble import build_ensemble_file
@@ -21,6 +21,7 @@ from tritonops.ensemblefile import is_ensemble_file
 from tritonops.envelope import build_data, onnx_data
 from tritonops.errors import UsageError
 from tritonops.spec import TensorSpec
+from tritonops.stateful import parse_pair
 
 BUILD_HELP = """Inspect or convert a model, verify it numerically, and write it into a Triton model repository.
 
@@ -36,6 +37,10 @@ Examples:
 
   tritonops build mypkg.models:make_model --example-shape x:FP32:3,32,32 --format onnx
 
+  tritonops build acc.onnx --sequence direct --control START=START --control READY=READY --state STATE_IN:STATE_OUT
+
+  tritonops build parse.onnx --samples samples.txt --warmup   (real inputs for the checks, warm-up, validate, perf)
+
   tritonops build -f tritonops.yaml
 
   tritonops build -f ensembles/text_embedding/ensemble.yaml   (an ensemble: every step model + the ensemble)
@@ -50,11 +55,16 @@ Examples:
   tritonops check model_repository/ --json
 """
 
-INSPECT_HELP = """Show a model file's inputs and outputs as Triton would see them.
+INSPECT_HELP = """Show a model file's inputs and outputs as Triton would see them; with a config (--config,
+or a model directory), which of them are control or state tensors.
 
-Example:
+Examples:
 
   tritonops inspect model.onnx
+
+  tritonops inspect model.onnx --config config.pbtxt
+
+  tritonops inspect model_repository/acc
 """
 
 DOCTOR_HELP = """Check this machine's set-up: tritonserver, Python backend stub, perf_analyzer.
@@ -86,7 +96,8 @@ def build(
     instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
     kind: Annotated[str, typer.Option(help="Instance kind: cpu, gpu or auto.")] = "cpu",
     gpu: Annotated[list[int] | None, typer.Option("--gpu", help="GPU id for the instances (repeatable).")] = None,
-    dynamic_batching: Annotated[bool, typer.Option(help="Enable the dynamic batcher.")] = True,
+    dynamic_batching: Annotated[bool | None, typer.Option(
+        help="Enable the dynamic batcher [default: on, unless --sequence].", show_default=False)] = None,
     preferred_batch_size: Annotated[list[int] | None, typer.Option(
         "--preferred-batch-size", help="Preferred batch size (repeatable).")] = None,
     max_queue_delay_us: Annotated[int, typer.Option(help="Max time a request waits to form a batch.")] = 0,
@@ -110,6 +121,19 @@ def build(
     accelerator: Annotated[str | None, typer.Option(
         help="ONNX Runtime GPU accelerator in the config: tensorrt or cuda.")] = None,
     precision: Annotated[str, typer.Option(help="Precision for the TensorRT accelerator/plan.")] = "FP16",
+    sequence: Annotated[str | None, typer.Option(
+        help="Sequence batching (stateful model): direct or oldest.", show_default=False)] = None,
+    control: Annotated[list[str] | None, typer.Option(
+        "--control", help="Control tensor KIND=INPUT, KIND one of START, END, READY, CORRID (repeatable).")] = None,
+    state: Annotated[list[str] | None, typer.Option(
+        "--state", help="Implicit state INPUT:OUTPUT of the model (repeatable).")] = None,
+    sequence_idle_us: Annotated[int, typer.Option(
+        help="max_sequence_idle_microseconds (0: Triton's default).")] = 0,
+    max_candidate_sequences: Annotated[int | None, typer.Option(
+        help="Oldest strategy: sequences batched together [default: max batch size].", show_default=False)] = None,
+    samples: Annotated[Path | None, typer.Option(
+        help="Real inputs (.npz, KServe .json, .txt lines, images) for the checks, --warmup and validate/perf.",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     if file is not None and source is not None:
@@ -137,6 +161,10 @@ def build(
             inputs=tuple(TensorSpec.parse(v) for v in input or example_shape or ()),
             outputs=tuple(output or ()), version=version, atol=atol, rtol=rtol, threads=threads,
             accelerator=accelerator, precision=precision.upper(),  # type: ignore[arg-type]
+            sequence=sequence.lower() if sequence else None,  # type: ignore[arg-type]
+            controls=tuple(parse_pair(v, "=", "--control", "KIND=INPUT, e.g. START=START") for v in control or ()),
+            states=tuple(parse_pair(v, ":", "--state", "INPUT:OUTPUT, e.g. STATE_IN:STATE_OUT") for v in state or ()),
+            sequence_idle_us=sequence_idle_us, max_candidate_sequences=max_candidate_sequences, samples=samples,
         )]
     with spinner(not as_json) as progress:
         results = build_ensemble_file(ensemble_file, repo, progress) if ensemble_file else build_many(options, progress)
@@ -154,6 +182,11 @@ def _print_built(r: BuildResult) -> None:
         out.print(f"    input  {t.describe()}", markup=False)
     for t in r.spec.outputs:
         out.print(f"    output {t.describe()}", markup=False)
+    sb = r.spec.sequence_batching
+    if sb is not None:
+        controls = ", ".join(f"{c.kind}={c.tensor}" for c in sb.controls) or "none"
+        states = ", ".join(f"{st.input_name}:{st.output_name}" for st in sb.states) or "none"
+        out.print(f"    sequence batching {sb.strategy}: controls {controls}; state {states}", markup=False)
     if r.verification is not None:
         out.print("  " + format_table(r.verification).replace("\n", "\n  "), markup=False)
     for note in r.notes:
@@ -185,19 +218,25 @@ def check(
 # ------------------------------------------------------------------------------------------- inspect
 @command("inspect")
 def inspect(
-    model: Annotated[Path, typer.Argument(help="ONNX model file.")],
+    model: Annotated[Path, typer.Argument(help="ONNX model file, or a model directory with config.pbtxt.")],
+    config: Annotated[Path | None, typer.Option(
+        help="config.pbtxt that serves the model: show each tensor's role.", show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
 ) -> None:
-    info = inspect_onnx(model)
+    found = inspect_model(model, config)
     if as_json:
-        emit_result(onnx_data(info))
+        emit_result(onnx_data(found))
         return
+    info = found.info
     out.print(f"{info.path}  opset {info.opset}  producer {info.producer or '-'}  "
-              f"batchable: {'yes' if info.batchable else 'no'}")
+              f"batchable: {'yes' if info.batchable else 'no'}", markup=False)
+    if found.config is not None:
+        out.print(f"  roles from {found.config}", markup=False)
     for kind, tensors in (("input", info.inputs), ("output", info.outputs)):
         for t in tensors:
             shape = ", ".join("?" if d is None else str(d) for d in t.shape)
-            out.print(f"  {kind:6} {t.name}: {t.dtype.name} [{shape}]", markup=False)
+            role = f"  ({found.roles[t.name]})" if found.roles is not None else ""
+            out.print(f"  {kind:6} {t.name}: {t.dtype.name} [{shape}]{role}", markup=False)
 
 
 # ------------------------------------------------------------------------------------------- doctor

@@ -11,6 +11,7 @@ from google.protobuf.message import DecodeError
 
 from tritonops.dtypes import DType, from_onnx
 from tritonops.errors import ModelError, UsageError
+from tritonops.pbtxt import ModelConfig, read_config
 from tritonops.spec import TensorSpec
 
 Dim = int | str | None  # a fixed size, a symbolic name, or unknown
@@ -151,3 +152,61 @@ def _tensor(value: Any, kind: str) -> OnnxTensor:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------- a model file read with its config
+
+
+@dataclass(frozen=True)
+class ModelInspection:
+    """An ONNX file's interface and, when a config is known, what each tensor is to Triton:
+    ``roles[name]`` is "input"/"output" (declared), "control CONTROL_SEQUENCE_START" etc., "state
+    input, fed from STATE_OUT"/"state output, fed back as STATE_IN", or "not in the config"."""
+
+    info: OnnxInfo
+    config: Path | None = None
+    roles: dict[str, str] | None = None
+
+
+def tensor_roles(info: OnnxInfo, cfg: ModelConfig) -> dict[str, str]:
+    """Each of the model's inputs and outputs as the config uses it (control and state tensors
+    are not declared as input/output but named under sequence_batching)."""
+    roles: dict[str, str] = {}
+    sb = cfg.sequence_batching
+    for ci in sb.control_input:
+        kinds = [type(c).Kind.Name(c.kind) for c in ci.control]
+        roles[ci.name] = "control " + "/".join(kinds)
+    for st in sb.state:
+        roles.setdefault(st.input_name, f"state input, fed from {st.output_name}")
+        roles.setdefault(st.output_name, f"state output, fed back as {st.input_name}")
+    declared_in = {t.name for t in cfg.input}
+    declared_out = {t.name for t in cfg.output}
+    result = {}
+    for t in info.inputs:
+        result[t.name] = "input" if t.name in declared_in else roles.get(t.name, "not in the config")
+    for t in info.outputs:
+        result[t.name] = "output" if t.name in declared_out else roles.get(t.name, "not in the config")
+    return result
+
+
+def _served_file(model_dir: Path, cfg: ModelConfig) -> Path:
+    versions = sorted((int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), reverse=True)
+    name = cfg.default_model_filename or "model.onnx"
+    for v in versions:
+        if (model_dir / str(v) / name).exists():
+            return model_dir / str(v) / name
+    raise UsageError(f"model directory '{model_dir}' has no version directory holding {name}",
+                     "give the .onnx file itself, with --config for its config.pbtxt")
+
+
+def inspect_model(path: Path, config: Path | None = None) -> ModelInspection:
+    """``path``: an ONNX file (or Triton's ``model.onnx/`` directory), or a model directory with
+    config.pbtxt (its newest version's model file is read). ``config``: the config.pbtxt to read
+    the tensors' roles from (default: the model directory's)."""
+    if config is None and path.is_dir() and (path / "config.pbtxt").is_file() and not (path / "model.onnx").exists():
+        config = path / "config.pbtxt"
+    cfg = read_config(config) if config is not None else None
+    model_file = _served_file(path, cfg) if cfg is not None and path.is_dir() and config == path / "config.pbtxt" \
+        else path
+    info = inspect_onnx(model_file)
+    return ModelInspection(info, config, tensor_roles(info, cfg) if cfg is not None else None)

@@ -146,8 +146,16 @@ def _compare(name: str, batch: int | None, got: np.ndarray, want: np.ndarray, at
 def model_feed(specs: Sequence[TensorSpec], batch: int | None, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Inputs as the model receives them from Triton: generated as the client sends them, then
     reshaped to ``reshape`` where a spec has one (Triton applies it before the model)."""
-    feed = make_inputs(specs, batch, rng)
+    return as_model_feed(specs, make_inputs(specs, batch, rng), batch)
+
+
+def as_model_feed(specs: Sequence[TensorSpec], given: dict[str, np.ndarray],
+                  batch: int | None) -> dict[str, np.ndarray]:
+    """Client-shaped inputs reshaped to ``reshape`` where a spec has one (Triton applies it before the model)."""
+    feed = dict(given)
     for s in specs:
+        if s.name not in feed:
+            continue
         if s.reshape is not None:
             shape = tuple(s.reshape) if batch is None else (batch, *s.reshape)
             feed[s.name] = feed[s.name].reshape(shape)
@@ -165,15 +173,22 @@ def _run(run: Runner, inputs: dict[str, np.ndarray], batch: int | None, which: s
         return Row(batch, "*", False, problem=f"the {which} failed to run ({_at(batch)}): {error_line(e)}")
 
 
+def _feed(inputs: Sequence[TensorSpec], batch: int | None, i: int, rng: np.random.Generator,
+          feeds: Sequence[dict[str, np.ndarray]] | None) -> dict[str, np.ndarray]:
+    return model_feed(inputs, batch, rng) if feeds is None else as_model_feed(inputs, feeds[i], batch)
+
+
 def verify(reference: Runner, candidate: Runner, inputs: Sequence[TensorSpec], batch_sizes: Sequence[int | None],
-           atol: float, rtol: float, seed: int = 0) -> VerificationReport:
+           atol: float, rtol: float, seed: int = 0,
+           feeds: Sequence[dict[str, np.ndarray]] | None = None) -> VerificationReport:
     """Run both models on the same random inputs at each batch size (None: one non-batched run) and
     compare every output of the reference: ``|candidate - reference| <= atol + rtol * |reference|``
-    everywhere, shapes and types equal, nan/inf at the same positions."""
+    everywhere, shapes and types equal, nan/inf at the same positions. ``feeds``: the inputs (as a
+    client sends them) for each batch size, instead of generated ones (build --samples)."""
     rng = np.random.default_rng(seed)
     rows: list[Row] = []
-    for batch in batch_sizes:
-        feed = model_feed(inputs, batch, rng)
+    for i, batch in enumerate(batch_sizes):
+        feed = _feed(inputs, batch, i, rng, feeds)
         want = _run(reference, feed, batch, "original model")
         if isinstance(want, Row):
             rows.append(want)
@@ -197,13 +212,14 @@ def _expected_shape(spec: TensorSpec, batch: int | None) -> tuple[int, ...]:
 
 
 def verify_shapes(run: Runner, inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
-                  batch_sizes: Sequence[int | None], seed: int = 0) -> VerificationReport:
+                  batch_sizes: Sequence[int | None], seed: int = 0,
+                  feeds: Sequence[dict[str, np.ndarray]] | None = None) -> VerificationReport:
     """No reference: at each batch size the model must produce every declared output with the
     declared type and shape (``-1`` dims match any size; ``reshape``, when set, is the model's shape)."""
     rng = np.random.default_rng(seed)
     rows: list[Row] = []
-    for batch in batch_sizes:
-        feed = model_feed(inputs, batch, rng)
+    for i, batch in enumerate(batch_sizes):
+        feed = _feed(inputs, batch, i, rng, feeds)
         got = _run(run, feed, batch, "model")
         if isinstance(got, Row):
             rows.append(got)
