@@ -55,6 +55,9 @@ def served(tmp_path_factory, triton_session):
     (repo / STUCK).mkdir()
     (repo / STUCK / "config.pbtxt").write_text(config_to_text(stuck_config()))
     stuck_accumulator(repo / STUCK / "1" / "model.onnx")
+    # For perf: short queue delays, so that a short measurement window holds many requests.
+    for name, strategy in PERF_MODELS.items():
+        stateful_models.write_model(repo, stateful_models.stateful_config(name, strategy=strategy, queue_delay_us=500))
     with triton_session.models(repo):
         yield triton_session.server, triton_session.repository
 
@@ -183,6 +186,7 @@ def test_state_tensors_are_not_outputs_of_the_served_model(served):
 
 
 STUCK = "acc_stuck"
+PERF_MODELS = {"acc_perf_direct": "direct", "acc_perf_oldest": "oldest"}
 
 
 def stuck_config():
@@ -284,8 +288,8 @@ def test_perf_passes_the_sequence_options(served, tmp_path):
     server, repo = served
     target = Target(http_url=server.http_url, grpc_url=server.grpc_url, alive=lambda: http_alive(server.http_url),
                     repository=repo)
-    before = statistics(server.grpc_url, "acc_direct")[0]
-    res = sweep(PerfOptions(model="acc_direct", output_dir=tmp_path / "out", protocol="grpc", concurrency=(1, 2),
+    before = statistics(server.grpc_url, "acc_perf_direct")[0]
+    res = sweep(PerfOptions(model="acc_perf_direct", output_dir=tmp_path / "out", protocol="grpc", concurrency=(1, 2),
                             measurement_interval_ms=300, stability_percentage=100.0, max_trials=4), target)
     assert [r.status for r in res.rows] == ["ok", "ok"]
     first, second = (list(c) for c in res.commands)
@@ -294,13 +298,13 @@ def test_perf_passes_the_sequence_options(served, tmp_path):
     assert first[first.index("--sequence-id-range") + 1] == "1:100000"
     assert second[second.index("--sequence-id-range") + 1] == "100001:200000"
     assert "--streaming" not in first
-    assert statistics(server.grpc_url, "acc_direct")[0] > before
+    assert statistics(server.grpc_url, "acc_perf_direct")[0] > before
 
 
 def test_perf_sequence_options_can_be_given(served, tmp_path):
     server, _ = served
     target = Target(http_url=server.http_url, grpc_url=server.grpc_url, alive=lambda: http_alive(server.http_url))
-    res = sweep(PerfOptions(model="acc_oldest", output_dir=tmp_path / "out", protocol="grpc", concurrency=(2,),
+    res = sweep(PerfOptions(model="acc_perf_oldest", output_dir=tmp_path / "out", protocol="grpc", concurrency=(2,),
                             sequence_length=5, sequence_id_range="7:20", streaming=True,
                             measurement_interval_ms=300, stability_percentage=100.0, max_trials=4), target)
     assert [r.status for r in res.rows] == ["ok"]

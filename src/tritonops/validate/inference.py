@@ -28,7 +28,7 @@ from tritonops.validate.decoupled import decoupled_checks
 from tritonops.validate.outputs import compare_tensors, output_problems
 from tritonops.validate.report import PATH_FLOAT_TOL, STREAM_PROTOCOL
 from tritonops.validate.run import ValidationRun
-from tritonops.validate.sequences import sequence_checks, sequence_steps
+from tritonops.validate.sequences import sequence_checks, sequence_ids, sequence_steps
 
 
 @dataclass(frozen=True)
@@ -130,9 +130,9 @@ def _unsupported_protocols(in_specs: Sequence[TensorSpec], out_specs: Sequence[T
 def _infer(run: ValidationRun, protocol: str, model: ModelUnderTest, inputs: Mapping[str, np.ndarray],
            sequence_id: int = 0) -> dict[str, np.ndarray]:
     cfg = model.config
-    seq = None
+    seq: int | str | None = None
     if cfg.HasField("sequence_batching"):  # each request a whole one-request sequence
-        seq = sequence_id or 1 + int(time.monotonic_ns() % 1_000_000_000)
+        seq = sequence_id or sequence_ids(model)[0]  # a string for a STRING CORRID
     return run.clients.infer(cast(InferProtocol, protocol), model.name, inputs, [o.name for o in cfg.output],
                              version=model.version, types=input_types(cfg), sequence_id=seq)
 
