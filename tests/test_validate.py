@@ -19,10 +19,12 @@ import pytest
 from onnx import TensorProto
 
 import onnx_models
+import stateful_models
 from tritonops.build import BuildOptions, build
 from tritonops.dtypes import BY_NAME
 from tritonops.errors import ServerError, UsageError, ValidationFailed
 from tritonops.pbtxt import config_to_text, dict_to_config, read_config, tensor_specs
+from tritonops.reference import ModelUnderTest, OnnxSequenceReference, control_tensors, initial_states
 from tritonops.spec import TensorSpec
 from tritonops.units import parse_size
 from tritonops.validate import (
@@ -440,3 +442,66 @@ def test_cli_serve_validates_and_stops(cli, tmp_path):
     assert m, out
     with socket.socket() as s, pytest.raises(ConnectionRefusedError):
         s.connect(("127.0.0.1", int(m.group(2))))
+
+
+# ---------------------------------------------------------------- sequences run in-process (no server)
+
+
+def _controls_config(max_batch_size: int):
+    return dict_to_config({
+        "name": "seq", "backend": "onnxruntime", "max_batch_size": max_batch_size,
+        "sequence_batching": {"control_input": [
+            {"name": "S", "control": [{"kind": "CONTROL_SEQUENCE_START", "int32_false_true": [0, 1]}]},
+            {"name": "E", "control": [{"kind": "CONTROL_SEQUENCE_END", "fp32_false_true": [0.0, 1.0]}]},
+            {"name": "R", "control": [{"kind": "CONTROL_SEQUENCE_READY", "bool_false_true": [False, True]}]},
+            {"name": "C", "control": [{"kind": "CONTROL_SEQUENCE_CORRID", "data_type": "TYPE_STRING"}]}]}}, "test")
+
+
+def test_control_tensors_take_the_value_form_the_config_declares():
+    first = control_tensors(_controls_config(4), "abc", start=True, end=False)
+    assert {k: (v.dtype.name, v.shape) for k, v in first.items()} == {
+        "S": ("int32", (1, 1)), "E": ("float32", (1, 1)), "R": ("bool", (1, 1)), "C": ("object", (1, 1))}
+    assert (first["S"].item(), first["E"].item(), first["R"].item(), first["C"].item()) == (1, 0.0, True, b"abc")
+    last = control_tensors(_controls_config(0), "abc", start=False, end=True)
+    assert last["S"].shape == (1,) and (last["S"].item(), last["E"].item(), last["R"].item()) == (0, 1.0, True)
+
+
+def test_initial_states_from_zero_data_and_data_file(tmp_path):
+    cfg = dict_to_config({"name": "seq", "backend": "onnxruntime", "max_batch_size": 2, "sequence_batching": {
+        "state": [
+            {"input_name": "A", "output_name": "A_OUT", "data_type": "TYPE_FP32", "dims": [2],
+             "initial_state": [{"name": "z", "data_type": "TYPE_FP32", "dims": [2], "zero_data": True}]},
+            {"input_name": "B", "output_name": "B_OUT", "data_type": "TYPE_INT64", "dims": [3],
+             "initial_state": [{"name": "f", "data_type": "TYPE_INT64", "dims": [3], "data_file": "b.bin"}]}]}}, "test")
+    (tmp_path / "initial_state").mkdir()
+    (tmp_path / "initial_state" / "b.bin").write_bytes(np.array([1, 2, 3], np.int64).tobytes())
+    states = initial_states(cfg, tmp_path)
+    np.testing.assert_array_equal(states["A"], np.zeros((1, 2), np.float32))
+    np.testing.assert_array_equal(states["B"], [[1, 2, 3]])
+    with pytest.raises(UsageError, match=re.escape("state 'B' starts from data_file 'b.bin'")):
+        initial_states(cfg, None)
+    (tmp_path / "initial_state" / "b.bin").write_bytes(b"xx")
+    with pytest.raises(UsageError, match=r"cannot read initial state .*b\.bin"):
+        initial_states(cfg, tmp_path)
+
+
+@pytest.mark.parametrize(("start", "corrid"), [(True, False), (False, True)])
+def test_sequence_reference_runs_a_production_config_step_by_step(tmp_path, start, corrid):
+    cfg = stateful_models.stateful_config("acc", start=start, corrid=corrid)
+    model_dir = stateful_models.write_model(tmp_path, cfg, start=start, corrid=corrid)
+    ref = OnnxSequenceReference(ModelUnderTest("acc", "1", cfg, model_dir, model_dir / "1" / "model.onnx"))
+    steps = [np.full(stateful_models.WIDTH, v, np.float32) for v in (1, 2, 4)]
+    outs = ref.sequence([{"IN": x[None]} for x in steps], 9)
+    want = stateful_models.reference(steps, start=start)
+    for got, w in zip(outs, want, strict=True):
+        assert set(got) == {"OUT"}  # state outputs stay inside
+        np.testing.assert_array_equal(got["OUT"], w[None])
+    # a second run starts from the initial state again
+    np.testing.assert_array_equal(ref.sequence([{"IN": steps[0][None]}], 10)[0]["OUT"], steps[0][None])
+
+
+def test_grpc_stream_is_a_protocol_to_choose():
+    assert ValidateOptions(protocols=("grpc-stream",)).protocols == ("grpc-stream",)
+    with pytest.raises(UsageError) as e:
+        ValidateOptions(protocols=("grpc-streaming",))
+    assert e.value.hint == "use some of: http-json, http-binary, grpc, grpc-stream"

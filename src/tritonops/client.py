@@ -17,6 +17,7 @@ Endpoints are ``host:port`` without a scheme, what tritonclient and perf_analyze
 from __future__ import annotations
 
 import contextlib
+import queue
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -448,14 +449,17 @@ class TritonClient:
     # ---- inference
     def infer_raw(self, protocol: InferProtocol, model: str, inputs: Mapping[str, np.ndarray],
                   outputs: Sequence[str], *, version: str = "", types: Mapping[str, str] | None = None,
-                  sequence_id: int | None = None) -> Any:
+                  sequence_id: int | str | None = None, sequence_start: bool = True,
+                  sequence_end: bool = True) -> Any:
         """One inference; tritonclient's InferResult, undecoded (what a load generator wants).
 
         ``types`` maps input names to Triton types (:func:`input_types`); inputs not in it are typed
-        from their numpy dtype. ``sequence_id`` sends the request as a whole one-request sequence."""
+        from their numpy dtype. ``sequence_id`` (an integer, or a string for a STRING CORRID) sends
+        the request as a step of that sequence: by default a whole one-request sequence, else the
+        first step (``sequence_end=False``), a middle step (both False) or the last one."""
         kwargs: dict[str, Any] = {}
         if sequence_id is not None:
-            kwargs = {"sequence_id": sequence_id, "sequence_start": True, "sequence_end": True}
+            kwargs = {"sequence_id": sequence_id, "sequence_start": sequence_start, "sequence_end": sequence_end}
         if protocol == "grpc":
             tensors, outs = _grpc_tensors(inputs, outputs, types)
             return self.grpc_infer.infer(model, tensors, model_version=version, outputs=outs,
@@ -467,20 +471,120 @@ class TritonClient:
 
     def infer(self, protocol: InferProtocol, model: str, inputs: Mapping[str, np.ndarray],
               outputs: Sequence[str], *, version: str = "", types: Mapping[str, str] | None = None,
-              sequence_id: int | None = None) -> dict[str, np.ndarray]:
+              sequence_id: int | str | None = None, sequence_start: bool = True,
+              sequence_end: bool = True) -> dict[str, np.ndarray]:
         """One inference; every requested output as a numpy array (strings as ``np.object_`` of bytes,
-        whatever the protocol). Raises :class:`MissingOutput` when the response lacks one."""
+        whatever the protocol). Raises :class:`MissingOutput` when the response lacks one.
+        ``sequence_*`` as for :meth:`infer_raw`."""
         res = self.infer_raw(protocol, model, inputs, outputs, version=version, types=types,
-                             sequence_id=sequence_id)
-        result = {}
-        for n in outputs:
-            arr = res.as_numpy(n)
-            if arr is None:
-                raise MissingOutput(n)
-            if arr.dtype == np.object_ or arr.dtype.kind == "U":
-                arr = to_bytes_array(arr)  # HTTP JSON gives str, the binary paths give bytes
-            result[n] = arr
-        return result
+                             sequence_id=sequence_id, sequence_start=sequence_start, sequence_end=sequence_end)
+        return _decoded(res, outputs)
+
+    def stream(self) -> GrpcStream:
+        """A gRPC bidirectional stream (``start_stream`` / ``async_stream_infer``) on a channel of its
+        own, with this client's message limit and timeout; close it (or use it as a context manager)."""
+        return GrpcStream(self.grpc_url, timeout_s=self.timeout_s, max_message_bytes=self._grpc_limit)
+
+
+def _decoded(res: Any, outputs: Sequence[str]) -> dict[str, np.ndarray]:
+    result = {}
+    for n in outputs:
+        arr = res.as_numpy(n)
+        if arr is None:
+            raise MissingOutput(n)
+        if arr.dtype == np.object_ or arr.dtype.kind == "U":
+            arr = to_bytes_array(arr)  # HTTP JSON gives str, the binary paths give bytes
+        result[n] = arr
+    return result
+
+
+# ------------------------------------------------------------------------------------------ streaming
+FINAL_RESPONSE_PARAMETER = "triton_final_response"  # set on a decoupled model's last response
+
+
+class StreamTimeout(TimeoutError):
+    """No response arrived on a stream within the client's timeout."""
+
+
+@dataclass(frozen=True)
+class StreamResponse:
+    """One response that arrived on a stream: the request it answers, its outputs (strings as
+    ``np.object_`` of bytes), whether it is the request's final response, or the server's error
+    (a stream error carries no request id: ``request_id`` is then "")."""
+
+    request_id: str
+    outputs: dict[str, np.ndarray]
+    final: bool
+    error: str | None = None
+
+
+class GrpcStream:
+    """One gRPC stream: requests go out with :meth:`send`, responses come back in arrival order
+    from :meth:`receive`. Over a stream a decoupled model sends zero or more responses per request
+    and, when asked (``decoupled=True``), an empty final one; a stateful model's requests of many
+    sequences may share it."""
+
+    def __init__(self, grpc_url: str, *, timeout_s: float = 30.0, max_message_bytes: int | None = None) -> None:
+        args = None if max_message_bytes is None else [
+            ("grpc.max_send_message_length", max_message_bytes), ("grpc.max_receive_message_length", max_message_bytes)]
+        self.timeout_s = timeout_s
+        self._responses: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        self._client = grpcclient.InferenceServerClient(grpc_url, channel_args=args)
+        try:
+            self._client.start_stream(callback=lambda result, error: self._responses.put((result, error)))
+        except Exception:
+            self._client.close()
+            raise
+
+    def send(self, model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], *, request_id: str,
+             version: str = "", types: Mapping[str, str] | None = None, sequence_id: int | str | None = None,
+             sequence_start: bool = False, sequence_end: bool = False, decoupled: bool = False) -> None:
+        """Send one request; ``decoupled`` asks for the empty final response that ends a request's
+        responses (Triton's ``enable_empty_final_response``)."""
+        tensors, outs = _grpc_tensors(inputs, outputs, types)
+        kwargs: dict[str, Any] = {}
+        if sequence_id is not None:
+            kwargs = {"sequence_id": sequence_id, "sequence_start": sequence_start, "sequence_end": sequence_end}
+        self._client.async_stream_infer(model, tensors, model_version=version, outputs=outs, request_id=request_id,
+                                        enable_empty_final_response=decoupled, **kwargs)
+
+    def receive(self) -> StreamResponse:
+        """The next response; raises :class:`StreamTimeout` when none comes within the timeout."""
+        try:
+            result, error = self._responses.get(timeout=self.timeout_s)
+        except queue.Empty:
+            raise StreamTimeout(f"no response on the gRPC stream within {self.timeout_s:g} s") from None
+        if error is not None:
+            return StreamResponse("", {}, True, message_of(error))
+        resp = result.get_response()
+        final = resp.parameters[FINAL_RESPONSE_PARAMETER].bool_param \
+            if FINAL_RESPONSE_PARAMETER in resp.parameters else True
+        return StreamResponse(str(resp.id), _decoded(result, [o.name for o in resp.outputs]), final)
+
+    def responses(self, request_id: str) -> list[StreamResponse]:
+        """Every response to one decoupled request (sent with ``decoupled=True``), up to and
+        including its final one; an error ends them too. Responses to other requests are dropped."""
+        got = []
+        while True:
+            r = self.receive()
+            if r.request_id not in (request_id, ""):
+                continue
+            got.append(r)
+            if r.final or r.error is not None:
+                return got
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a broken stream must not hide the real error
+            self._client.stop_stream()
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+    def __enter__(self) -> GrpcStream:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
 def response_version(result: Any) -> str:

@@ -24,7 +24,7 @@ from tritonops.convert.torch_export import flatten_outputs, import_torch, load_t
 from tritonops.errors import ConversionError, MissingDependencyError, ModelError, UsageError
 from tritonops.pbtxt import read_config
 from tritonops.platforms import backend_of, default_file
-from tritonops.pystep import call_step, load_module, step_function
+from tritonops.pystep import as_array, call_step, load_module, step_function, wants_resources
 from tritonops.repository import version_dirs
 from tritonops.wiring import graph_from_configs, topological_order
 
@@ -346,3 +346,182 @@ def artifact_path(model_dir: Path, version: str, config: mc.ModelConfig) -> Path
         return None
     path = model_dir / version / filename
     return path if path.exists() else None
+
+
+# ---------------------------------------------------------------- stateful (sequence-batched) models
+
+
+@runtime_checkable
+class SequenceReference(Protocol):
+    """Runs whole sequences of a stateful model locally, step by step, as the sequence batcher and
+    the backend would: each step's inputs (Triton's shapes, batch 1 when the model batches) in,
+    each step's config outputs out."""
+
+    description: str
+
+    def sequence(self, steps: Sequence[Mapping[str, np.ndarray]],
+                 sequence_id: int | str) -> list[dict[str, np.ndarray]]: ...
+
+
+_CONTROL_FORMS = (("int32_false_true", np.int32), ("fp32_false_true", np.float32), ("bool_false_true", np.bool_))
+
+
+def control_tensors(config: mc.ModelConfig, sequence_id: int | str, start: bool, end: bool) -> dict[str, np.ndarray]:
+    """The control tensors the sequence batcher adds to a real request of a sequence: START on its
+    first request, END on its last, READY always, CORRID its id; each in the value form the config
+    declares (``int32_false_true``, ``fp32_false_true``, ``bool_false_true``, CORRID's ``data_type``),
+    shaped ``[1, 1]`` when the model batches and ``[1]`` when it does not."""
+    shape = (1, 1) if config.max_batch_size > 0 else (1,)
+    kinds = mc.ModelSequenceBatching.Control
+    flag = {kinds.CONTROL_SEQUENCE_START: start, kinds.CONTROL_SEQUENCE_END: end, kinds.CONTROL_SEQUENCE_READY: True}
+    tensors: dict[str, np.ndarray] = {}
+    for ci in config.sequence_batching.control_input:
+        for c in ci.control:
+            if c.kind == kinds.CONTROL_SEQUENCE_CORRID:
+                if c.data_type == mc.TYPE_STRING:
+                    value = np.empty(shape, dtype=np.object_)
+                    value[...] = str(sequence_id).encode()
+                else:
+                    value = np.full(shape, int(sequence_id), dtype=_numpy_of(c.data_type))
+                tensors[ci.name] = value
+                continue
+            for form, dtype in _CONTROL_FORMS:
+                values = list(getattr(c, form))
+                if len(values) == 2:
+                    tensors[ci.name] = np.full(shape, values[1] if flag[c.kind] else values[0], dtype=dtype)
+                    break
+    return tensors
+
+
+def _numpy_of(data_type: int) -> Any:
+    return {mc.TYPE_UINT64: np.uint64, mc.TYPE_INT64: np.int64, mc.TYPE_UINT32: np.uint32,
+            mc.TYPE_INT32: np.int32}.get(data_type, np.int64)
+
+
+_STATE_TYPES = {mc.TYPE_BOOL: np.bool_, mc.TYPE_UINT8: np.uint8, mc.TYPE_UINT16: np.uint16, mc.TYPE_UINT32: np.uint32,
+                mc.TYPE_UINT64: np.uint64, mc.TYPE_INT8: np.int8, mc.TYPE_INT16: np.int16, mc.TYPE_INT32: np.int32,
+                mc.TYPE_INT64: np.int64, mc.TYPE_FP16: np.float16, mc.TYPE_FP32: np.float32, mc.TYPE_FP64: np.float64}
+
+
+def initial_states(config: mc.ModelConfig, model_dir: Path | None) -> dict[str, np.ndarray]:
+    """Each implicit state's value at a sequence's start, keyed by its ``input_name``: the config's
+    ``initial_state`` (``zero_data``, or ``data_file`` under ``<model>/initial_state/``), zeros of
+    the state's dims when it declares none; with the batch dimension (1) when the model batches."""
+    lead = (1,) if config.max_batch_size > 0 else ()
+    states = {}
+    for s in config.sequence_batching.state:
+        dtype = _STATE_TYPES.get(s.data_type)
+        if dtype is None:
+            raise UsageError(f"state '{s.input_name}' is {mc.DataType.Name(s.data_type)}, which the local run "
+                             "does not carry", "only numeric and BOOL states run in-process")
+        init = s.initial_state[0] if s.initial_state else None
+        dims = tuple(init.dims if init is not None else s.dims)
+        if any(d < 0 for d in dims):
+            raise UsageError(f"state '{s.input_name}' has variable dims and no initial_state with fixed dims",
+                             "give the state an initial_state with fixed dims")
+        if init is not None and init.HasField("data_file"):
+            if model_dir is None:
+                raise UsageError(f"state '{s.input_name}' starts from data_file '{init.data_file}'",
+                                 "pass the repository so the local run can read it")
+            path = model_dir / "initial_state" / init.data_file
+            try:
+                value = np.frombuffer(path.read_bytes(), dtype=dtype).reshape(dims)
+            except (OSError, ValueError) as e:
+                raise UsageError(f"cannot read initial state '{path}': {error_line(e)}",
+                                 f"it must hold {math.prod(dims)} raw {np.dtype(dtype).name} values") from None
+        else:
+            value = np.zeros(dims, dtype=dtype)
+        states[s.input_name] = value.reshape(lead + dims)
+    return states
+
+
+class OnnxSequenceReference:
+    """A stateful ONNX model run in-process with onnxruntime, step by step: every step gets the
+    control tensors its request would get from the sequence batcher and the implicit state (the
+    initial state first, then the previous step's ``output_name`` tensor), so hand-written
+    production configs run exactly as they are served."""
+
+    def __init__(self, model: ModelUnderTest) -> None:
+        import onnxruntime as ort  # heavy: only when a model runs
+
+        assert model.artifact is not None
+        cfg = model.config
+        path = model.artifact / "model.onnx" if model.artifact.is_dir() else model.artifact
+        self._config = cfg
+        self._states = [(s.input_name, s.output_name) for s in cfg.sequence_batching.state]
+        self._initial = initial_states(cfg, model.model_dir)
+        outputs = [o.name for o in cfg.output] + [out for _, out in self._states]
+        self._run = runner_onnxruntime(path, list(dict.fromkeys(outputs)), threads=1)
+        self.description = f"onnxruntime {ort.__version__} on {path}, step by step with controls and state"
+
+    def sequence(self, steps: Sequence[Mapping[str, np.ndarray]],
+                 sequence_id: int | str) -> list[dict[str, np.ndarray]]:
+        cfg = self._config
+        state = dict(self._initial)
+        results = []
+        for k, step in enumerate(steps):
+            feed = {t.name: _to_model_shape(step[t.name], t, cfg.max_batch_size) for t in cfg.input if t.name in step}
+            feed.update(control_tensors(cfg, sequence_id, start=k == 0, end=k == len(steps) - 1))
+            feed.update(state)
+            out = self._run(feed)
+            state = {name: np.asarray(out[output]) for name, output in self._states}
+            results.append({o.name: _to_triton_shape(out[o.name], o, cfg.max_batch_size) for o in cfg.output})
+        return results
+
+
+SEQUENCE_REFERENCE_FACTORIES: dict[str, Callable[[ModelUnderTest], SequenceReference]] = {
+    "onnxruntime_onnx": OnnxSequenceReference,
+    "onnxruntime": OnnxSequenceReference,
+}
+
+
+def sequence_reference_factory(config: mc.ModelConfig) -> Callable[[ModelUnderTest], SequenceReference] | None:
+    """The sequence reference for a stateful model's platform (or backend), or None when there is none."""
+    return SEQUENCE_REFERENCE_FACTORIES.get(config.platform) or SEQUENCE_REFERENCE_FACTORIES.get(
+        backend_of(config.platform, config.backend))
+
+
+# ---------------------------------------------------------------- decoupled models
+
+
+@runtime_checkable
+class DecoupledReference(Protocol):
+    """Runs a decoupled model locally: the responses (output dicts, possibly none) of one request."""
+
+    description: str
+
+    def responses(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]: ...
+
+
+class DecoupledStepReference:
+    """A decoupled tritonops python step run in-process: its steps.py function returns the responses
+    of one request, a list (or generator) of output dicts, possibly empty (a dict alone is one response)."""
+
+    def __init__(self, model: ModelUnderTest) -> None:
+        params = {k: v.string_value for k, v in model.config.parameters.items()}
+        function = params.get("tritonops.function")
+        if model.model_dir is None or not function:
+            raise UsageError(f"model '{model.name}' is not a tritonops python step",
+                             "only tritonops python steps have an in-process reference")
+        here = model.model_dir / model.version
+        self._fn = step_function(load_module(here / "steps.py", f"ref_{model.name}"), function, model.name)
+        self._function = function
+        self._resources = here / "resources"
+        self._config = model.config
+        self.description = f"{function}() from {here / 'steps.py'}"
+
+    def responses(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+        feed = {t.name: inputs[t.name] for t in self._config.input if t.name in inputs}
+        try:
+            result = self._fn(feed, resources=self._resources) if wants_resources(self._fn) else self._fn(feed)
+            items = [result] if isinstance(result, dict) else list(result)
+        except Exception as e:
+            raise ModelError(f"step function '{self._function}' raised {type(e).__name__}: {e}",
+                             "fix the function; it is called with a dict of numpy arrays") from None
+        responses = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise ModelError(f"step function '{self._function}' gave a {type(item).__name__} response, not a dict",
+                                 "yield (or return a list of) dicts of output name -> numpy array")
+            responses.append({k: as_array(v) for k, v in item.items()})
+        return responses

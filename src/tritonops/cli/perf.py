@@ -149,6 +149,13 @@ def perf(
                      ] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Where results go [default: perf_results/MODEL].")
                           ] = None,
+    sequence_length: Annotated[int | None, typer.Option(
+        help="Stateful models: requests per sequence [default: 20].", show_default=False)] = None,
+    sequence_id_range: Annotated[str | None, typer.Option(
+        help="Stateful models: sequence ids START:END [default: fresh ids per point].", show_default=False)] = None,
+    streaming: Annotated[bool | None, typer.Option(
+        "--streaming/--no-streaming", help="gRPC streaming [default: for decoupled models].",
+        show_default=False)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     options = PerfOptions(
@@ -161,6 +168,7 @@ def perf(
         batch_sizes=tuple(batch_size or (1,)), shared_memory=shared_memory,  # type: ignore[arg-type]
         measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
         max_trials=max_trials, percentile=percentile, samples=samples, shapes=tuple(shape or ()),
+        sequence_length=sequence_length, sequence_id_range=sequence_id_range, streaming=streaming,
     )
     with spinner(not as_json) as progress:
         result = run_perf(options, progress)

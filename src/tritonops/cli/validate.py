@@ -37,6 +37,7 @@ Examples:
 
 _PROTOCOL_COLUMNS = (("http-json", "HTTP JSON"), ("http-binary", "HTTP binary"), ("grpc", "gRPC"))
 _COVERS = {"http": ("http-json", "http-binary"), "grpc": ("grpc",)}
+_STREAM_COLUMN = ("grpc-stream", "gRPC stream")  # shown when a stateful or decoupled model streamed
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +65,8 @@ def validate_command(
     atol: Annotated[float, typer.Option(help="Absolute tolerance against the local run.")] = 1e-4,
     rtol: Annotated[float, typer.Option(help="Relative tolerance against the local run.")] = 1e-3,
     protocol: Annotated[list[str] | None, typer.Option(
-        "--protocol", help="http-json, http-binary or grpc (repeatable; default: all three).")] = None,
+        "--protocol", help="http-json, http-binary, grpc (repeatable; default: all three) or grpc-stream "
+        "(stateful and decoupled models stream whenever grpc is validated).")] = None,
     grpc_max_message_size: Annotated[str | None, typer.Option(
         help="Client gRPC message limit, like your production clients' (e.g. 4MB).", show_default=False)] = None,
     cache_size: Annotated[str | None, typer.Option(
@@ -117,7 +119,8 @@ def render_table(report: ValidationReport) -> Table:
     table = Table(show_lines=False, header_style="bold", pad_edge=False)
     table.add_column("model", no_wrap=True)
     table.add_column("check", no_wrap=True)
-    for _, title in _PROTOCOL_COLUMNS:
+    columns = _PROTOCOL_COLUMNS + (_STREAM_COLUMN,) * any(r.protocol == _STREAM_COLUMN[0] for r in report.rows)
+    for _, title in columns:
         table.add_column(title, no_wrap=True)
     table.add_column("detail", overflow="fold")
     groups: dict[tuple[str, str], list[CheckResult]] = {}
@@ -125,7 +128,7 @@ def render_table(report: ValidationReport) -> Table:
         groups.setdefault((row.model, row.check), []).append(row)
     last_model = None
     for (model, check), rows in groups.items():
-        cells = {p: "" for p, _ in _PROTOCOL_COLUMNS}
+        cells = {p: "" for p, _ in columns}
         for row in rows:
             covered = _COVERS.get(row.protocol, (row.protocol,)) if row.protocol in PROTOCOL_KEYS else ()
             for p in covered:
@@ -138,13 +141,13 @@ def render_table(report: ValidationReport) -> Table:
             (r for r in rows if r.status == "skip"), rows[0])
         table.add_row(
             escape(model or "(server)") if model != last_model else "",
-            escape(check), *[cells[p] for p, _ in _PROTOCOL_COLUMNS], escape(worst.detail),
+            escape(check), *[cells[p] for p, _ in columns], escape(worst.detail),
         )
         last_model = model
     return table
 
 
-PROTOCOL_KEYS = ("http", "grpc", "http-json", "http-binary")
+PROTOCOL_KEYS = ("http", "grpc", "http-json", "http-binary", "grpc-stream")
 
 
 def _cell(row: CheckResult) -> str:

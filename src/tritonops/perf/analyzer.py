@@ -29,7 +29,7 @@ from tritonops.perf.inputs import (
     shape_args,
     write_input_data,
 )
-from tritonops.perf.target import ModelIO, Protocol, Target, fetch_model_io, open_target
+from tritonops.perf.target import ModelIO, Protocol, Target, fetch_model_io, open_target, saved_samples
 from tritonops.progress import Progress
 
 SCHEMA = "tritonops.perf/1"
@@ -125,8 +125,13 @@ class PerfOptions:
     samples: Path | None = None
     shapes: tuple[str, ...] = ()
     point_timeout_s: float = 600.0
+    # Stateful and decoupled models (see sequence_stream_args): None = from the served config.
+    sequence_length: int | None = None
+    sequence_id_range: str | None = None  # START:END
+    streaming: bool | None = None
 
     def __post_init__(self) -> None:
+        check_sequence_options(self)
         if self.protocol not in ("http", "grpc"):
             raise UsageError(f"--protocol '{self.protocol}' is not http or grpc", "use --protocol http or grpc")
         if self.http_format not in ("binary", "json"):
@@ -315,6 +320,69 @@ def perf_command(pa: Path, options: PerfOptions, target: Target, load: float, ba
     return cmd
 
 
+# ------------------------------------------------------------------------------------------- stateful / decoupled
+DEFAULT_SEQUENCE_LENGTH = 20  # perf_analyzer's own default, passed explicitly so the run records it
+SEQUENCE_ID_SPAN = 100_000  # ids per sweep point: a point never reuses a sequence id of the one before
+
+
+def parse_id_range(text: str) -> tuple[int, int]:
+    """``START:END`` of ``--sequence-id-range`` -> (start, end)."""
+    parts = text.split(":")
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+        start, end = int(parts[0]), int(parts[1])
+        if 1 <= start <= end:
+            return start, end
+    raise UsageError(f"cannot use --sequence-id-range '{text}'", "write START:END with 1 <= START <= END, e.g. 1:1000")
+
+
+def check_sequence_options(o: PerfOptions) -> None:
+    if o.sequence_length is not None and o.sequence_length < 1:
+        raise UsageError(f"--sequence-length {o.sequence_length} is below 1", "e.g. --sequence-length 20")
+    if o.sequence_id_range is not None:
+        start, end = parse_id_range(o.sequence_id_range)
+        most = int(max(o.loads)) if o.mode == "concurrency" else 1
+        if end - start + 1 < most:
+            raise UsageError(f"--sequence-id-range {o.sequence_id_range} holds {end - start + 1} ids, fewer than "
+                             f"concurrency {most}", "give at least one id per concurrent sequence")
+    if o.streaming and o.protocol != "grpc":
+        raise UsageError("--streaming needs --protocol grpc", "Triton streams over gRPC only: add --protocol grpc")
+
+
+def is_stateful(io: ModelIO) -> bool:
+    return io.config.HasField("sequence_batching")
+
+
+def is_decoupled(io: ModelIO) -> bool:
+    return bool(io.config.model_transaction_policy.decoupled)
+
+
+def check_streaming(o: PerfOptions, io: ModelIO) -> None:
+    """Decoupled models answer over gRPC streaming only: refuse what cannot measure them."""
+    if not is_decoupled(io):
+        return
+    if o.protocol != "grpc":
+        raise UsageError(f"model '{io.name}' is decoupled: Triton serves it over gRPC streaming only, not HTTP",
+                         "measure it with --protocol grpc (perf passes --streaming)")
+    if o.streaming is False:
+        raise UsageError(f"model '{io.name}' is decoupled and needs --streaming", "drop --no-streaming")
+
+
+def sequence_stream_args(o: PerfOptions, io: ModelIO, point: int) -> list[str]:
+    """perf_analyzer's flags for a stateful model (``--sequence-length``, ``--sequence-id-range``: by
+    default ids of this sweep point only) and a decoupled one (``--streaming``)."""
+    args = []
+    if is_stateful(io) or o.sequence_length is not None or o.sequence_id_range is not None:
+        args += ["--sequence-length", str(o.sequence_length or DEFAULT_SEQUENCE_LENGTH)]
+        if o.sequence_id_range is not None:
+            start, end = parse_id_range(o.sequence_id_range)
+        else:
+            start, end = 1 + point * SEQUENCE_ID_SPAN, (point + 1) * SEQUENCE_ID_SPAN
+        args += ["--sequence-id-range", f"{start}:{end}"]
+    if o.streaming or (o.streaming is None and is_decoupled(io)):
+        args.append("--streaming")
+    return args
+
+
 def _check_batch(io: ModelIO, batch_sizes: Sequence[int]) -> None:
     too_big = [b for b in batch_sizes if b > max(io.max_batch_size, 1)]
     if too_big:
@@ -325,9 +393,14 @@ def _check_batch(io: ModelIO, batch_sizes: Sequence[int]) -> None:
                          f"use batch sizes up to {io.max_batch_size}")
 
 
-def prepare_samples(io: ModelIO, samples: Path | None, shapes: Sequence[str], seed: int = 0) -> Samples:
+def prepare_samples(io: ModelIO, samples: Path | None, shapes: Sequence[str], seed: int = 0,
+                    saved: Path | None = None) -> Samples:
+    """The user's samples; else those a build saved beside the model (``saved``, when present and
+    no ``--shape`` asks for other sizes); else generated data."""
     if samples is not None:
         return load_samples(samples, io.inputs, io.batched)
+    if saved is not None and saved.is_file() and not shapes:
+        return load_samples(saved, io.inputs, io.batched)
     return generate_samples(io.inputs, parse_shapes(shapes), seed=seed)
 
 
@@ -348,10 +421,11 @@ def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
     o = options
     io = fetch_model_io(target, o.model, o.model_version)
     _check_batch(io, o.batch_sizes)
+    check_streaming(o, io)
     out_dir = o.output_dir
     raw_dir = out_dir / "raw"
     raw_dir.mkdir(parents=True, exist_ok=True)
-    samples = prepare_samples(io, o.samples, o.shapes)
+    samples = prepare_samples(io, o.samples, o.shapes, saved=saved_samples(target, io.name))
     data_file = write_input_data(samples, out_dir / "input_data.json")
     shapes = shape_args(samples, io.inputs)
     env = perf_analyzer_env()
@@ -382,7 +456,7 @@ def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
         tag = f"b{batch}_{'c' if integer else 'r'}{_load_arg(load, integer)}"
         csv_path = raw_dir / f"{tag}.csv"
         csv_path.unlink(missing_ok=True)
-        cmd = perf_command(pa, o, target, load, batch, data_file, shapes, csv_path)
+        cmd = perf_command(pa, o, target, load, batch, data_file, shapes, csv_path) + sequence_stream_args(o, io, i - 1)
         commands.append(tuple(cmd))
         progress(f"perf_analyzer {i}/{len(points)}: {label} {_load_arg(load, integer)}, batch {batch}, {o.protocol}")
         base = PerfRow(mode=o.mode, load=float(load), batch_size=batch, protocol=o.protocol, status="ok")

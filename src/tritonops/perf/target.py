@@ -18,6 +18,7 @@ from tritonops.errors import ServerError, UsageError
 from tritonops.names import check_model_name
 from tritonops.pbtxt import ModelConfig, tensor_specs
 from tritonops.progress import Progress
+from tritonops.samples import EXAMPLES_FILE
 from tritonops.server import ServerOptions, TritonServer
 from tritonops.spec import TensorSpec
 
@@ -58,6 +59,7 @@ class Target:
     alive: Callable[[], bool] = lambda: True
     log_tail: Callable[[], list[str]] = list
     served_by_us: bool = False
+    repository: Path | None = None  # the served repository, when known (its saved samples are used)
 
     def url(self, protocol: Protocol) -> str:
         return self.http_url if protocol == "http" else self.grpc_url
@@ -119,4 +121,14 @@ def open_target(serve: Path | None, url: str | None, grpc_url: str | None, progr
             return server.running() and http_alive(server.http_url)
 
         yield Target(http_url=server.http_url, grpc_url=server.grpc_url, metrics_url=server.metrics_url,
-                     alive=alive, log_tail=lambda: server.log_tail(30), served_by_us=True)
+                     alive=alive, log_tail=lambda: server.log_tail(30), served_by_us=True, repository=serve)
+
+
+def saved_samples(target: Target, model: str) -> Path | None:
+    """The example inputs a build saved beside the model's config.pbtxt, when the repository is known
+    and holds them."""
+    if target.repository is None:
+        return None
+    check_model_name(model)
+    path = target.repository / model / EXAMPLES_FILE
+    return path if path.is_file() else None

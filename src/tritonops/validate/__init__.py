@@ -15,9 +15,9 @@ Reference runs are pluggable per platform (:data:`REFERENCE_FACTORIES`) or per m
 ``references`` argument of :func:`validate`): anything satisfying :class:`ReferenceRunner`.
 
 Modules: ``report`` (result rows, the report, options), ``engine`` (the validation itself),
-``inference`` (inference, agreement, reference and latency checks), ``cache`` (response-cache
-checks), ``transport`` (clients and what their errors mean), ``run`` (the state of one run) and
-``serve`` (``validate --serve``).
+``inference`` (inference, agreement, reference and latency checks), ``sequences`` (stateful models),
+``decoupled`` (decoupled models), ``outputs`` (responses against the config and the local run),
+``cache`` (response-cache checks), ``run`` (the state of one run) and ``serve`` (``validate --serve``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,14 @@ from __future__ import annotations
 from tritonops.reference import REFERENCE_FACTORIES, ModelUnderTest, ReferenceFactory, ReferenceRunner
 from tritonops.samples import EXAMPLES_FILE, check_inputs, generate_inputs, load_inputs
 from tritonops.validate.engine import validate
-from tritonops.validate.report import PROTOCOLS, SCHEMA, CheckResult, ValidateOptions, ValidationReport
+from tritonops.validate.report import (
+    PROTOCOLS,
+    SCHEMA,
+    STREAM_PROTOCOL,
+    CheckResult,
+    ValidateOptions,
+    ValidationReport,
+)
 from tritonops.validate.serve import DEFAULT_SERVE_CACHE_BYTES, validate_repository
 
 __all__ = [
@@ -34,6 +41,7 @@ __all__ = [
     "PROTOCOLS",
     "REFERENCE_FACTORIES",
     "SCHEMA",
+    "STREAM_PROTOCOL",
     "CheckResult",
     "ModelUnderTest",
     "ReferenceFactory",

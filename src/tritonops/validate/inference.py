@@ -13,8 +13,7 @@ from typing import cast
 import numpy as np
 
 from tritonops.client import InferProtocol, infer_error, input_types, message_of, short
-from tritonops.compare import compare_arrays
-from tritonops.dtypes import from_numpy, str_to_bytes
+from tritonops.dtypes import from_numpy
 from tritonops.errors import TritonOpsError
 from tritonops.pbtxt import tensor_specs
 from tritonops.reference import (
@@ -25,8 +24,11 @@ from tritonops.reference import (
 from tritonops.samples import EXAMPLES_FILE, NpzSamples, check_inputs, format_shape, generate_inputs, npz_request
 from tritonops.spec import TensorSpec
 from tritonops.validate.cache import cache_check, cache_counts
-from tritonops.validate.report import PATH_FLOAT_TOL
+from tritonops.validate.decoupled import decoupled_checks
+from tritonops.validate.outputs import compare_tensors, output_problems
+from tritonops.validate.report import PATH_FLOAT_TOL, STREAM_PROTOCOL
 from tritonops.validate.run import ValidationRun
+from tritonops.validate.sequences import sequence_checks, sequence_ids, sequence_steps
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,18 @@ def inference_checks(run: ValidationRun, model: ModelUnderTest, user_inputs: Map
     name = model.name
     in_specs, out_specs = tensor_specs(cfg)
     if cfg.model_transaction_policy.decoupled:
-        run.add(name, "infer", "-", "skip", "decoupled model: responses stream over gRPC; not validated yet")
+        cases = _cases(run, model, in_specs, user_inputs)
+        decoupled_checks(run, model, out_specs, [(c.label, c.inputs) for c in cases])
+        return
+    protocols = [p for p in run.options.protocols if p != STREAM_PROTOCOL]
+    if cfg.HasField("sequence_batching"):
+        steps = sequence_steps(run, model, in_specs, user_inputs)
+        skipped = _unsupported_protocols(in_specs, out_specs, [_Case("seq", x) for seq in steps for x in seq])
+        _first_request_latency(run, model, _Case("one step", steps[0][0]), protocols, skipped,
+                               cache_counts(run, name))
+        sequence_checks(run, model, out_specs, steps, skipped)
         return
     cases = _cases(run, model, in_specs, user_inputs)
-    protocols = list(run.options.protocols)
     skipped = _unsupported_protocols(in_specs, out_specs, cases)
     stats_before = cache_counts(run, name)
     _first_request_latency(run, model, cases[0], protocols, skipped, stats_before)
@@ -88,7 +98,8 @@ def inference_checks(run: ValidationRun, model: ModelUnderTest, user_inputs: Map
                 detail, hint = infer_error(e)
                 run.add(name, f"infer {case.label}", proto, "fail", detail, hint=hint)
                 continue
-            problems = _output_problems(outputs, out_specs, case, cfg.max_batch_size)
+            batch = next(iter(case.inputs.values())).shape[0] if cfg.max_batch_size > 0 and case.inputs else None
+            problems = output_problems(outputs, out_specs, batch)
             run.add(name, f"infer {case.label}", proto, "fail" if problems else "pass",
                     "; ".join(problems) if problems else _describe(outputs), latency_ms=round(ms, 3),
                     hint="the outputs do not match the served config" if problems else "")
@@ -119,45 +130,15 @@ def _unsupported_protocols(in_specs: Sequence[TensorSpec], out_specs: Sequence[T
 def _infer(run: ValidationRun, protocol: str, model: ModelUnderTest, inputs: Mapping[str, np.ndarray],
            sequence_id: int = 0) -> dict[str, np.ndarray]:
     cfg = model.config
-    seq = None
+    seq: int | str | None = None
     if cfg.HasField("sequence_batching"):  # each request a whole one-request sequence
-        seq = sequence_id or 1 + int(time.monotonic_ns() % 1_000_000_000)
+        seq = sequence_id or sequence_ids(model)[0]  # a string for a STRING CORRID
     return run.clients.infer(cast(InferProtocol, protocol), model.name, inputs, [o.name for o in cfg.output],
                              version=model.version, types=input_types(cfg), sequence_id=seq)
 
 
 def _describe(outputs: Mapping[str, np.ndarray]) -> str:
     return ", ".join(f"{n} {from_numpy(a.dtype).name}{format_shape(a.shape)}" for n, a in outputs.items())
-
-
-def _output_problems(outputs: Mapping[str, np.ndarray], specs: Sequence[TensorSpec], case: _Case,
-                     max_batch_size: int) -> list[str]:
-    problems = []
-    batch = next(iter(case.inputs.values())).shape[0] if max_batch_size > 0 and case.inputs else None
-    for t in specs:
-        a = outputs.get(t.name)
-        if a is None:
-            problems.append(f"output '{t.name}' is missing")
-            continue
-        got = from_numpy(a.dtype).name
-        if t.dtype.name not in (got, "BF16"):
-            problems.append(f"output '{t.name}' is {got}, the config says {t.dtype.name}")
-        expected = ([batch] if batch is not None else []) + list(t.dims)
-        if a.ndim != len(expected) or any(e not in (-1, s) for e, s in zip(expected, a.shape, strict=False)):
-            problems.append(f"output '{t.name}' has shape {format_shape(a.shape)}, "
-                            f"the config says {format_shape(expected)}")
-    return problems
-
-
-def _compare(a: np.ndarray, b: np.ndarray, atol: float, rtol: float) -> tuple[bool, float | None, str]:
-    """(equal within tolerance, max abs error, what differs), by the one comparison (tritonops.compare)."""
-    d = compare_arrays(a, b, atol, rtol)
-    if d.kind == "shape":
-        return False, None, f"shape {format_shape(a.shape)} vs {format_shape(b.shape)}"
-    if d.ok:
-        return True, d.max_error, ""
-    what = {"strings": "strings differ", "exact": "values differ"}.get(d.mode or "", "values outside tolerance")
-    return False, d.max_error, f"{d.n_bad} of {d.size} {what}"
 
 
 def _agreement(run: ValidationRun, name: str, case: _Case, results: Mapping[str, dict[str, np.ndarray]],
@@ -173,7 +154,7 @@ def _agreement(run: ValidationRun, name: str, case: _Case, results: Mapping[str,
         for t in specs:
             if t.name not in outputs or t.name not in results[base]:
                 continue
-            ok, err, what = _compare(outputs[t.name], results[base][t.name], PATH_FLOAT_TOL, PATH_FLOAT_TOL)
+            ok, err, what = compare_tensors(outputs[t.name], results[base][t.name], PATH_FLOAT_TOL, PATH_FLOAT_TOL)
             worst = max(worst, err or 0.0) if err is not None else math.inf
             if not ok:
                 problems.append(f"output '{t.name}': {what}")
@@ -232,9 +213,7 @@ def _reference_check(run: ValidationRun, model: ModelUnderTest, case: _Case,
                 problems.append(f"output '{oname}' missing from the local run")
                 continue
             want = np.asarray(expected[oname])
-            if want.dtype.kind == "U":
-                want = str_to_bytes(want)
-            ok, err, what = _compare(got, want, o.atol, o.rtol)
+            ok, err, what = compare_tensors(got, want, o.atol, o.rtol)
             worst = max(worst, err) if err is not None else math.inf
             if not ok:
                 problems.append(f"output '{oname}': {what}" + (f" (max error {err:.3g})" if err else ""))

@@ -13,6 +13,8 @@ from tritonops.names import check_model_name
 
 SCHEMA = "tritonops.validate/1"
 PROTOCOLS: tuple[str, ...] = ("http-json", "http-binary", "grpc")
+# gRPC streaming: validated for stateful and decoupled models whenever gRPC is (or when named alone).
+STREAM_PROTOCOL = "grpc-stream"
 Status = Literal["pass", "fail", "skip"]
 # Outputs that crossed the wire as JSON text must round-trip exactly for FP32/FP64 (the server
 # prints shortest round-trip decimals); the allowance covers a last-ulp difference in FP16/other
@@ -27,8 +29,9 @@ SERVER = ""  # the model column of server-wide rows
 class CheckResult:
     """One row: a check of one model (or of the server, model ``""``) over one protocol.
 
-    ``protocol`` is one of :data:`PROTOCOLS`, ``"http"`` / ``"grpc"`` for checks that do not depend
-    on the tensor encoding, or ``"-"`` for checks that involve no protocol (config.pbtxt, cache)."""
+    ``protocol`` is one of :data:`PROTOCOLS`, :data:`STREAM_PROTOCOL`, ``"http"`` / ``"grpc"`` for
+    checks that do not depend on the tensor encoding, or ``"-"`` for checks that involve no protocol
+    (config.pbtxt, cache)."""
 
     model: str
     check: str
@@ -140,9 +143,10 @@ class ValidateOptions:
                 raise UsageError(f"cannot parse endpoint '{url}'", f"give a host with --url and a port with {flag}")
         for m in self.models:
             check_model_name(m)
-        bad = [p for p in self.protocols if p not in PROTOCOLS]
+        bad = [p for p in self.protocols if p not in (*PROTOCOLS, STREAM_PROTOCOL)]
         if bad or not self.protocols:
-            raise UsageError(f"unknown protocol '{bad[0] if bad else ''}'", f"use some of: {', '.join(PROTOCOLS)}")
+            raise UsageError(f"unknown protocol '{bad[0] if bad else ''}'",
+                             f"use some of: {', '.join((*PROTOCOLS, STREAM_PROTOCOL))}")
         if self.batch_size is not None and self.batch_size < 2:
             raise UsageError(f"--batch-size {self.batch_size} is below 2",
                              "give the larger batch to test (batch 1 is always tested), e.g. --batch-size 4")
