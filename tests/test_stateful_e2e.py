@@ -45,7 +45,7 @@ def test_built_and_handwritten_stateful_models_check_serve_validate_and_perf(rep
             code, out, err = cli("validate", repo, "--url", server.http_url, "--grpc-port", grpc_port,
                                  "--model", model, "--json")
             assert code == 0, out + err
-            rows = [r for r in json.loads(out)["data"]["checks"] if r["model"] == model]
+            rows = [r for r in json.loads(out)["data"]["rows"] if r["model"] == model]
             for check in ("infer seq", "reference seq"):
                 passed = {r["protocol"] for r in rows if r["check"] == check and r["status"] == "pass"}
                 assert passed == PROTOCOLS, (model, check, rows)
@@ -54,8 +54,9 @@ def test_built_and_handwritten_stateful_models_check_serve_validate_and_perf(rep
 
             code, out, err = cli("perf", model, "--url", server.http_url, "--grpc-url", server.grpc_url,
                                  "--protocol", "grpc", "--concurrency", "2", "--output-dir", tmp_path / model,
-                                 "--json")
+                                 # that sequences run is the point here, not a precise number on busy cores
+                                 "--measurement-interval", "1000", "--stability-percentage", "100", "--json")
             assert code == 0, out + err
             data = json.loads(out)["data"]
-            assert [r["status"] for r in data["rows"]] == ["ok"], data
+            assert [r["status"] for r in data["rows"]] == ["ok"], [(r["status"], r["note"]) for r in data["rows"]]
             assert "--sequence-length" in data["commands"][0], data["commands"][0]
