@@ -7,6 +7,7 @@ and model-file rules."""
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonops.convert.onnx_inspect import inspect_onnx
 from tritonops.dtypes import from_config
 from tritonops.errors import TritonOpsError, UsageError
-from tritonops.pbtxt import ModelConfig, read_config
+from tritonops.names import check_model_name
+from tritonops.paths import escaping_symlinks, link_problem, shown
+from tritonops.pbtxt import ModelConfig, parse_config_text, read_config, read_config_text
 from tritonops.platforms import DEFAULT_FILE, PLATFORM_OF_BACKEND, VALID_PAIRS, config_backend
-from tritonops.repository import version_dirs
+from tritonops.repository import MAX_VERSION, STAGE_PREFIX, oversized_version_dirs, stale_stages, version_dirs
 from tritonops.wiring import graph_from_configs, wiring_problems
 
 
@@ -297,22 +300,44 @@ def _check_sequence_batching(c: _Collector, cfg: ModelConfig) -> None:
               "use a fraction between 0 and 1")
 
 
+LINK_FIX = "copy the file into the repository instead of linking to it (nothing follows links out of it)"
+
+
 def check_model(model_dir: Path) -> list[Finding]:
     name = model_dir.name
     config_path = model_dir / "config.pbtxt"
     rel = f"{name}/config.pbtxt"
     c = _Collector(name, rel)
-    if not config_path.exists():
+    try:
+        check_model_name(name)
+    except UsageError as e:
+        c.add("name", f"the model directory's name: {e.message}", "rename the model directory")
+    links = escaping_symlinks(model_dir, model_dir.parent)
+    for link in links:
+        # Named, never followed: the target's contents must not reach a message.
+        c.add("(files)", f"{shown(link.relative_to(model_dir.parent).as_posix())} "
+              f"{link_problem(link, model_dir.parent)}", LINK_FIX)
+    if links:
+        return c.findings
+    if not os.path.lexists(config_path):
         onnx_versions = [v for v in version_dirs(model_dir) if (model_dir / str(v) / "model.onnx").exists()]
-        if onnx_versions:
+        if onnx_versions and not c.findings:
             return []  # Triton's ONNX Runtime auto-complete fills the config in
         c.add("config.pbtxt", "config.pbtxt is missing", f"write one, e.g. with: tritonops build MODEL --name {name}")
         return c.findings
     try:
-        cfg = read_config(config_path)
+        text = read_config_text(config_path)
+    except UsageError as e:  # not a regular file, too large, not UTF-8: not a syntax problem
+        c.add("(file)", e.message, e.hint or "write config.pbtxt as a regular UTF-8 text file")
+        return c.findings
+    try:
+        cfg = parse_config_text(text, str(config_path))
     except UsageError as e:
         c.add("(syntax)", e.message.split(": ", 1)[-1], "fix the syntax; field names are those of model_config.proto")
         return c.findings
+    for big in oversized_version_dirs(model_dir):
+        c.add("(versions)", f"version directory {name}/{big} is beyond the 64-bit range Triton reads versions in "
+              "(the server aborts on it)", f"rename it to a version from 1 to {MAX_VERSION}")
     if cfg.name and cfg.name != name:
         c.add("name", f"name '{cfg.name}' does not match the directory name '{name}'",
               f"set name: \"{name}\" or rename the directory")
@@ -476,11 +501,11 @@ def _policy_versions(cfg: ModelConfig, versions: list[int]) -> list[int]:
     return versions[-max(n, 1):]
 
 
-def _check_onnx_io(c: _Collector, cfg: ModelConfig, onnx_path: Path, shown: str) -> None:
+def _check_onnx_io(c: _Collector, cfg: ModelConfig, onnx_path: Path, label: str) -> None:
     try:
         info = inspect_onnx(onnx_path)
     except TritonOpsError as e:
-        c.add("(model file)", f"{shown}: {e.message}", e.hint or "export the model again")
+        c.add("(model file)", f"{label}: {e.message}", e.hint or "export the model again")
         return
     batched = cfg.max_batch_size > 0
     for kind, declared, actual in (("input", cfg.input, info.inputs), ("output", cfg.output, info.outputs)):
@@ -588,6 +613,18 @@ def check_repository(repository: Path) -> CheckReport:
         raise UsageError(f"repository '{repository}' is not a directory", "give the directory that holds the models")
     models = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
     findings: list[Finding] = []
+    for stage in stale_stages(repository):
+        where = stage.relative_to(repository.parent).as_posix()
+        findings.append(Finding(stage.parent.name, where, "(staging)",
+                                "left behind by a build or roll-out that was killed",
+                                "build again (a build removes it) or delete it"))
+    for hidden in sorted(p for p in repository.iterdir() if p.is_dir() and p.name.startswith(".")):
+        if hidden.name.startswith(STAGE_PREFIX):
+            continue  # a stage in progress, or reported above
+        findings.append(Finding(hidden.name, hidden.name, "(directory)",
+                                f"{shown(hidden.name)} is a hidden directory: Triton loads every directory of "
+                                "the repository as a model, hidden ones too",
+                                "move it out of the repository"))
     for m in models:
         findings.extend(check_model(m))
     return CheckReport(repository, tuple(m.name for m in models), tuple(findings))

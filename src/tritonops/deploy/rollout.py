@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from tritonops.check import check_repository
+from tritonops.check import LINK_FIX, check_repository
 from tritonops.client import TritonClient
 from tritonops.deploy.control import (
     check_target,
@@ -50,9 +50,10 @@ from tritonops.deploy.inventory import file_hashes, read_inventory, tree_sha256
 from tritonops.deploy.record import append_record, read_records, record_path
 from tritonops.errors import TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
+from tritonops.paths import escaping_symlinks, link_problem, shown
 from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text
 from tritonops.progress import Progress, reporter
-from tritonops.repository import check_writable, version_dirs, write_atomic
+from tritonops.repository import MAX_VERSION, check_writable, parse_version, version_dirs, write_atomic
 from tritonops.validate import ValidateOptions
 
 SCHEMA = "tritonops.deploy.rollout/1"
@@ -174,13 +175,20 @@ def _recorded_versions(target: Path) -> dict[str, int]:
     highest: dict[str, int] = {}
     for entry in read_records(target):
         for m in entry.get("models", []):
-            if isinstance(m.get("to_version"), int) and entry.get("action") == "deploy":
-                highest[m["name"]] = max(highest.get(m["name"], 0), m["to_version"])
+            v = m.get("to_version")
+            if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_VERSION \
+                    and entry.get("action") == "deploy":
+                highest[m["name"]] = max(highest.get(m["name"], 0), v)
     return highest
 
 
 def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
     assert opts.source is not None
+    links = escaping_symlinks(opts.source)
+    if links:  # deploy copies files: a link out of the repository would arrive as a copy of its target
+        rel = links[0].relative_to(opts.source).as_posix()
+        raise UsageError(f"{shown(rel)} in the source repository {link_problem(links[0], opts.source)}: "
+                         "deploy copies only files inside the repository", LINK_FIX)
     report = check_repository(opts.source)
     if not report.ok:
         raise UsageError(f"the source repository has {len(report.findings)} problem(s), first: "
@@ -227,7 +235,7 @@ def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
             disk = version_dirs(tgt_dir)
             served = live.get(name, [])
             current = served[-1] if served else None
-            to_v = max([*disk, *served, recorded.get(name, 0)]) + 1
+            to_v = parse_version(max([*disk, *served, recorded.get(name, 0)]) + 1, f"the next version of '{name}'")
             unchanged = (current is not None and prev_text == text
                          and (tgt_dir / str(current)).is_dir() and file_hashes(tgt_dir / str(current)) == files)
             plans.append(_Plan(name, src_dir, src_v, cfg, text, files, False, current,
