@@ -47,7 +47,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     request (the input's full dims)."""
     data = read_bytes(path, "samples file", NPZ_READ_LIMIT)  # regular files only, bounded
     if not data.startswith(b"PK"):
-        raise UsageError(f"'{path}' is not an .npz (zip) file", "write it with numpy.savez")
+        raise UsageError(f"cannot read '{path}': it is not an .npz (zip) file", "write it with numpy.savez")
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

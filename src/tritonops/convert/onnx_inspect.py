@@ -107,7 +107,7 @@ def inspect_onnx(path: Path) -> OnnxInfo:
             "export it again; check it is a complete .onnx file (not truncated, not another format)",
         )
     try:
-        onnx.checker.check_model(model)
+        onnx.checker.check_model(str(file))  # by path: it checks external data files beside it
     except (onnx.checker.ValidationError, OSError, ValueError) as e:
         raise ModelError(
             f"'{file}' is not a valid ONNX model: {_first_line(e)}",
