@@ -19,10 +19,10 @@ from tritonops.convert.onnx_inspect import inspect_onnx
 from tritonops.dtypes import from_config
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.names import check_model_name
-from tritonops.paths import escaping_symlinks, link_problem, shown
+from tritonops.paths import escaped, escaping_symlinks, link_problem, shown
 from tritonops.pbtxt import ModelConfig, parse_config_text, read_config, read_config_text
 from tritonops.platforms import DEFAULT_FILE, PLATFORM_OF_BACKEND, VALID_PAIRS, config_backend
-from tritonops.repository import MAX_VERSION, STAGE_PREFIX, oversized_version_dirs, stale_stages, version_dirs
+from tritonops.repository import MAX_VERSION, oversized_version_dirs, stale_stages, version_dirs
 from tritonops.wiring import graph_from_configs, wiring_problems
 
 
@@ -304,12 +304,12 @@ LINK_FIX = "copy the file into the repository instead of linking to it (nothing 
 
 
 def check_model(model_dir: Path) -> list[Finding]:
-    name = model_dir.name
+    name = escaped(model_dir.name)  # printed in one line, whatever the directory is called
     config_path = model_dir / "config.pbtxt"
     rel = f"{name}/config.pbtxt"
     c = _Collector(name, rel)
     try:
-        check_model_name(name)
+        check_model_name(model_dir.name)
     except UsageError as e:
         c.add("name", f"the model directory's name: {e.message}", "rename the model directory")
     links = escaping_symlinks(model_dir, model_dir.parent)
@@ -611,20 +611,21 @@ def check_repository(repository: Path) -> CheckReport:
         raise UsageError(f"repository '{repository}' does not exist", "give the directory that holds the models")
     if not repository.is_dir():
         raise UsageError(f"repository '{repository}' is not a directory", "give the directory that holds the models")
-    models = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(p for p in repository.iterdir() if p.is_dir())
+    models = [p for p in entries if not p.name.startswith(".")]
+    hidden = [p for p in entries if p.name.startswith(".")]
     findings: list[Finding] = []
-    for stage in stale_stages(repository):
-        where = stage.relative_to(repository.parent).as_posix()
-        findings.append(Finding(stage.parent.name, where, "(staging)",
-                                "left behind by a build or roll-out that was killed",
-                                "build again (a build removes it) or delete it"))
-    for hidden in sorted(p for p in repository.iterdir() if p.is_dir() and p.name.startswith(".")):
-        if hidden.name.startswith(STAGE_PREFIX):
-            continue  # a stage in progress, or reported above
-        findings.append(Finding(hidden.name, hidden.name, "(directory)",
-                                f"{shown(hidden.name)} is a hidden directory: Triton loads every directory of "
-                                "the repository as a model, hidden ones too",
-                                "move it out of the repository"))
+    for h in hidden:  # Triton lists these as models too (checked with the real server)
+        findings.append(Finding(escaped(h.name), escaped(h.name), "(directory)",
+                                f"{shown(h.name)} is a hidden directory: Triton loads every directory of the "
+                                "repository as a model, hidden ones too", "move it out of the repository"))
+    stale: dict[str, list[Path]] = {}
+    for stage in stale_stages(repository, beside=False):
+        stale.setdefault(stage.parent.name, []).append(stage)
     for m in models:
+        for stage in stale.get(m.name, []):
+            findings.append(Finding(escaped(m.name), f"{escaped(m.name)}/{escaped(stage.name)}", "(staging)",
+                                    "left behind by a build or roll-out that was killed",
+                                    "build again (a build removes it) or delete it"))
         findings.extend(check_model(m))
-    return CheckReport(repository, tuple(m.name for m in models), tuple(findings))
+    return CheckReport(repository, tuple(escaped(p.name) for p in hidden + models), tuple(findings))

@@ -29,11 +29,19 @@ DEFAULT_READ_LIMIT = 64 << 20  # configs, YAML, step files, logs; model files pa
 NAME_HINT = "give the name of a directory directly inside the repository"
 
 
+def escaped(text: str) -> str:
+    """``text`` with control characters (a newline, an escape sequence) written as escapes, so it
+    stays on one line of output; plain text is returned as it is."""
+    if all(unicodedata.category(c)[0] != "C" for c in text):
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def shown(text: str) -> str:
     """``text`` quoted for a one-line message: control characters (a newline) are escaped."""
     if all(unicodedata.category(c)[0] != "C" for c in text):
         return f"'{text}'"
-    return "'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+    return "'" + escaped(text).replace("'", "\\'") + "'"
 
 
 def check_name(name: str, what: str = "name", hint: str = NAME_HINT) -> str:

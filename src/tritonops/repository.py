@@ -142,9 +142,10 @@ def stage_is_stale(path: Path) -> bool:
         return False
 
 
-def stale_stages(repository: Path) -> list[Path]:
-    """Stages of killed builds and roll-outs: beside the repository, in it, and in its model directories."""
-    places = [repository.parent, repository]
+def stale_stages(repository: Path, *, beside: bool = True) -> list[Path]:
+    """Stages of killed builds and roll-outs: beside the repository (unless ``beside`` is False), in
+    it, and in its model directories."""
+    places = [repository.parent, repository] if beside else [repository]
     with contextlib.suppress(OSError):
         places += [p for p in repository.iterdir() if p.is_dir() and not p.is_symlink()]
     found: list[Path] = []
