@@ -155,9 +155,8 @@ def test_a_stage_inside_a_model_directory_is_ignored_by_triton(tmp_path, mlp_onn
     name is not a number. A complete model copy inside the stage must not be served or listed."""
     repo = tmp_path / "repo"
     build(BuildOptions(source=str(mlp_onnx), repository=repo, name="m", max_batch_size=8))
-    inner = repo / "m" / ".tritonops-stage-1-00000000-x-abcdefgh" / "x"
-    shutil.copytree(repo / "m", inner.parent / "copy")
-    shutil.copytree(repo / "m", inner)
+    shutil.copytree(repo / "m", tmp_path / "copy")
+    shutil.copytree(tmp_path / "copy", repo / "m" / ".tritonops-stage-1-00000000-x-abcdefgh" / "x")
     with triton_session.models(repo) as loaded:
         index = {(e.name, e.version, e.state) for e in triton_session.server.model_states()}
     assert not loaded.failures

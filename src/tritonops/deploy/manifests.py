@@ -517,8 +517,10 @@ def _previously_written(out: Path) -> dict[str, str]:
     found = {}
     for name, digest in files.items():
         with contextlib.suppress(UsageError):
-            if isinstance(digest, str) and name != WRITTEN_RECORD:
-                found[check_name(name)] = digest
+            if isinstance(name, str) and isinstance(digest, str) and name != WRITTEN_RECORD:
+                for part in name.split("/"):  # "extras/x.yaml": each part a plain name, so never '..'
+                    check_name(part)
+                found[name] = digest
     return found
 
 
