@@ -488,7 +488,8 @@ def test_force_removes_what_an_earlier_run_wrote_and_this_one_does_not(cpu_repo,
     (out / "hpa.yaml").write_text((out / "hpa.yaml").read_text() + "# tuned by hand\n")
     with pytest.raises(UsageError) as e:  # without --force nothing is removed (or written)
         write_manifests(opts(cpu_repo, out, target="compose", image=IMAGE))
-    assert e.value.message == f"{out / 'deployment.yaml'} was written by an earlier run, and this one would not write it"
+    assert e.value.message == (f"{out / 'deployment.yaml'} was written by an earlier run, and this one would "
+                               "not write it")
     assert not (out / "compose.yaml").exists()
     third = write_manifests(opts(cpu_repo, out, target="compose", image=IMAGE, overwrite=True))
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
