@@ -51,7 +51,7 @@ from tritonops.deploy.record import append_record, read_records, record_path
 from tritonops.errors import TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
 from tritonops.paths import escaping_symlinks, link_problem, shown
-from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text
+from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, read_config_text
 from tritonops.progress import Progress, reporter
 from tritonops.repository import MAX_VERSION, check_writable, parse_version, version_dirs, write_atomic
 from tritonops.validate import ValidateOptions
@@ -216,7 +216,7 @@ def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
         if tgt_dir.exists():
             if not (tgt_dir / "config.pbtxt").exists():
                 raise UsageError(f"{tgt_dir} has no config.pbtxt", "fix the target repository first")
-            prev_text = (tgt_dir / "config.pbtxt").read_text()
+            prev_text = read_config_text(tgt_dir / "config.pbtxt")
             prev = parse_config_text(prev_text, str(tgt_dir / "config.pbtxt"))
             if _signature(prev) != _signature(cfg):
                 raise UsageError(
@@ -484,7 +484,7 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
         for name, cur, prev, config_text in steps:
             say(f"rolling {name} back from version {cur} to {prev}")
             model_dir = target / name
-            old_text = (model_dir / "config.pbtxt").read_text()
+            old_text = read_config_text(model_dir / "config.pbtxt")
             cfg = parse_config_text(config_text or old_text, str(model_dir / "config.pbtxt"))
             pinned = ModelConfig()
             pinned.CopyFrom(cfg)
