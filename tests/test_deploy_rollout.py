@@ -504,3 +504,25 @@ def test_links_out_of_the_source_repository_are_refused_not_copied(setup, cli):
     assert code == 2 and err.splitlines()[0] == f"error: {e.value.message}" and "TOPSECRET" not in out + err
     assert tree_digest(setup.target) == before
     assert not list(setup.target.rglob("secret.txt"))
+
+
+def test_a_tampered_deploy_record_cannot_steer_a_rollback(setup):
+    """The record names model directories and versions that a roll-back removes and reloads: a name
+    or a version Triton could not have served (a path, a number beyond int64) is refused."""
+    good = setup.source("good", onnx_models.mlp(setup.root / "src" / "mlp-1.onnx", seed=1))
+    deploy_versions(setup.options(good))
+    path = setup.target / ".tritonops-deploys.jsonl"
+    lines = path.read_text().splitlines()
+    last = json.loads(lines[-1])
+    before = tree_digest(setup.target)
+    for bad, message in (("../../../etc", "the version the deploy record gives for 'mlp' '../../../etc' is not a "
+                          "whole number"),
+                         (10**20, f"the version the deploy record gives for 'mlp' {10**20} is too large: Triton "
+                          "reads versions as 64-bit integers")):
+        last["models"][0]["from_version"] = bad
+        path.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+        with pytest.raises(UsageError) as e:
+            rollback(setup.options(None))
+        assert e.value.message == message
+    assert {k: v for k, v in tree_digest(setup.target).items() if "deploys" not in k} == \
+        {k: v for k, v in before.items() if "deploys" not in k}

@@ -460,7 +460,9 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
             if entry.get("action") != "deploy" or not entry.get("ok"):
                 continue
             for m in reversed(entry.get("models", [])):
-                name = m.get("name")
+                if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+                    continue
+                name = m["name"]
                 if m.get("status") != "deployed" or (wanted and name not in wanted):
                     continue
                 if any(s[0] == name for s in steps):
@@ -468,11 +470,15 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
                 cur, prev = m.get("to_version"), m.get("from_version")
                 if live.get(name, [])[-1:] != [cur]:
                     continue  # already moved on (or rolled back)
-                if prev is None or not (target / name / str(prev)).is_dir():
+                # The record is a file anyone with access may edit: its names and versions name paths.
+                check_model_name(name)
+                previous = None if prev is None else parse_version(
+                    prev, f"the version the deploy record gives for '{name}'")
+                if previous is None or not (target / name / str(previous)).is_dir():
                     raise UsageError(f"'{name}' cannot be rolled back: the version it replaced is not in {target}",
                                      "deploy the older version again instead")
                 check_writable(target / name)
-                steps.append((name, int(cur), int(prev), m.get("previous_config")))
+                steps.append((name, live[name][-1], previous, m.get("previous_config")))  # == cur
             if steps and not wanted:
                 break  # the last roll-out only
         if not steps:
