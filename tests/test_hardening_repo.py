@@ -436,3 +436,26 @@ def test_stage_model_refuses_versions_before_writing(tmp_path):
     with pytest.raises(UsageError), stage_model(tmp_path / "repo", "m", MAX_VERSION + 1):
         pass
     assert not (tmp_path / "repo").exists() and not list(tmp_path.iterdir())
+
+
+def test_an_ensemble_step_cannot_name_a_config_outside_the_repository(tmp_path, mlp_onnx, outside_secret):
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from tritonops.pbtxt import config_to_text
+
+    repo = tmp_path / "repo"
+    build(BuildOptions(source=str(mlp_onnx), repository=repo, name="m", max_batch_size=8))
+    outside = outside_secret.parent / "model"
+    outside.mkdir()
+    (outside / "config.pbtxt").write_text('name: "TOPSECRET" platform: "ensemble"\n')
+    cfg = mc.ModelConfig(name="e", platform="ensemble", max_batch_size=8)
+    cfg.input.add(name="x", data_type=mc.TYPE_FP32, dims=[4])
+    cfg.output.add(name="y", data_type=mc.TYPE_FP32, dims=[3])
+    cfg.ensemble_scheduling.step.add(model_name="../elsewhere/model", model_version=-1,
+                                     input_map={"x": "x"}, output_map={"y": "y"})
+    (repo / "e" / "1").mkdir(parents=True)
+    (repo / "e" / "config.pbtxt").write_text(config_to_text(cfg))
+    findings = [f for f in check_repository(repo).findings if f.model == "e"]
+    assert findings[0].field == "ensemble_scheduling.step[0].model_name"
+    assert findings[0].message.startswith("step invalid model name '../elsewhere/model'")
+    assert not any("TOPSECRET" in f.message for f in findings)

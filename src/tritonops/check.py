@@ -385,7 +385,15 @@ def _check_ensemble(cfg: ModelConfig, model_dir: Path, rel: str) -> list[Finding
               "other ensembles")
     members: dict[str, ModelConfig] = {}
     for i, step in enumerate(cfg.ensemble_scheduling.step):
+        try:
+            check_model_name(step.model_name)
+        except UsageError as e:
+            c.add(f"ensemble_scheduling.step[{i}].model_name", f"step {e.message}",
+                  "name a model directory of this repository")
+            continue
         member = model_dir.parent / step.model_name
+        if os.path.lexists(member) and escaping_symlinks(member, model_dir.parent):
+            continue  # reported by that model's own check; never read through the link
         try:
             if not (member / "config.pbtxt").is_file():
                 c.add(f"ensemble_scheduling.step[{i}].model_name",
@@ -414,9 +422,13 @@ def _check_ensemble(cfg: ModelConfig, model_dir: Path, rel: str) -> list[Finding
     return c.findings
 
 
-def _read_quietly(path: Path) -> ModelConfig | None:
+def _read_quietly(repo: Path, name: str) -> ModelConfig | None:
+    """The config of model ``name`` of ``repo``, or None: a step's model_name is text from a config,
+    so it must be a model name (not a path out of the repository) before it names a file."""
     try:
-        return read_config(path) if path.is_file() else None
+        check_model_name(name)
+        path = repo / name / "config.pbtxt"
+        return read_config(path) if path.is_file() and not escaping_symlinks(repo / name, repo) else None
     except UsageError:
         return None  # reported by that model's own check
 
@@ -425,7 +437,7 @@ def _ensemble_cycle(start: str, repo: Path) -> list[str] | None:
     """The shortest chain of ensemble steps from ``start`` back to itself, as Triton's dependency
     graph finds it ("circular dependency between ensembles"), or None."""
     def callees(name: str) -> list[str]:
-        cfg = _read_quietly(repo / name / "config.pbtxt")
+        cfg = _read_quietly(repo, name)
         if cfg is None or cfg.platform != "ensemble":
             return []
         return list(dict.fromkeys(st.model_name for st in cfg.ensemble_scheduling.step))
@@ -446,7 +458,7 @@ def _ensemble_cycle(start: str, repo: Path) -> list[str] | None:
 def _is_decoupled(name: str, repo: Path, seen: set[str]) -> bool:
     """Decoupled as an ensemble step: set in the model's config, or (Triton marks an ensemble so)
     an ensemble with a decoupled step."""
-    cfg = _read_quietly(repo / name / "config.pbtxt")
+    cfg = _read_quietly(repo, name)
     if cfg is None or name in seen:
         return False
     if cfg.model_transaction_policy.decoupled:
