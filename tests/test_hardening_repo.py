@@ -163,6 +163,20 @@ def test_a_stage_inside_a_model_directory_is_ignored_by_triton(tmp_path, mlp_onn
     assert index == {("m", "1", "READY")}, index
 
 
+def test_triton_takes_a_hidden_top_level_directory_for_a_model(tmp_path, mlp_onnx, triton_session):
+    """Why nothing is staged at the top level, and why check reports hidden directories there: the
+    real server lists and serves them like any other model."""
+    repo = tmp_path / "repo"
+    build(BuildOptions(source=str(mlp_onnx), repository=repo, name="m", max_batch_size=8))
+    (repo / "m").rename(repo / ".tritonops-stage-m")
+    config = repo / ".tritonops-stage-m" / "config.pbtxt"
+    config.write_text(config.read_text().replace('name: "m"', 'name: ".tritonops-stage-m"'))
+    with triton_session.models(repo) as loaded:
+        index = {(e.name, e.version, e.state) for e in triton_session.server.model_states()}
+    assert not loaded.failures
+    assert index == {(".tritonops-stage-m", "1", "READY")}, index
+
+
 # ------------------------------------------------------------------------------ item 12: SIGKILL
 HOLD_STAGE = """
 import sys, time
