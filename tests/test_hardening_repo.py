@@ -190,8 +190,10 @@ def slow(src, dst):
     time.sleep(600)
 if where == "build":
     build(BuildOptions(source=onnx, repository=repo, name="m", max_batch_size=8), copy=slow)
-else:  # the roll-out's staging inside a model directory
-    with stage(repo / "m"):
+else:  # the roll-out's staging inside a model directory (a mount-point build's, for "empty")
+    host = repo / ("m" if where == "rollout" else "n")
+    host.mkdir(exist_ok=True)
+    with stage(host):
         Path(str(repo) + ".copying").write_text("1")
         time.sleep(600)
 """
@@ -473,3 +475,15 @@ def test_an_ensemble_step_cannot_name_a_config_outside_the_repository(tmp_path, 
     assert findings[0].field == "ensemble_scheduling.step[0].model_name"
     assert findings[0].message.startswith("step invalid model name '../elsewhere/model'")
     assert not any("TOPSECRET" in f.message for f in findings)
+
+
+def test_a_model_directory_that_only_held_a_killed_stage_is_removed_with_it(tmp_path, mlp_onnx):
+    repo = tmp_path / "repo"
+    build(BuildOptions(source=str(mlp_onnx), repository=repo, name="m", max_batch_size=8))
+    proc = _hold_stage(tmp_path, repo, mlp_onnx, "empty")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [left] = list((repo / "n").iterdir())
+    assert left.name.startswith(".tritonops-stage-")
+    build(BuildOptions(source=str(mlp_onnx), repository=repo, name="m", max_batch_size=8))
+    assert sorted(p.name for p in repo.iterdir()) == ["m"]

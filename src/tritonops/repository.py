@@ -162,6 +162,9 @@ def remove_stale_stages(repository: Path) -> list[Path]:
         shutil.rmtree(p, ignore_errors=True)
         if not p.exists():
             removed.append(p)
+            if p.parent.parent == repository:  # a model directory made only to hold the stage: gone too
+                with contextlib.suppress(OSError):
+                    p.parent.rmdir()
     return removed
 
 
