@@ -486,15 +486,14 @@ def test_force_removes_what_an_earlier_run_wrote_and_this_one_does_not(cpu_repo,
     assert {f.path for f in first.files} - {f.path for f in second.files} == set(second.removed)
     # switching to compose: the k8s files go, except one the user edited since (kept, and said so)
     (out / "hpa.yaml").write_text((out / "hpa.yaml").read_text() + "# tuned by hand\n")
-    with pytest.raises(UsageError) as e:  # without --force nothing is removed (or written)
-        write_manifests(opts(cpu_repo, out, target="compose", image=IMAGE))
-    assert e.value.message == (f"{out / 'deployment.yaml'} was written by an earlier run, and this one would "
-                               "not write it")
-    assert not (out / "compose.yaml").exists()
+    # without --force nothing is removed: the earlier files stay (said in a note) and stay recorded
+    kept = write_manifests(opts(cpu_repo, out, target="compose", image=IMAGE))
+    assert not kept.removed and (out / "deployment.yaml").exists()
+    assert "kept deployment.yaml: an earlier run wrote it and this one does not; --force removes it" in kept.notes
     third = write_manifests(opts(cpu_repo, out, target="compose", image=IMAGE, overwrite=True))
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert left == [".tritonops-manifests.json", "compose.yaml", "hpa.yaml", "mine.yaml"], left
-    assert any(n.startswith("kept hpa.yaml: an earlier run wrote it, it was edited since") for n in third.notes)
+    assert any(n.startswith("kept hpa.yaml: an earlier run wrote it, it was edited since") for n in kept.notes)
     assert "removed" in third.to_dict()
 
 

@@ -545,8 +545,9 @@ def write_manifests(opts: ManifestOptions) -> ManifestResult:
 
     The run records what it wrote (``.tritonops-manifests.json``). With ``--force``, files an earlier
     run wrote that this one does not (a ``pdb.yaml`` no longer wanted, k8s files beside a new
-    ``compose.yaml``) are removed, since ``kubectl apply -f OUT/`` would apply them too; files
-    tritonops did not write, or that were edited since, are kept (and named in a note)."""
+    ``compose.yaml``) are removed, since ``kubectl apply -f OUT/`` would apply them too; without it
+    they are kept and named in a note. Files tritonops did not write, or that were edited since, are
+    never removed (an edited one is named in a note)."""
     rendered = render_manifests(opts)
     out = opts.out
     if out.exists() and not out.is_dir():
@@ -555,10 +556,12 @@ def write_manifests(opts: ManifestOptions) -> ManifestResult:
     if existing and not opts.overwrite:
         raise UsageError(f"{out / existing[0]} already exists", "give another --out, or --force to overwrite")
     writing = {name for name, _, _ in rendered.files}
-    stale, edited = _stale(out, _previously_written(out), writing) if out.is_dir() else ([], [])
-    if stale and not opts.overwrite:
-        raise UsageError(f"{stale[0]} was written by an earlier run, and this one would not write it",
-                         "give --force to remove it, or another --out")
+    previous = _previously_written(out) if out.is_dir() else {}
+    stale, edited = _stale(out, previous, writing)
+    # Without --force nothing is removed: the files stay recorded, so a later --force still can.
+    kept = [] if opts.overwrite else stale
+    if kept:
+        stale = []
     texts = [(name, dump_yaml(docs), docs, apply) for name, docs, apply in rendered.files]
     written: list[ManifestFile] = []
     notes = list(rendered.notes)
@@ -568,13 +571,15 @@ def write_manifests(opts: ManifestOptions) -> ManifestResult:
             written.append(ManifestFile(out / name, tuple(_kind(d) for d in docs), apply))
         for path in stale:
             path.unlink(missing_ok=True)
+        recorded = {p.relative_to(out).as_posix(): previous[p.relative_to(out).as_posix()] for p in kept}
         record = {"schema": WRITTEN_SCHEMA, "target": opts.target,
-                  "files": {name: _sha256(text) for name, text, _, _ in texts}}
+                  "files": {**recorded, **{name: _sha256(text) for name, text, _, _ in texts}}}
         write_atomic(out / WRITTEN_RECORD, json.dumps(record, indent=2) + "\n", mode=None, fsync=False)
     except OSError as e:
         raise RepositoryError(f"cannot write the manifests to {out}: {e.strerror or e}",
                               "check that the directory is writable") from None
     notes += [f"removed {p.name}: an earlier run wrote it and this one does not" for p in stale]
+    notes += [f"kept {p.name}: an earlier run wrote it and this one does not; --force removes it" for p in kept]
     notes += [f"kept {p.name}: an earlier run wrote it, it was edited since, and this run does not write it; "
               "remove it if kubectl should not apply it" for p in edited]
     return ManifestResult(opts.target, out, tuple(written), rendered.sizing, rendered.repository_sha256,
