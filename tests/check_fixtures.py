@@ -6,6 +6,7 @@ test, which must refuse each bad model and load each good one."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,11 @@ class Case:
 
 def _text(cfg: mc.ModelConfig) -> str:
     return config_to_text(cfg)
+
+
+def _version_beyond_int64(_cfg, d):
+    # Triton reads version directory names with stoll: this one aborts the whole server (issue 14).
+    shutil.copytree(d / "1", d / "99999999999999999999")
 
 
 def _pref(cfg, _d):
@@ -253,6 +259,9 @@ CASES = [
     Case("ensemble_step_version", "ensemble_scheduling.step[0].model_version",
          "step model 'good_batched' does not serve version 2 (its version policy and version directories "
          "give: [1])", _calls("good_batched", version=2), base="ensemble"),
+    Case("version_beyond_int64", "(versions)",
+         "version directory version_beyond_int64/99999999999999999999 is beyond the 64-bit range Triton reads "
+         "versions in (the server aborts on it)", _version_beyond_int64, own_server=True),
     Case("ensemble_decoupled_outputs", "output",
          "the ensemble's outputs originate from different decoupled models, so no single response can carry "
          "them all", _decoupled_outputs, base="ensemble"),

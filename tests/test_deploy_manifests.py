@@ -9,6 +9,7 @@ YAML exactly as given, or be refused with a clear error."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -466,3 +467,45 @@ def test_broken_repository_is_refused(cli, tmp_path):
                                    "mlp/1/model.onnx is missing (fix: put the model file at mlp/1/model.onnx "
                                    "(or set default_model_filename))")
     assert not (tmp_path / "d").exists()
+
+
+# ------------------------------------------------------------ issue 14 item 8: files of an earlier run
+def test_force_removes_what_an_earlier_run_wrote_and_this_one_does_not(cpu_repo, tmp_path):
+    out = tmp_path / "d"
+    first = write_manifests(opts(cpu_repo, out, max_replicas=3, queue_time_target_us=5000))
+    assert (out / "pdb.yaml").exists() and (out / "extras" / "prometheus-adapter-values.yaml").exists()
+    (out / "mine.yaml").write_text("kind: ConfigMap\n")  # not written by tritonops: never removed
+    # one replica, no adapter: pdb.yaml and the adapter values are no longer part of the deployment
+    with pytest.raises(UsageError) as e:
+        write_manifests(opts(cpu_repo, out, max_replicas=1, overwrite=False))
+    assert e.value.message == f"{out / 'pvc.yaml'} already exists"
+    second = write_manifests(opts(cpu_repo, out, max_replicas=1, overwrite=True))
+    assert {p.name for p in second.removed} == {"pdb.yaml", "prometheus-adapter-values.yaml"}
+    assert not (out / "pdb.yaml").exists() and not (out / "extras" / "prometheus-adapter-values.yaml").exists()
+    assert (out / "mine.yaml").read_text() == "kind: ConfigMap\n"
+    assert {f.path for f in first.files} - {f.path for f in second.files} == set(second.removed)
+    # switching to compose: the k8s files go, except one the user edited since (kept, and said so)
+    (out / "hpa.yaml").write_text((out / "hpa.yaml").read_text() + "# tuned by hand\n")
+    # without --force nothing is removed: the earlier files stay (said in a note) and stay recorded
+    kept = write_manifests(opts(cpu_repo, out, target="compose", image=IMAGE))
+    assert not kept.removed and (out / "deployment.yaml").exists()
+    assert "kept deployment.yaml: an earlier run wrote it and this one does not; --force removes it" in kept.notes
+    third = write_manifests(opts(cpu_repo, out, target="compose", image=IMAGE, overwrite=True))
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == [".tritonops-manifests.json", "compose.yaml", "hpa.yaml", "mine.yaml"], left
+    assert any(n.startswith("kept hpa.yaml: an earlier run wrote it, it was edited since") for n in kept.notes)
+    assert "removed" in third.to_dict()
+
+
+def test_a_record_cannot_make_a_run_remove_files_outside_the_output(cpu_repo, tmp_path):
+    out = tmp_path / "d"
+    write_manifests(opts(cpu_repo, out))
+    victim = tmp_path / "victim.yaml"
+    victim.write_text("x")
+    record = out / ".tritonops-manifests.json"
+    data = json.loads(record.read_text())
+    data["files"]["../victim.yaml"] = hashlib.sha256(b"x").hexdigest()
+    data["files"]["/etc/passwd"] = "0" * 64
+    record.write_text(json.dumps(data))
+    write_manifests(opts(cpu_repo, out, overwrite=True))
+    assert victim.read_text() == "x"

@@ -486,3 +486,43 @@ def test_rollback_without_a_record_is_a_clear_error(setup):
     with pytest.raises(UsageError) as e:
         rollback(setup.options(None))
     assert e.value.message == "nothing to roll back: no deployed version in the record is live now"
+
+
+def test_links_out_of_the_source_repository_are_refused_not_copied(setup, cli):
+    """Issue 14 item 2: a ``1/secret.txt -> /etc/passwd`` in the source used to arrive in the live
+    repository as a copy of /etc/passwd."""
+    good = setup.source("linked", onnx_models.mlp(setup.root / "src" / "mlp-1.onnx", seed=1))
+    secret = setup.root / "outside-secret.txt"
+    secret.write_text("TOPSECRET\n")
+    (good / "mlp" / "1" / "secret.txt").symlink_to(secret)
+    before = tree_digest(setup.target)
+    with pytest.raises(UsageError) as e:
+        deploy_versions(setup.options(good))
+    assert e.value.message == ("'mlp/1/secret.txt' in the source repository is a symbolic link that leads outside "
+                               "the repository: deploy copies only files inside the repository")
+    code, out, err = cli("deploy", good, "--to", setup.target, *setup.cli_url())
+    assert code == 2 and err.splitlines()[0] == f"error: {e.value.message}" and "TOPSECRET" not in out + err
+    assert tree_digest(setup.target) == before
+    assert not list(setup.target.rglob("secret.txt"))
+
+
+def test_a_tampered_deploy_record_cannot_steer_a_rollback(setup):
+    """The record names model directories and versions that a roll-back removes and reloads: a name
+    or a version Triton could not have served (a path, a number beyond int64) is refused."""
+    good = setup.source("good", onnx_models.mlp(setup.root / "src" / "mlp-1.onnx", seed=1))
+    deploy_versions(setup.options(good))
+    path = setup.target / ".tritonops-deploys.jsonl"
+    lines = path.read_text().splitlines()
+    last = json.loads(lines[-1])
+    before = tree_digest(setup.target)
+    for bad, message in (("../../../etc", "the version the deploy record gives for 'mlp' '../../../etc' is not a "
+                          "whole number"),
+                         (10**20, f"the version the deploy record gives for 'mlp' {10**20} is too large: Triton "
+                          "reads versions as 64-bit integers")):
+        last["models"][0]["from_version"] = bad
+        path.write_text("\n".join([*lines[:-1], json.dumps(last)]) + "\n")
+        with pytest.raises(UsageError) as e:
+            rollback(setup.options(None))
+        assert e.value.message == message
+    assert {k: v for k, v in tree_digest(setup.target).items() if "deploys" not in k} == \
+        {k: v for k, v in before.items() if "deploys" not in k}

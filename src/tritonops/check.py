@@ -7,6 +7,7 @@ and model-file rules."""
 from __future__ import annotations
 
 import math
+import os
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonops.convert.onnx_inspect import inspect_onnx
 from tritonops.dtypes import from_config
 from tritonops.errors import TritonOpsError, UsageError
-from tritonops.pbtxt import ModelConfig, read_config
+from tritonops.names import check_model_name
+from tritonops.paths import escaped, escaping_symlinks, link_problem, shown
+from tritonops.pbtxt import ModelConfig, parse_config_text, read_config, read_config_text
 from tritonops.platforms import DEFAULT_FILE, PLATFORM_OF_BACKEND, VALID_PAIRS, config_backend
-from tritonops.repository import version_dirs
+from tritonops.repository import MAX_VERSION, oversized_version_dirs, stale_stages, version_dirs
 from tritonops.wiring import graph_from_configs, wiring_problems
 
 
@@ -297,22 +300,44 @@ def _check_sequence_batching(c: _Collector, cfg: ModelConfig) -> None:
               "use a fraction between 0 and 1")
 
 
+LINK_FIX = "copy the file into the repository instead of linking to it (nothing follows links out of it)"
+
+
 def check_model(model_dir: Path) -> list[Finding]:
-    name = model_dir.name
+    name = escaped(model_dir.name)  # printed in one line, whatever the directory is called
     config_path = model_dir / "config.pbtxt"
     rel = f"{name}/config.pbtxt"
     c = _Collector(name, rel)
-    if not config_path.exists():
+    try:
+        check_model_name(model_dir.name)
+    except UsageError as e:
+        c.add("name", f"the model directory's name: {e.message}", "rename the model directory")
+    links = escaping_symlinks(model_dir, model_dir.parent)
+    for link in links:
+        # Named, never followed: the target's contents must not reach a message.
+        c.add("(files)", f"{shown(link.relative_to(model_dir.parent).as_posix())} "
+              f"{link_problem(link, model_dir.parent)}", LINK_FIX)
+    if links:
+        return c.findings
+    if not os.path.lexists(config_path):
         onnx_versions = [v for v in version_dirs(model_dir) if (model_dir / str(v) / "model.onnx").exists()]
-        if onnx_versions:
+        if onnx_versions and not c.findings:
             return []  # Triton's ONNX Runtime auto-complete fills the config in
         c.add("config.pbtxt", "config.pbtxt is missing", f"write one, e.g. with: tritonops build MODEL --name {name}")
         return c.findings
     try:
-        cfg = read_config(config_path)
+        text = read_config_text(config_path)
+    except UsageError as e:  # not a regular file, too large, not UTF-8: not a syntax problem
+        c.add("(file)", e.message, e.hint or "write config.pbtxt as a regular UTF-8 text file")
+        return c.findings
+    try:
+        cfg = parse_config_text(text, str(config_path))
     except UsageError as e:
         c.add("(syntax)", e.message.split(": ", 1)[-1], "fix the syntax; field names are those of model_config.proto")
         return c.findings
+    for big in oversized_version_dirs(model_dir):
+        c.add("(versions)", f"version directory {name}/{big} is beyond the 64-bit range Triton reads versions in "
+              "(the server aborts on it)", f"rename it to a version from 1 to {MAX_VERSION}")
     if cfg.name and cfg.name != name:
         c.add("name", f"name '{cfg.name}' does not match the directory name '{name}'",
               f"set name: \"{name}\" or rename the directory")
@@ -360,7 +385,15 @@ def _check_ensemble(cfg: ModelConfig, model_dir: Path, rel: str) -> list[Finding
               "other ensembles")
     members: dict[str, ModelConfig] = {}
     for i, step in enumerate(cfg.ensemble_scheduling.step):
+        try:
+            check_model_name(step.model_name)
+        except UsageError as e:
+            c.add(f"ensemble_scheduling.step[{i}].model_name", f"step {e.message}",
+                  "name a model directory of this repository")
+            continue
         member = model_dir.parent / step.model_name
+        if os.path.lexists(member) and escaping_symlinks(member, model_dir.parent):
+            continue  # reported by that model's own check; never read through the link
         try:
             if not (member / "config.pbtxt").is_file():
                 c.add(f"ensemble_scheduling.step[{i}].model_name",
@@ -389,9 +422,13 @@ def _check_ensemble(cfg: ModelConfig, model_dir: Path, rel: str) -> list[Finding
     return c.findings
 
 
-def _read_quietly(path: Path) -> ModelConfig | None:
+def _read_quietly(repo: Path, name: str) -> ModelConfig | None:
+    """The config of model ``name`` of ``repo``, or None: a step's model_name is text from a config,
+    so it must be a model name (not a path out of the repository) before it names a file."""
     try:
-        return read_config(path) if path.is_file() else None
+        check_model_name(name)
+        path = repo / name / "config.pbtxt"
+        return read_config(path) if path.is_file() and not escaping_symlinks(repo / name, repo) else None
     except UsageError:
         return None  # reported by that model's own check
 
@@ -400,7 +437,7 @@ def _ensemble_cycle(start: str, repo: Path) -> list[str] | None:
     """The shortest chain of ensemble steps from ``start`` back to itself, as Triton's dependency
     graph finds it ("circular dependency between ensembles"), or None."""
     def callees(name: str) -> list[str]:
-        cfg = _read_quietly(repo / name / "config.pbtxt")
+        cfg = _read_quietly(repo, name)
         if cfg is None or cfg.platform != "ensemble":
             return []
         return list(dict.fromkeys(st.model_name for st in cfg.ensemble_scheduling.step))
@@ -421,7 +458,7 @@ def _ensemble_cycle(start: str, repo: Path) -> list[str] | None:
 def _is_decoupled(name: str, repo: Path, seen: set[str]) -> bool:
     """Decoupled as an ensemble step: set in the model's config, or (Triton marks an ensemble so)
     an ensemble with a decoupled step."""
-    cfg = _read_quietly(repo / name / "config.pbtxt")
+    cfg = _read_quietly(repo, name)
     if cfg is None or name in seen:
         return False
     if cfg.model_transaction_policy.decoupled:
@@ -476,11 +513,11 @@ def _policy_versions(cfg: ModelConfig, versions: list[int]) -> list[int]:
     return versions[-max(n, 1):]
 
 
-def _check_onnx_io(c: _Collector, cfg: ModelConfig, onnx_path: Path, shown: str) -> None:
+def _check_onnx_io(c: _Collector, cfg: ModelConfig, onnx_path: Path, label: str) -> None:
     try:
         info = inspect_onnx(onnx_path)
     except TritonOpsError as e:
-        c.add("(model file)", f"{shown}: {e.message}", e.hint or "export the model again")
+        c.add("(model file)", f"{label}: {e.message}", e.hint or "export the model again")
         return
     batched = cfg.max_batch_size > 0
     for kind, declared, actual in (("input", cfg.input, info.inputs), ("output", cfg.output, info.outputs)):
@@ -586,8 +623,21 @@ def check_repository(repository: Path) -> CheckReport:
         raise UsageError(f"repository '{repository}' does not exist", "give the directory that holds the models")
     if not repository.is_dir():
         raise UsageError(f"repository '{repository}' is not a directory", "give the directory that holds the models")
-    models = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = sorted(p for p in repository.iterdir() if p.is_dir())
+    models = [p for p in entries if not p.name.startswith(".")]
+    hidden = [p for p in entries if p.name.startswith(".")]
     findings: list[Finding] = []
+    for h in hidden:  # Triton lists these as models too (checked with the real server)
+        findings.append(Finding(escaped(h.name), escaped(h.name), "(directory)",
+                                f"{shown(h.name)} is a hidden directory: Triton loads every directory of the "
+                                "repository as a model, hidden ones too", "move it out of the repository"))
+    stale: dict[str, list[Path]] = {}
+    for stage in stale_stages(repository, beside=False):
+        stale.setdefault(stage.parent.name, []).append(stage)
     for m in models:
+        for stage in stale.get(m.name, []):
+            findings.append(Finding(escaped(m.name), f"{escaped(m.name)}/{escaped(stage.name)}", "(staging)",
+                                    "left behind by a build or roll-out that was killed",
+                                    "build again (a build removes it) or delete it"))
         findings.extend(check_model(m))
-    return CheckReport(repository, tuple(m.name for m in models), tuple(findings))
+    return CheckReport(repository, tuple(escaped(p.name) for p in hidden + models), tuple(findings))

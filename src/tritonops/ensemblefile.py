@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from tritonops.build import BuildOptions
 from tritonops.buildfile import build_options, resolve_source
 from tritonops.errors import TritonOpsError, UsageError
@@ -24,7 +22,6 @@ from tritonops.specfile import (
     check_keys,
     coerce,
     from_mapping,
-    load_yaml,
     read_yaml_file,
     where_in,
 )
@@ -173,8 +170,8 @@ class EnsembleSpec:
 def is_ensemble_file(path: Path) -> bool:
     """Whether a YAML build file describes an ensemble (it has 'ensemble' or 'steps' at the top)."""
     try:
-        data = load_yaml(path.read_text())
-    except (OSError, yaml.YAMLError):
+        data = read_yaml_file(path, "build file")  # the one safe reader: no FIFO hang, no decode crash
+    except UsageError:
         return False  # the models-file loader reports it
     return isinstance(data, dict) and ("ensemble" in data or "steps" in data)
 

@@ -5,7 +5,8 @@ where the user said uses these, so the same bad input gets the same one-line ``U
 
 - ``check_name`` / ``inside`` / ``model_directory``: a name is one path component (no separators,
   no ``.``/``..``, no control characters) and what it names, with symlinks resolved, stays inside
-  the repository. ``escaping_symlinks`` finds links in a tree that leave it (for copies and checks).
+  the repository. ``escaping_symlinks`` finds links in a tree that leave it or loop (for copies and checks),
+  ``link_problem`` says which.
 - ``read_bytes`` / ``read_text``: regular files only (a FIFO would block forever, ``/dev/zero``
   never ends, a directory or a socket cannot be read), at most ``limit`` bytes, and text that is not
   UTF-8 is an error naming the file, not an internal one.
@@ -28,11 +29,19 @@ DEFAULT_READ_LIMIT = 64 << 20  # configs, YAML, step files, logs; model files pa
 NAME_HINT = "give the name of a directory directly inside the repository"
 
 
+def escaped(text: str) -> str:
+    """``text`` with control characters (a newline, an escape sequence) written as escapes, so it
+    stays on one line of output; plain text is returned as it is."""
+    if all(unicodedata.category(c)[0] != "C" for c in text):
+        return text
+    return text.encode("unicode_escape").decode("ascii")
+
+
 def shown(text: str) -> str:
     """``text`` quoted for a one-line message: control characters (a newline) are escaped."""
     if all(unicodedata.category(c)[0] != "C" for c in text):
         return f"'{text}'"
-    return "'" + text.encode("unicode_escape").decode("ascii").replace("'", "\\'") + "'"
+    return "'" + escaped(text).replace("'", "\\'") + "'"
 
 
 def check_name(name: str, what: str = "name", hint: str = NAME_HINT) -> str:
@@ -93,27 +102,33 @@ def model_directory(repository: Path, name: str, what: str = "model") -> Path:
     return real
 
 
+def link_problem(link: Path, root: Path) -> str | None:
+    """Why following the symlink ``link`` is not allowed under ``root``, or None when it stays inside:
+    it loops (or cannot be resolved), or it leads (or dangles) outside ``root``. The words fit after
+    the link's name in a message; nothing of the target's contents is read."""
+    real_root = Path(os.path.realpath(root))
+    try:
+        target = Path(os.path.realpath(link, strict=True))
+    except FileNotFoundError:
+        target = Path(os.path.realpath(link))
+    except OSError:
+        return "is a symbolic link loop"
+    if not target.is_relative_to(real_root):
+        return "is a symbolic link that leads outside the repository"
+    return None
+
+
 def escaping_symlinks(top: Path, root: Path | None = None) -> list[Path]:
     """Symbolic links under ``top`` (``top`` included) that lead outside ``root`` (default ``top``),
-    dangle outside it, or loop. Symlinked directories are reported, not followed."""
-    real_root = Path(os.path.realpath(root if root is not None else top))
-    found: list[Path] = []
-
-    def leaves(link: Path) -> bool:
-        try:
-            target = Path(os.path.realpath(link, strict=True))
-        except FileNotFoundError:
-            target = Path(os.path.realpath(link))
-        except OSError:
-            return True  # a loop, or unreadable: not something to follow
-        return not target.is_relative_to(real_root)
-
-    if top.is_symlink() and leaves(top):
+    dangle outside it, or loop (``link_problem``). Symlinked directories are reported, not followed."""
+    base = root if root is not None else top
+    if top.is_symlink() and link_problem(top, base):
         return [top]
+    found: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(top):
         for entry in (*dirnames, *filenames):
             p = Path(dirpath) / entry
-            if p.is_symlink() and leaves(p):
+            if p.is_symlink() and link_problem(p, base):
                 found.append(p)
     return sorted(found)
 

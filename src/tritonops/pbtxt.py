@@ -16,6 +16,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.dtypes import BY_CONFIG, from_config
 from tritonops.errors import TritonOpsError, UsageError
+from tritonops.paths import read_text
 from tritonops.platforms import PLATFORM_OF_BACKEND
 from tritonops.spec import (
     CONTROL_FORMS,
@@ -215,12 +216,17 @@ def parse_config_text(text: str, where: str) -> mc.ModelConfig:
     return cfg
 
 
+CONFIG_READ_LIMIT = 16 << 20  # far above any real config; a FIFO, /dev/zero or a huge file is refused
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a ``config.pbtxt`` through the one safe reader: a regular file, at most 16 MiB,
+    UTF-8; otherwise a ``UsageError`` that says so (not a syntax error)."""
+    return read_text(path, "config", CONFIG_READ_LIMIT)
+
+
 def read_config(path: Path) -> mc.ModelConfig:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UsageError(f"cannot read {path}: {e.strerror}", "check the path and its permissions") from None
-    return parse_config_text(text, str(path))
+    return parse_config_text(read_config_text(path), str(path))
 
 
 def tensor_specs(config: mc.ModelConfig) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

@@ -1,14 +1,30 @@
 """Model repository layout: versions and staged, atomic writes.
 
 A build writes everything into a staging directory first and then moves it into place with
-renames, so a failure at any step leaves the repository byte-for-byte as it was."""
+renames, so a failure at any step leaves the repository byte-for-byte as it was.
+
+Versions: ``parse_version`` is the one parser of a version number (``build --version``, version
+directories, deploy records): Triton reads a version directory's name as an int64 and aborts on
+one that does not fit (``std::out_of_range`` from ``stoll``), so 1..2**63-1 only.
+
+Staging: beside the repository when the parent is on the same filesystem (one rename makes a new
+model appear whole). A repository that is a mount point (or whose parent cannot be written) stages
+*inside* it, but never as a top-level directory: Triton treats every top-level directory, hidden
+or not, as a model (checked with the real server: a ``.tritonops-stage-*`` directory is listed as a
+broken model, which fails start-up). A hidden directory inside a model directory is ignored ("ignore
+version directory ... which fails to convert to integral number"), so the stage goes into the
+model's directory, or another model's, and is renamed from there. Stage names carry the pid and a
+host tag, so the next build removes those of builds that were killed (``remove_stale_stages``)."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,23 +32,140 @@ from pathlib import Path
 
 from tritonops.errors import RepositoryError, UsageError
 from tritonops.names import check_model_name
+from tritonops.paths import shown
 
 CopyFn = Callable[[Path, Path], object]
+
+MAX_VERSION = (1 << 63) - 1  # Triton's versions are int64
+VERSION_HINT = f"versions are whole numbers from 1 to {MAX_VERSION}: --version 1"
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def parse_version(value: str | int, what: str = "version") -> int:
+    """The version ``value`` names, if Triton can read it (1..2**63-1, no leading zero in text);
+    a ``UsageError`` saying why not otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise UsageError(f"{what} {value!r} is not a whole number", VERSION_HINT)
+    if isinstance(value, str):
+        if not _DIGITS.fullmatch(value):
+            raise UsageError(f"{what} {shown(value)} is not a whole number", VERSION_HINT)
+        if value.startswith("0"):
+            raise UsageError(f"{what} '{value}' starts with 0 (Triton ignores such directories)", VERSION_HINT)
+        number = int(value)
+    else:
+        number = value
+    if number < 1:
+        raise UsageError(f"{what} {number} is not valid", VERSION_HINT)
+    if number > MAX_VERSION:
+        raise UsageError(f"{what} {number} is too large: Triton reads versions as 64-bit integers", VERSION_HINT)
+    return number
+
+
+def is_version_name(name: str) -> bool:
+    """A directory name Triton serves as a version (digits, no leading 0, within int64)."""
+    return bool(_DIGITS.fullmatch(name)) and not name.startswith("0") and int(name) <= MAX_VERSION
 
 
 def version_dirs(model_dir: Path) -> list[int]:
     """Numeric version directories, as Triton sees them (names starting with '0' are ignored)."""
     if not model_dir.is_dir():
         return []
-    return sorted(
-        int(p.name) for p in model_dir.iterdir()
-        if p.is_dir() and p.name.isdigit() and not p.name.startswith("0")
-    )
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and is_version_name(p.name))
+
+
+def oversized_version_dirs(model_dir: Path) -> list[str]:
+    """Version directories whose number is beyond int64: Triton aborts (the whole server) on them."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(p.name for p in model_dir.iterdir()
+                  if _DIGITS.fullmatch(p.name) and not p.name.startswith("0") and int(p.name) > MAX_VERSION)
 
 
 def next_version(model_dir: Path) -> int:
     versions = version_dirs(model_dir)
     return versions[-1] + 1 if versions else 1
+
+
+# ------------------------------------------------------------------------------------------ stages
+STAGE_PREFIX = ".tritonops-stage-"
+_STAGE = re.compile(r"\.tritonops-stage-([0-9]+)-([0-9a-f]{8})-")
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def stage_prefix(label: str = "") -> str:
+    """The name prefix of a staging directory of this process: its pid and host tag let a later run
+    tell a stage of a killed build from one in progress."""
+    return f"{STAGE_PREFIX}{os.getpid()}-{_host_tag()}-{label + '-' if label else ''}"
+
+
+def _boot_time() -> float | None:
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def _started_after(pid: int, when: float) -> bool:
+    """Whether process ``pid`` started after ``when`` (so the pid was reused); False if unknown."""
+    boot = _boot_time()
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        started = boot + int(fields[19]) / os.sysconf("SC_CLK_TCK") if boot is not None else None
+    except (OSError, ValueError, IndexError):
+        return False
+    return started is not None and started > when + 1.0
+
+
+def stage_is_stale(path: Path) -> bool:
+    """A staging directory left by a tritonops process of this host that is gone (killed)."""
+    m = _STAGE.match(path.name)
+    if m is None or m.group(2) != _host_tag() or not path.is_dir() or path.is_symlink():
+        return False
+    pid = int(m.group(1))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # alive, another user's
+    try:
+        return _started_after(pid, path.stat().st_mtime)
+    except OSError:
+        return False
+
+
+def stale_stages(repository: Path, *, beside: bool = True) -> list[Path]:
+    """Stages of killed builds and roll-outs: beside the repository (unless ``beside`` is False), in
+    it, and in its model directories."""
+    places = [repository.parent, repository] if beside else [repository]
+    with contextlib.suppress(OSError):
+        places += [p for p in repository.iterdir() if p.is_dir() and not p.is_symlink()]
+    found: list[Path] = []
+    for place in places:
+        with contextlib.suppress(OSError):
+            found += [p for p in place.iterdir() if p.name.startswith(STAGE_PREFIX) and stage_is_stale(p)]
+    return sorted(found)
+
+
+def remove_stale_stages(repository: Path) -> list[Path]:
+    """Remove the stages ``stale_stages`` finds; returns what was removed."""
+    removed = []
+    for p in stale_stages(repository):
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(p)
+            if p.parent.parent == repository:  # a model directory made only to hold the stage: gone too
+                with contextlib.suppress(OSError):
+                    p.parent.rmdir()
+    return removed
 
 
 @dataclass
@@ -61,10 +194,56 @@ class StagedModel:
         return target
 
 
-def _stage_parent(repository: Path) -> Path:
-    # Beside the repository, so a server polling it never sees half-written directories; renames
-    # stay on one filesystem in the common case (the fallback below handles the other).
-    return repository.parent
+def _same_filesystem(a: Path, b: Path) -> bool:
+    try:
+        return a.stat().st_dev == b.stat().st_dev
+    except OSError:
+        return False
+
+
+def _make_stage(repository: Path, model_dir: Path, name: str) -> tuple[Path, bool]:
+    """A new staging directory and whether ``model_dir`` was created to hold it (see the module doc)."""
+    prefix = stage_prefix(name)
+    parent = repository.parent
+    errors: list[OSError] = []
+    if not repository.exists() or _same_filesystem(repository, parent):
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=parent)), False
+        except OSError as e:
+            if not repository.is_dir():
+                raise RepositoryError(f"cannot create a staging directory in {parent}: {e.strerror}",
+                                      "check that the directory is writable and the disk has space") from None
+            errors.append(e)
+    hosts = [model_dir] if model_dir.is_dir() else []
+    hosts += sorted(p for p in repository.iterdir()
+                    if p.is_dir() and not p.is_symlink() and not p.name.startswith(".") and p != model_dir)
+    for host in hosts:
+        try:
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=host)), False
+        except OSError as e:
+            errors.append(e)
+    try:
+        model_dir.mkdir()
+    except FileExistsError:
+        raise _busy(name, repository) from None
+    except OSError as e:
+        raise RepositoryError(f"cannot create a staging directory in {repository}: {e.strerror}",
+                              "check that the repository is writable and the disk has space") from None
+    try:
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=model_dir)), True
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            model_dir.rmdir()
+        raise RepositoryError(f"cannot create a staging directory in {model_dir}: {e.strerror}",
+                              "check that the repository is writable and the disk has space") from None
+
+
+def _busy(name: str, repository: Path) -> RepositoryError:
+    return RepositoryError(
+        f"another build wrote model {shown(name)} in {repository} at the same time; this build left "
+        "the repository as that one wrote it",
+        "build again once the other build is done (it takes the next free version)")
 
 
 def _replace(src: Path, dst: Path) -> None:
@@ -74,7 +253,7 @@ def _replace(src: Path, dst: Path) -> None:
         if e.errno == errno.EXDEV:
             raise RepositoryError(
                 f"cannot move the staged model into {dst.parent}: it is on another filesystem",
-                "set TMPDIR to a directory on the repository's filesystem",
+                "report this: the staging directory should be on the repository's filesystem",
             ) from None
         raise
 
@@ -91,34 +270,36 @@ def stage_model(repository: Path, name: str, version: int | None = None, *, repl
     model_dir = repository / name
     if version is None:
         version = next_version(model_dir)
-    elif version < 1:
-        raise UsageError(f"version {version} is not valid", "versions are positive integers: --version 1")
-    elif (model_dir / str(version)).exists() and not replace_version:
-        raise UsageError(
-            f"version {version} of model '{name}' already exists in {repository}",
-            f"choose another with --version, or leave --version out to write version {next_version(model_dir)}",
-        )
-    parent = _stage_parent(repository)
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".tritonops-stage-{name}-", dir=parent))
-    except OSError as e:
-        raise RepositoryError(f"cannot create a staging directory in {parent}: {e.strerror}",
-                              "check that the directory is writable and the disk has space") from None
+    else:
+        version = parse_version(version)
+        if (model_dir / str(version)).exists() and not replace_version:
+            raise UsageError(
+                f"version {version} of model '{name}' already exists in {repository}",
+                f"choose another with --version, or leave --version out to write version {next_version(model_dir)}",
+            )
+    if repository.is_dir():
+        remove_stale_stages(repository)
+    stage, created = _make_stage(repository, model_dir, name)
     model_root = stage / name
     version_dir = model_root / str(version)
     version_dir.mkdir(parents=True)
     staged = StagedModel(name, repository, version, stage, model_root, version_dir, copy)
+    committed = False
     try:
         yield staged
         _commit(staged, model_dir, replace_version)
+        committed = True
     except OSError as e:
+        if e.errno in {errno.ENOTEMPTY, errno.EEXIST}:
+            raise _busy(name, repository) from None
         raise RepositoryError(
             f"writing model '{name}' failed: {e.strerror or e}; the repository was left unchanged",
             "free disk space or fix permissions, then build again",
         ) from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not committed:
+            shutil.rmtree(model_dir, ignore_errors=True)
 
 
 def _commit(staged: StagedModel, model_dir: Path, replace_version: bool) -> None:

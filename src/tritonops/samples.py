@@ -8,6 +8,7 @@ and the example inputs a build saves beside ``config.pbtxt`` (:data:`EXAMPLES_FI
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ import numpy as np
 from tritonops.convert.examples import make_inputs
 from tritonops.dtypes import BY_NAME, from_numpy, numpy_dtype, str_to_bytes
 from tritonops.errors import UsageError
+from tritonops.paths import read_bytes
 from tritonops.spec import TensorSpec
 
 
@@ -28,6 +30,7 @@ def generate_inputs(specs: Sequence[TensorSpec], batch: int | None, rng: np.rand
     return make_inputs([t for t in specs if not t.optional], batch, rng, dim_default=3)
 
 
+NPZ_READ_LIMIT = 2 << 30  # request samples are read whole; a FIFO or /dev/zero is refused
 EXAMPLES_FILE = "tritonops_examples.npz"  # beside config.pbtxt: example inputs validate uses by default
 
 
@@ -60,8 +63,11 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     Every command gives the file one meaning: **the first axis counts samples**. For a model that
     batches, a sample is one row of a batch; for a model without batching, a sample is one whole
     request (the input's full dims)."""
+    data = read_bytes(path, "samples file", NPZ_READ_LIMIT)  # regular files only, bounded
+    if not data.startswith(b"PK"):
+        raise UsageError(f"cannot read '{path}': it is not an .npz (zip) file", "write it with numpy.savez")
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e):

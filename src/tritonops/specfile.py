@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +26,7 @@ import yaml
 
 from tritonops.dtypes import DType, parse_dtype
 from tritonops.errors import TritonOpsError, UsageError
+from tritonops.paths import read_text
 from tritonops.spec import TensorSpec, VersionPolicy
 
 Converter = Callable[[Any, "Where"], Any]
@@ -113,13 +115,17 @@ def load_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
+YAML_READ_LIMIT = 16 << 20  # a spec file is small; a FIFO or /dev/zero is refused, never read forever
+
+
 def read_yaml_file(path: Path, what: str) -> Any:
     """A spec file (``what``: "build file", "ensemble file") parsed by ``load_yaml``; a missing
     file or bad YAML is a UsageError naming the file and line."""
-    if not path.exists():
+    if not os.path.lexists(path):
         raise UsageError(f"{what} '{path}' does not exist", "check the path given with -f")
+    text = read_text(path, what, YAML_READ_LIMIT)  # regular files only, bounded, UTF-8
     try:
-        return load_yaml(path.read_text())
+        return load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)

@@ -11,9 +11,11 @@ from google.protobuf.message import DecodeError
 
 from tritonops.dtypes import DType, from_onnx
 from tritonops.errors import ModelError, UsageError
+from tritonops.paths import link_problem, read_bytes, shown
 from tritonops.pbtxt import ModelConfig, read_config
 from tritonops.spec import TensorSpec
 
+ONNX_READ_LIMIT = 2 << 30  # protobuf's own limit: larger models keep their weights as external data
 Dim = int | str | None  # a fixed size, a symbolic name, or unknown
 
 
@@ -91,22 +93,22 @@ def inspect_onnx(path: Path) -> OnnxInfo:
     import onnx  # on first use: a slow import, which building a TorchScript model or checking a repository skips
 
     file = resolve_onnx_path(path)
+    # The one safe reader: a FIFO would block onnx.load forever and /dev/zero would fill memory.
+    data = read_bytes(file, "model file", ONNX_READ_LIMIT)
     try:
-        model = onnx.load(str(file), load_external_data=False)
+        model = onnx.load_model_from_string(data)
     except (DecodeError, RuntimeWarning, ValueError, UnicodeDecodeError) as e:
         raise ModelError(
             f"'{file}' is not a valid ONNX model ({_first_line(e) or 'cannot parse the protobuf'})",
             "export it again; check it is a complete .onnx file (not truncated, not another format)",
         ) from None
-    except OSError as e:
-        raise UsageError(f"cannot read '{file}': {e.strerror}", "check the path and its permissions") from None
     if not model.graph.node and not model.graph.output:
         raise ModelError(
             f"'{file}' is not a valid ONNX model (it has no graph)",
             "export it again; check it is a complete .onnx file (not truncated, not another format)",
         )
     try:
-        onnx.checker.check_model(str(file))
+        onnx.checker.check_model(str(file))  # by path: it checks external data files beside it
     except (onnx.checker.ValidationError, OSError, ValueError) as e:
         raise ModelError(
             f"'{file}' is not a valid ONNX model: {_first_line(e)}",
@@ -126,6 +128,11 @@ def inspect_onnx(path: Path) -> OnnxInfo:
         }
     )
     for loc in external:
+        if Path(loc).is_absolute() or ".." in Path(loc).parts or link_problem(file.parent / loc, file.parent):
+            raise ModelError(
+                f"'{file}' stores weights in {shown(loc)}, which is not a file beside it",
+                "export it again: external data must lie in the model's directory",
+            )
         if not (file.parent / loc).is_file():
             raise ModelError(
                 f"'{file}' stores weights in '{loc}', which is missing beside it",

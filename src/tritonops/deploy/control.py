@@ -15,8 +15,8 @@ from pathlib import Path
 
 from tritonops.client import TritonClient, message_of
 from tritonops.errors import ServerError, UsageError
+from tritonops.repository import stage_prefix
 
-STAGE_PREFIX = ".tritonops-stage-"
 ADMIN_HEADER = "triton-admin-key"  # the header that unlocks a restricted model-repository API
 
 
@@ -84,8 +84,9 @@ def copy_extras(source_dir: Path, dest: Path) -> None:
 @contextlib.contextmanager
 def stage(model_dir: Path) -> Iterator[Path]:
     """A hidden, non-numeric directory inside the model directory: Triton ignores it as a version and
-    the final rename stays on one filesystem."""
-    staged = Path(tempfile.mkdtemp(prefix=STAGE_PREFIX, dir=model_dir))
+    the final rename stays on one filesystem. The name carries this process's pid, so a stage left
+    by a killed roll-out is removed by the next build (``repository.remove_stale_stages``)."""
+    staged = Path(tempfile.mkdtemp(prefix=stage_prefix(), dir=model_dir))
     try:
         yield staged
     finally:

@@ -14,6 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.errors import UsageError
 from tritonops.names import check_model_name
+from tritonops.paths import shown
 from tritonops.pbtxt import ModelConfig, read_config
 from tritonops.platforms import config_backend
 from tritonops.repository import version_dirs
@@ -146,8 +147,7 @@ def read_inventory(repository: Path) -> RepositoryInventory:
         try:
             check_model_name(model_dir.name)
         except UsageError:
-            shown = model_dir.name.encode("unicode_escape").decode("ascii")
-            raise UsageError(f"invalid model directory name '{shown}' in {repository}",
+            raise UsageError(f"invalid model directory name {shown(model_dir.name)} in {repository}",
                              "rename the model directory: letters, digits, '_', '-' and '.' only") from None
         config_path = model_dir / "config.pbtxt"
         if not config_path.exists():

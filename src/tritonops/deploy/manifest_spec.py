@@ -189,11 +189,13 @@ class ManifestResult:
     repository_sha256: str
     notes: tuple[str, ...] = field(default=())
     schema: str = SCHEMA
+    removed: tuple[Path, ...] = field(default=())  # files of an earlier run this one replaced by nothing
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": self.schema, "target": self.target, "out": str(self.out),
                 "files": [f.to_dict() for f in self.files], "sizing": self.sizing.to_dict(),
-                "repository_sha256": self.repository_sha256, "notes": list(self.notes)}
+                "repository_sha256": self.repository_sha256, "notes": list(self.notes),
+                "removed": [str(p) for p in self.removed]}
 
 
 # ------------------------------------------------------------------------------------------ sizing

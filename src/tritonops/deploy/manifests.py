@@ -6,10 +6,14 @@ into a template. Resources (memory, /dev/shm, GPUs, startup time) are sized from
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -33,6 +37,7 @@ from tritonops.deploy.manifest_spec import (
     size_deployment,
 )
 from tritonops.errors import RepositoryError, UsageError
+from tritonops.paths import check_name, read_bytes, read_text
 from tritonops.repository import write_atomic
 
 
@@ -488,8 +493,61 @@ def _kind(doc: dict[str, Any]) -> str:
     return "compose" if "services" in doc else "helm-values"
 
 
+WRITTEN_RECORD = ".tritonops-manifests.json"  # what the last run wrote into --out, with sha256 per file
+WRITTEN_SCHEMA = "tritonops.deploy.written/1"
+
+
+def _sha256(text: str | bytes) -> str:
+    return hashlib.sha256(text.encode() if isinstance(text, str) else text).hexdigest()
+
+
+def _previously_written(out: Path) -> dict[str, str]:
+    """{file name: sha256} of what an earlier run wrote into ``out``; empty if there is no usable record.
+    Only plain file names count, so a record cannot point a removal outside ``out``."""
+    path = out / WRITTEN_RECORD
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(read_text(path, "manifest record", 1 << 20))
+    except (UsageError, ValueError):
+        return {}
+    files = data.get("files") if isinstance(data, dict) and data.get("schema") == WRITTEN_SCHEMA else None
+    if not isinstance(files, dict):
+        return {}
+    found = {}
+    for name, digest in files.items():
+        with contextlib.suppress(UsageError):
+            if isinstance(name, str) and isinstance(digest, str) and name != WRITTEN_RECORD:
+                for part in name.split("/"):  # "extras/x.yaml": each part a plain name, so never '..'
+                    check_name(part)
+                found[name] = digest
+    return found
+
+
+def _stale(out: Path, previous: dict[str, str], writing: set[str]) -> tuple[list[Path], list[Path]]:
+    """Files of an earlier run this one does not write: (unchanged since, so ours to remove; edited since)."""
+    ours: list[Path] = []
+    edited: list[Path] = []
+    for name, digest in sorted(previous.items()):
+        path = out / name
+        if name in writing or path.is_symlink() or not path.is_file():
+            continue
+        try:
+            same = _sha256(read_bytes(path, "manifest", 64 << 20)) == digest
+        except UsageError:
+            same = False
+        (ours if same else edited).append(path)
+    return ours, edited
+
+
 def write_manifests(opts: ManifestOptions) -> ManifestResult:
-    """Render the manifests for ``opts.target`` and write them under ``opts.out``."""
+    """Render the manifests for ``opts.target`` and write them under ``opts.out``.
+
+    The run records what it wrote (``.tritonops-manifests.json``). With ``--force``, files an earlier
+    run wrote that this one does not (a ``pdb.yaml`` no longer wanted, k8s files beside a new
+    ``compose.yaml``) are removed, since ``kubectl apply -f OUT/`` would apply them too; without it
+    they are kept and named in a note. Files tritonops did not write, or that were edited since, are
+    never removed (an edited one is named in a note)."""
     rendered = render_manifests(opts)
     out = opts.out
     if out.exists() and not out.is_dir():
@@ -497,14 +555,32 @@ def write_manifests(opts: ManifestOptions) -> ManifestResult:
     existing = [name for name, _, _ in rendered.files if (out / name).exists()]
     if existing and not opts.overwrite:
         raise UsageError(f"{out / existing[0]} already exists", "give another --out, or --force to overwrite")
+    writing = {name for name, _, _ in rendered.files}
+    previous = _previously_written(out) if out.is_dir() else {}
+    stale, edited = _stale(out, previous, writing)
+    # Without --force nothing is removed: the files stay recorded, so a later --force still can.
+    kept = [] if opts.overwrite else stale
+    if kept:
+        stale = []
     texts = [(name, dump_yaml(docs), docs, apply) for name, docs, apply in rendered.files]
     written: list[ManifestFile] = []
+    notes = list(rendered.notes)
     try:
         for name, text, docs, apply in texts:
             write_atomic(out / name, text, mode=None, fsync=False)  # as before: 0600, no fsync
             written.append(ManifestFile(out / name, tuple(_kind(d) for d in docs), apply))
+        for path in stale:
+            path.unlink(missing_ok=True)
+        recorded = {p.relative_to(out).as_posix(): previous[p.relative_to(out).as_posix()] for p in kept}
+        record = {"schema": WRITTEN_SCHEMA, "target": opts.target,
+                  "files": {**recorded, **{name: _sha256(text) for name, text, _, _ in texts}}}
+        write_atomic(out / WRITTEN_RECORD, json.dumps(record, indent=2) + "\n", mode=None, fsync=False)
     except OSError as e:
         raise RepositoryError(f"cannot write the manifests to {out}: {e.strerror or e}",
                               "check that the directory is writable") from None
+    notes += [f"removed {p.name}: an earlier run wrote it and this one does not" for p in stale]
+    notes += [f"kept {p.name}: an earlier run wrote it and this one does not; --force removes it" for p in kept]
+    notes += [f"kept {p.name}: an earlier run wrote it, it was edited since, and this run does not write it; "
+              "remove it if kubectl should not apply it" for p in edited]
     return ManifestResult(opts.target, out, tuple(written), rendered.sizing, rendered.repository_sha256,
-                          rendered.notes)
+                          tuple(notes), removed=tuple(stale))

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.errors import RepositoryError
+from tritonops.paths import read_text
 
 RECORD_NAME = ".tritonops-deploys.jsonl"
 RECORD_SCHEMA = "tritonops.deploy.record/1"
@@ -37,15 +38,14 @@ def read_records(target: Path) -> Iterator[dict[str, Any]]:
     path = record_path(target)
     if not path.exists():
         return
-    with path.open() as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                raise RepositoryError(f"{path}:{number} is not valid JSON",
-                                      "the record is append-only: restore the line from a backup or remove it"
-                                      ) from None
-            if isinstance(entry, dict) and entry.get("schema") == RECORD_SCHEMA:
-                yield entry
+    for number, line in enumerate(read_text(path, "deploy record").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            raise RepositoryError(f"{path}:{number} is not valid JSON",
+                                  "the record is append-only: restore the line from a backup or remove it"
+                                  ) from None
+        if isinstance(entry, dict) and entry.get("schema") == RECORD_SCHEMA:
+            yield entry

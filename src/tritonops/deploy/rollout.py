@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
-from tritonops.check import check_repository
+from tritonops.check import LINK_FIX, check_repository
 from tritonops.client import TritonClient
 from tritonops.deploy.control import (
     check_target,
@@ -50,9 +50,10 @@ from tritonops.deploy.inventory import file_hashes, read_inventory, tree_sha256
 from tritonops.deploy.record import append_record, read_records, record_path
 from tritonops.errors import TritonOpsError, UsageError, ValidationFailed
 from tritonops.names import check_model_name
-from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text
+from tritonops.paths import escaping_symlinks, link_problem, shown
+from tritonops.pbtxt import ModelConfig, config_to_text, parse_config_text, read_config_text
 from tritonops.progress import Progress, reporter
-from tritonops.repository import check_writable, version_dirs, write_atomic
+from tritonops.repository import MAX_VERSION, check_writable, parse_version, version_dirs, write_atomic
 from tritonops.validate import ValidateOptions
 
 SCHEMA = "tritonops.deploy.rollout/1"
@@ -174,13 +175,20 @@ def _recorded_versions(target: Path) -> dict[str, int]:
     highest: dict[str, int] = {}
     for entry in read_records(target):
         for m in entry.get("models", []):
-            if isinstance(m.get("to_version"), int) and entry.get("action") == "deploy":
-                highest[m["name"]] = max(highest.get(m["name"], 0), m["to_version"])
+            v = m.get("to_version")
+            if isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_VERSION \
+                    and entry.get("action") == "deploy":
+                highest[m["name"]] = max(highest.get(m["name"], 0), v)
     return highest
 
 
 def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
     assert opts.source is not None
+    links = escaping_symlinks(opts.source)
+    if links:  # deploy copies files: a link out of the repository would arrive as a copy of its target
+        rel = links[0].relative_to(opts.source).as_posix()
+        raise UsageError(f"{shown(rel)} in the source repository {link_problem(links[0], opts.source)}: "
+                         "deploy copies only files inside the repository", LINK_FIX)
     report = check_repository(opts.source)
     if not report.ok:
         raise UsageError(f"the source repository has {len(report.findings)} problem(s), first: "
@@ -208,7 +216,7 @@ def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
         if tgt_dir.exists():
             if not (tgt_dir / "config.pbtxt").exists():
                 raise UsageError(f"{tgt_dir} has no config.pbtxt", "fix the target repository first")
-            prev_text = (tgt_dir / "config.pbtxt").read_text()
+            prev_text = read_config_text(tgt_dir / "config.pbtxt")
             prev = parse_config_text(prev_text, str(tgt_dir / "config.pbtxt"))
             if _signature(prev) != _signature(cfg):
                 raise UsageError(
@@ -227,7 +235,7 @@ def _plan(opts: RolloutOptions, live: Mapping[str, list[int]]) -> list[_Plan]:
             disk = version_dirs(tgt_dir)
             served = live.get(name, [])
             current = served[-1] if served else None
-            to_v = max([*disk, *served, recorded.get(name, 0)]) + 1
+            to_v = parse_version(max([*disk, *served, recorded.get(name, 0)]) + 1, f"the next version of '{name}'")
             unchanged = (current is not None and prev_text == text
                          and (tgt_dir / str(current)).is_dir() and file_hashes(tgt_dir / str(current)) == files)
             plans.append(_Plan(name, src_dir, src_v, cfg, text, files, False, current,
@@ -452,7 +460,9 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
             if entry.get("action") != "deploy" or not entry.get("ok"):
                 continue
             for m in reversed(entry.get("models", [])):
-                name = m.get("name")
+                if not isinstance(m, dict) or not isinstance(m.get("name"), str):
+                    continue
+                name = m["name"]
                 if m.get("status") != "deployed" or (wanted and name not in wanted):
                     continue
                 if any(s[0] == name for s in steps):
@@ -460,11 +470,15 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
                 cur, prev = m.get("to_version"), m.get("from_version")
                 if live.get(name, [])[-1:] != [cur]:
                     continue  # already moved on (or rolled back)
-                if prev is None or not (target / name / str(prev)).is_dir():
+                # The record is a file anyone with access may edit: its names and versions name paths.
+                check_model_name(name)
+                previous = None if prev is None else parse_version(
+                    prev, f"the version the deploy record gives for '{name}'")
+                if previous is None or not (target / name / str(previous)).is_dir():
                     raise UsageError(f"'{name}' cannot be rolled back: the version it replaced is not in {target}",
                                      "deploy the older version again instead")
                 check_writable(target / name)
-                steps.append((name, int(cur), int(prev), m.get("previous_config")))
+                steps.append((name, live[name][-1], previous, m.get("previous_config")))  # == cur
             if steps and not wanted:
                 break  # the last roll-out only
         if not steps:
@@ -476,7 +490,7 @@ def rollback(opts: RolloutOptions, progress: Progress | None = None) -> RolloutR
         for name, cur, prev, config_text in steps:
             say(f"rolling {name} back from version {cur} to {prev}")
             model_dir = target / name
-            old_text = (model_dir / "config.pbtxt").read_text()
+            old_text = read_config_text(model_dir / "config.pbtxt")
             cfg = parse_config_text(config_text or old_text, str(model_dir / "config.pbtxt"))
             pinned = ModelConfig()
             pinned.CopyFrom(cfg)
