@@ -45,6 +45,7 @@ def test_every_deploy_command_in_the_doc_runs(tmp_path, monkeypatch, cli):
     target = tmp_path / "srv"
     write_model(target, mlp_spec("clf"), 1, onnx_models.mlp(tmp_path / "old.onnx", seed=0))
     ran = 0
+    compose_written = False
     with TritonServer(ServerOptions(repository=target, explicit=True, load_models=("*",))) as server:
         for command in doc_commands():
             args = shlex.split(command)[1:]
@@ -56,11 +57,17 @@ def test_every_deploy_command_in_the_doc_runs(tmp_path, monkeypatch, cli):
             code, out, err = cli(*args)
             assert code == 0, f"{command}\n{out}\n{err}"
             ran += 1
+            if "--target" in args and args[args.index("--target") + 1] == "compose":
+                assert (tmp_path / "deploy" / "compose.yaml").exists()
+                compose_written = True
             if "--target" in args and args[args.index("--target") + 1] == "k8s":
                 out_dir = tmp_path / args[args.index("--out") + 1]
                 kubernetes_validate(sorted(p for p in out_dir.glob("*.yaml")
                                            if not p.name.endswith("monitor.yaml") and p.name != "compose.yaml"))
     assert ran == len(doc_commands())
-    assert (tmp_path / "deploy" / "compose.yaml").exists()
+    assert compose_written
+    # The later k8s runs into the same deploy/ with --force remove what the compose run wrote (issue 14 item 8:
+    # no stale manifests of an earlier run beside the new ones).
+    assert not (tmp_path / "deploy" / "compose.yaml").exists()
     assert (tmp_path / "kserve" / "inferenceservice.yaml").exists()
     assert sorted(p.name for p in (target / "clf").iterdir()) == ["1", "config.pbtxt"]  # deployed, then rolled back
