@@ -60,6 +60,12 @@ def _schema(options: Mapping[str, Any]) -> str:
     return schema_of("deploy --to" if options.get("to") is not None else "deploy --target")
 
 
+def action_schema(args: list[str]) -> str:
+    """The schema of a deploy command line that stopped before its options were parsed."""
+    return _schema({"status": "--status" in args, "rollback": "--rollback" in args,
+                    "to": "" if "--to" in args else None})
+
+
 @command("deploy", schema=_schema)
 def deploy(
     repository: Annotated[Path | None, typer.Argument(help="Model repository with the models to deploy.",

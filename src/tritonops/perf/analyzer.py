@@ -31,6 +31,7 @@ from tritonops.perf.inputs import (
 )
 from tritonops.perf.target import ModelIO, Protocol, Target, fetch_model_io, open_target
 from tritonops.progress import Progress
+from tritonops.units import parse_values
 
 SCHEMA = "tritonops.perf/1"
 UNSTABLE_RETURNCODE = 2  # perf_analyzer: "Failed to obtain stable measurement"
@@ -76,29 +77,9 @@ def library_hint(output: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------- options
 def parse_range(text: str, what: str, integer: bool) -> tuple[float, ...]:
-    """``start[:end[:step]]`` (perf_analyzer's syntax) -> the explicit list of values, end included."""
-    parts = text.split(":")
-    try:
-        nums = [int(p) if integer else float(p) for p in parts]
-    except ValueError:
-        nums = []
-    if not 1 <= len(nums) <= 3 or len(nums) != len(parts):
-        example = "1:8:2" if integer else "10:50:10"
-        raise UsageError(f"cannot parse {what} '{text}'", f"write START[:END[:STEP]], e.g. {what} {example}")
-    start = nums[0]
-    end = nums[1] if len(nums) > 1 else start
-    step = nums[2] if len(nums) > 2 else 1
-    if start <= 0 or end < start or step <= 0:
-        raise UsageError(f"{what} '{text}' is empty or not positive",
-                         "use positive values with START <= END and STEP > 0")
-    values = []
-    v = start
-    while v <= end + 1e-9:
-        values.append(v)
-        v += step
-    if len(values) > 200:
-        raise UsageError(f"{what} '{text}' has {len(values)} points", "use a larger STEP (at most 200 points)")
-    return tuple(values)
+    """``start[:end[:step]]`` (perf_analyzer's syntax) -> the explicit list of values, end included
+    (the one sweep parser, ``units.parse_values``: positive, finite, at most 200 points)."""
+    return parse_values(text, what, integer=integer, allow_list=False)
 
 
 @dataclass(frozen=True)
