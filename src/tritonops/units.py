@@ -93,7 +93,8 @@ def parse_values(text: str, flag: str, *, integer: bool, high: float | None = No
     else:
         items = [v.strip() for v in text.split(",") if v.strip()]
         if not items:
-            raise UsageError(f"{flag} '{text}' needs positive values", f"e.g. {flag} {'1,2,4,8' if integer else '25,50'}")
+            raise UsageError(f"{flag} '{text}' needs positive values",
+                             f"e.g. {flag} {'1,2,4,8' if integer else '25,50'}")
         values = tuple(parse_number(v, flag, integer=integer, low=0, low_open=True, high=high) for v in items)
         if len(values) > MAX_POINTS:
             raise UsageError(f"{flag} has {len(values)} values", f"give at most {MAX_POINTS}")

@@ -8,8 +8,9 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Annotated
 
-from typer._click import exceptions as click  # typer 0.29 vendors click; its errors live here
 import typer
+from typer._click import exceptions as click  # typer 0.29 vendors click; its errors live here
+from typer._click.core import Context as ClickContext
 
 from tritonops import logs
 from tritonops.cli import build, deploy, perf, render, serve, validate
@@ -62,7 +63,7 @@ validate.register(app)
 perf.register(app)
 
 
-def _command_of(ctx: typer.Context | None) -> str | None:
+def _command_of(ctx: ClickContext | None) -> str | None:
     """``loadtest``, ``study config``: the command a usage error belongs to (None: the top level)."""
     if ctx is None:
         return None

@@ -18,8 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from typer._click import exceptions  # typer 0.29 vendors click: its UsageError lives here
 import typer
+from typer._click import exceptions  # typer 0.29 vendors click: its UsageError lives here
 
 from tritonops.client import normalize_url
 from tritonops.errors import UsageError
@@ -28,6 +28,8 @@ from tritonops.paths import shown
 from tritonops.units import check_number
 
 T = TypeVar("T")
+INT32_MAX = (1 << 31) - 1  # batch sizes, queue sizes, priority levels: int32 in model_config.proto
+DAY_S = 24 * 3600  # timeouts and durations: longer is a typo
 
 
 class OptionError(exceptions.UsageError):
@@ -77,7 +79,7 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
     return _checked(check)
 
 
-port = _checked(lambda v, flag: check_port(v, flag))
+port = _checked(check_port)
 
 
 def _blocking_ancestor(path: Path) -> Path | None:
