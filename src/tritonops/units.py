@@ -68,6 +68,7 @@ def parse_values(text: str, flag: str, *, integer: bool, high: float | None = No
     """A sweep: a comma list (``1,2,4,8``) or ``START[:END[:STEP]]`` (perf_analyzer's syntax, END
     included). Every value is positive and finite, at most ``high``; at most ``MAX_POINTS`` values."""
     example = "1:8:2" if integer else "10:50:10"
+    within = f"use positive finite values{'' if high is None else f' up to {_shown(high)}'}"
     if ":" in text or not allow_list:
         parts = text.split(":")
         if not 1 <= len(parts) <= 3:
@@ -78,8 +79,7 @@ def parse_values(text: str, flag: str, *, integer: bool, high: float | None = No
             raise UsageError(f"cannot parse {flag} '{text}'",
                              f"write START[:END[:STEP]], e.g. {flag} {example}") from None
         for n in nums:
-            check_number(n, flag, low=0, low_open=True, high=high,
-                         hint=f"use positive finite values{'' if high is None else f' up to {_shown(high)}'}")
+            check_number(n, flag, low=0, low_open=True, high=high, hint=within)
         start = nums[0]
         end = nums[1] if len(nums) > 1 else start
         step = nums[2] if len(nums) > 2 else 1.0
@@ -95,7 +95,16 @@ def parse_values(text: str, flag: str, *, integer: bool, high: float | None = No
         if not items:
             raise UsageError(f"{flag} '{text}' needs positive values",
                              f"e.g. {flag} {'1,2,4,8' if integer else '25,50'}")
-        values = tuple(parse_number(v, flag, integer=integer, low=0, low_open=True, high=high) for v in items)
+        example = "1,2,4,8" if integer else "25,50,100"
+        try:
+            values = tuple(float(int(v)) if integer else float(v) for v in items)
+        except ValueError:
+            raise UsageError(f"cannot parse {flag} '{text}'",
+                             f"write a comma list or START:END:STEP, e.g. {flag} {example}") from None
+        if any(v <= 0 for v in values):
+            raise UsageError(f"{flag} '{text}' needs positive values", f"e.g. {flag} {example}")
+        for v in values:
+            check_number(v, flag, high=high, hint=within)
         if len(values) > MAX_POINTS:
             raise UsageError(f"{flag} has {len(values)} values", f"give at most {MAX_POINTS}")
     return tuple(int(v) for v in values) if integer else values
