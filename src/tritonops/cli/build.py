@@ -112,8 +112,10 @@ def build(
     output: Annotated[list[str] | None, typer.Option("--output", help="Output name (repeatable).")] = None,
     version: Annotated[int | None, typer.Option(callback=number(1),
         help="Version to write (default: the next free one).")] = None,
-    atol: Annotated[float, typer.Option(callback=number(0), help="Absolute tolerance of the verification.")] = 1e-4,
-    rtol: Annotated[float, typer.Option(callback=number(0), help="Relative tolerance of the verification.")] = 1e-3,
+    atol: Annotated[float, typer.Option(callback=number(0, 1e3),
+        help="Absolute tolerance of the verification.")] = 1e-4,
+    rtol: Annotated[float, typer.Option(callback=number(0, 1e3),
+        help="Relative tolerance of the verification.")] = 1e-3,
     threads: Annotated[int | None, typer.Option(callback=number(0, 1024),
         help="Intra-op threads per model instance.")] = None,
     accelerator: Annotated[str | None, typer.Option(

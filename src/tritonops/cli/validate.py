@@ -64,8 +64,10 @@ def validate_command(
         help="Model file for the local reference run, instead of the repository's (needs --model).")] = None,
     batch_size: Annotated[int | None, typer.Option(callback=number(1, INT32_MAX),
         help="The larger batch to test (default: min(max_batch_size, 4)).", show_default=False)] = None,
-    atol: Annotated[float, typer.Option(callback=number(0), help="Absolute tolerance against the local run.")] = 1e-4,
-    rtol: Annotated[float, typer.Option(callback=number(0), help="Relative tolerance against the local run.")] = 1e-3,
+    atol: Annotated[float, typer.Option(callback=number(0, 1e3),
+        help="Absolute tolerance against the local run.")] = 1e-4,
+    rtol: Annotated[float, typer.Option(callback=number(0, 1e3),
+        help="Relative tolerance against the local run.")] = 1e-3,
     protocol: Annotated[list[str] | None, typer.Option(
         "--protocol", help="http-json, http-binary or grpc (repeatable; default: all three).")] = None,
     grpc_max_message_size: Annotated[str | None, typer.Option(
