@@ -349,7 +349,6 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
     if o.concurrency:
         require_perf_analyzer()
     out = o.output_dir
-    out.mkdir(parents=True, exist_ok=True)
     runs: list[LoadtestResult] = []
     run_repeat: list[int] = []
     concurrency: dict[str, tuple[PerfRow, ...]] = {}
@@ -358,6 +357,7 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
     with open_target(o.serve, o.url, o.grpc_url, progress) as target:
         io = fetch_model_io(target, o.model, o.model_version)
         samples = prepare_samples(io, o.samples, o.shapes, o.seed)
+        out.mkdir(parents=True, exist_ok=True)  # not before: a bad model, server or --samples writes nothing
         first = {k: (np.stack([v] * o.batch_size) if io.batched else v) for k, v in samples.items[0].items()}
         measured = measure_payloads(target, io, first, o.model_version)
         payloads = {p: measured[p] for p in o.protocols}
