@@ -60,6 +60,9 @@ def _checked(check: Callable[[Any, str], object]) -> Callable[[typer.Context, ty
     def callback(ctx: typer.Context, param: typer.CallbackParam, value: T) -> T:
         if ctx.resilient_parsing:  # completion or --help: nothing runs
             return value
+        source = ctx.get_parameter_source(param.name) if param.name else None
+        if source is not None and source.name in ("DEFAULT", "DEFAULT_MAP"):  # a default is not the user's
+            return value
         try:
             _each(value, lambda v: check(v, flag_of(param)))
         except UsageError as e:

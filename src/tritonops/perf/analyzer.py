@@ -374,6 +374,8 @@ def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
             for attempt, window in enumerate(windows):
                 cmd = perf_command(pa, replace(o, measurement_interval_ms=window), target, load, batch, data_file,
                                    shapes, csv_path)
+                if attempt:  # the point's command is the run that gave its row
+                    commands.pop()
                 commands.append(tuple(cmd))
                 if attempt:
                     progress(f"perf_analyzer {i}/{len(points)}: unstable, again with a {window} ms window")
