@@ -160,3 +160,78 @@ def test_yaml_merge_keys_may_be_overridden():
 
     assert load_yaml("base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n") == {"base": {"x": 1, "y": 2},
                                                                           "m": {"x": 1, "y": 3}}
+
+
+# ---------------------------------------------------------------- issue 14: usage errors are one line too
+
+
+def test_a_value_click_cannot_parse_is_one_line_with_a_hint(cli):
+    code, out, err = cli("loadtest", "m", "--rate", "lots")
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "error: Invalid value for '--rate': Input should be a valid number, unable to parse string as a number",
+        "hint: see 'tritonops loadtest --help'"]
+
+
+def test_unknown_command_and_option_are_one_line(cli):
+    code, _, err = cli("nosuch")
+    assert code == 2 and err.splitlines() == ["error: No such command 'nosuch'.", "hint: see 'tritonops --help'"]
+    code, _, err = cli("study", "config", "m", "--nosuch")
+    assert code == 2 and err.splitlines()[1] == "hint: see 'tritonops study config --help'"
+    assert err.splitlines()[0].startswith("error: No such option: --nosuch")
+
+
+def test_usage_error_with_json_is_an_envelope(cli):
+    import json
+
+    code, out, _ = cli("deploy", "--status", "--to", "x", "--http-port", "70000", "--json")
+    payload = json.loads(out)
+    assert code == 2 and payload["command"] == "deploy" and payload["schema"] == "tritonops.deploy.status/1"
+    assert payload["errors"] == [{"type": "UsageError", "message": "--http-port 70000 is not a port number",
+                                  "hint": "use --http-port N with 0 <= N <= 65535 (0: a free one)"}]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["validate", "--http-port", "70000"], "--http-port 70000 is not a port number"),
+    (["validate", "--url", "localhost:70000"], "--url 'localhost:70000' has port 70000, which is not a port number"),
+    (["perf", "m", "--url", "127.0.0.1:99999"], "--url '127.0.0.1:99999' has port 99999, which is not a port number"),
+    (["serve", "--grpc-port", "-1"], "--grpc-port -1 is not a port number"),
+    (["serve", "--log-verbose", "99"], "--log-verbose 99 is above the maximum 2"),
+    (["build", "m.onnx", "--version", "99999999999999999999"],
+     "--version 99999999999999999999 is too large (more than 64 bits)"),
+    (["validate", "--timeout", "nan"], "--timeout nan is not a finite number"),
+    (["perf", "m", "--url", "h:1", "--request-rate", "inf"], "--request-rate inf is not a finite number"),
+    (["study", "protocols", "m", "--rates", "10,1e9"], "--rates 1e+09 is above the maximum 10000"),
+])
+def test_numbers_and_ports_are_checked_before_anything_runs(cli, args, message):
+    """Items 6 and 14: one check per kind of value, for every option of every command."""
+    code, _, err = cli(*args)
+    assert code == 2, err
+    assert err.splitlines()[0] == f"error: {message}"
+    assert len(err.splitlines()) == 2 and err.splitlines()[1].startswith("hint: ")
+
+
+@pytest.mark.parametrize("flag", ["--output-dir", "--out", "--log-file", "--debug-log"])
+def test_a_file_where_a_directory_belongs_and_back(cli, tmp_path, flag):
+    """Item 10: output options refuse a file for a directory and a directory for a file."""
+    a_file, a_dir = tmp_path / "f", tmp_path / "d"
+    a_file.write_text("x")
+    a_dir.mkdir()
+    args = {"--output-dir": ["perf", "m", "--url", "127.0.0.1:1"], "--out": ["deploy", "r", "--target", "k8s"],
+            "--log-file": ["serve", str(tmp_path)], "--debug-log": []}[flag]
+    if flag in ("--output-dir", "--out"):
+        argv, message = [*args, flag, str(a_file)], f"{flag} '{a_file}' is a file, not a directory"
+    else:
+        argv, message = [*args, flag, str(a_dir)], f"{flag} '{a_dir}' is a directory, not a file to write"
+    if flag == "--debug-log":
+        argv = [*argv, "doctor"]
+    code, _, err = cli(*argv)
+    assert code == 2 and err.splitlines()[0] == f"error: {message}", err
+    assert a_file.read_text() == "x" and list(a_dir.iterdir()) == []
+
+
+def test_a_newline_in_a_name_stays_on_one_line(cli, mlp_onnx, tmp_path):
+    """Item 14: every error line is one line; control characters are escaped where they are printed."""
+    code, _, err = cli("build", mlp_onnx, "--name", "evil\nerror: forged", "--repo", tmp_path / "repo")
+    assert code == 2 and len(err.splitlines()) == 2, err
+    assert "\\n" in err.splitlines()[0]

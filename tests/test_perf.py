@@ -22,7 +22,7 @@ import onnx_models
 from report_check import render_check
 from tritonops.build import BuildOptions, build
 from tritonops.errors import ServerError
-from tritonops.perf.analyzer import PerfOptions, run_perf, sweep
+from tritonops.perf.analyzer import PerfOptions, retry_windows, run_perf, sweep
 from tritonops.perf.target import Target, http_alive
 from tritonops.server import ServerOptions, TritonServer
 
@@ -277,3 +277,55 @@ def test_study_config_compares_naive_and_generated(cli, repo, tmp_path):
     assert any(f.startswith("The generated config reaches") for f in doc["findings"])
     plots = render_check(out_dir / "report.html", tmp_path)
     assert len(plots) == 4 and all(p["marks"] > 0 and p["drawn"] == p["marks"] for p in plots)
+
+
+# ---------------------------------------------------------------- issue 14, items 6 and 15
+
+
+def test_unstable_point_is_measured_again_with_longer_windows(server, tmp_path):
+    """Item 15: perf_analyzer's 'no stable measurement' (exit 2) is retried with a doubled window, up
+    to a bound, before the point counts as unstable. A 0.001 % stability bound cannot be met, so every
+    window is tried: the point's command is the last, longest one, the row says what was tried."""
+    res = sweep(PerfOptions(model="mlp", output_dir=tmp_path, url=server.http_url, concurrency=(1,),
+                            measurement_interval_ms=100, stability_percentage=0.001, max_trials=3),
+                target_of(server))
+    assert retry_windows(100) == (100, 200, 400)
+    (cmd,) = res.commands
+    assert cmd[cmd.index("--measurement-interval") + 1] == "400"
+    (row,) = res.rows
+    assert row.status == "unstable"
+    assert row.note == ("no stable measurement, also with a 400 ms window; raise --stability-percentage "
+                        "or lower the load")
+
+
+def test_retry_windows_are_bounded():
+    assert retry_windows(5000) == (5000, 10000, 20000)
+    assert retry_windows(20000) == (20000,)  # 40 s is beyond the bound
+    assert retry_windows(60000) == (60000,)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("nan", "--rate nan is not a finite number"),
+    ("inf", "--rate inf is not a finite number"),
+    ("1e9", "--rate 1e+09 is above the maximum 10000"),
+    ("0", "--rate 0 is not above 0"),
+])
+def test_loadtest_rate_must_be_finite_and_bounded(cli, tmp_path, value, message):
+    """Item 6: refused at parse time, before a server or locust starts and before anything is written."""
+    code, out, err = cli("loadtest", "mlp", "--rate", value, "--url", "127.0.0.1:1",
+                         "--output-dir", tmp_path / "out")
+    assert code == 2 and out == ""
+    assert err.splitlines() == [f"error: {message}", "hint: use --rate N with N > 0 and <= 10000"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_loadtest_library_refuses_the_same_rates():
+    from tritonops.errors import UsageError
+    from tritonops.perf.loadtest import LoadtestOptions
+
+    for rate in (float("nan"), float("inf"), 1e9, -1.0):
+        with pytest.raises(UsageError, match=r"^--rate "):
+            LoadtestOptions(model="m", output_dir=Path("o"), rate=rate, url="127.0.0.1:1")
+    with pytest.raises(UsageError, match=r"^--duration nan is not a finite number$"):
+        LoadtestOptions(model="m", output_dir=Path("o"), rate=10, duration_s=float("nan"), url="127.0.0.1:1")
+

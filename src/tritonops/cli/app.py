@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer._click import exceptions as click  # typer 0.29 vendors click; its errors live here
+from typer._click.core import Context as ClickContext
 
 from tritonops import logs
 from tritonops.cli import build, deploy, perf, render, serve, validate
-from tritonops.envelope import INTERNAL_ERROR_EXIT_CODE
-from tritonops.errors import TritonOpsError
+from tritonops.cli.params import OptionError, output_file
+from tritonops.envelope import INTERNAL_ERROR_EXIT_CODE, SCHEMAS, error_envelope
+from tritonops.errors import TritonOpsError, UsageError
 
 app = typer.Typer(
     name="tritonops",
@@ -42,7 +45,7 @@ def _global_options(
         "--debug-log", help=f"Write this run's DEBUG log, tracebacks included, to this file [default: a new file "
                             f"in ${logs.LOG_DIR_ENV}, else $XDG_STATE_HOME/tritonops/logs, else "
                             f"~/.local/state/tritonops/logs, keeping the last {logs.KEEP} runs].",
-        show_default=False)] = None,
+        show_default=False, callback=output_file)] = None,
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
@@ -60,15 +63,48 @@ validate.register(app)
 perf.register(app)
 
 
+def _command_of(ctx: ClickContext | None) -> str | None:
+    """``loadtest``, ``study config``: the command a usage error belongs to (None: the top level)."""
+    if ctx is None:
+        return None
+    return " ".join(ctx.command_path.split()[1:]) or None
+
+
+def _usage_error(e: click.UsageError) -> int:
+    """A command line click or an option check refused: one line and a hint (an envelope with
+    --json), exit 2, before the command ran."""
+    if isinstance(e, click.NoArgsIsHelpError):  # `tritonops` or `tritonops study` alone
+        e.show()
+        return e.exit_code
+    command = _command_of(e.ctx)
+    hint = e.hint if isinstance(e, OptionError) else (
+        f"see 'tritonops {command + ' ' if command else ''}--help'")
+    error = UsageError(" ".join(e.format_message().split()), hint)
+    if "--json" in render.state.args and command is not None:
+        schema = deploy.action_schema(render.state.args) if command == "deploy" else SCHEMAS.get(command)
+        if schema is not None:
+            render.emit_json(error_envelope(command, error, schema=schema).to_json())
+    render.render_error(error)
+    return error.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point; returns the exit code (and exits with it when run as a script)."""
     args = sys.argv[1:] if argv is None else [str(a) for a in argv]
     render.reset(args)
     try:
-        app(args=args, prog_name="tritonops", standalone_mode=True)
-        code = 0
+        rv = app(args=args, prog_name="tritonops", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except click.UsageError as e:
+        code = _usage_error(e)
+    except click.ClickException as e:
+        render.render_error(UsageError(" ".join(e.format_message().split()), None))
+        code = e.exit_code
+    except typer.Abort:
+        render.err.print("[red]interrupted[/red]")
+        code = 130
     except TritonOpsError as e:
         if render.state.debug:
             raise

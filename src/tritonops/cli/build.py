@@ -12,6 +12,7 @@ from rich.markup import escape
 from tritonops.build import BuildOptions, BuildResult, build_many
 from tritonops.buildfile import load_build_file
 from tritonops.check import check_repository
+from tritonops.cli.params import INT32_MAX, number
 from tritonops.cli.render import command, emit_result, out, spinner
 from tritonops.convert.onnx_inspect import inspect_model
 from tritonops.convert.verify import format_table
@@ -91,21 +92,27 @@ def build(
         "--repo", help="Model repository directory [default: model_repository; with -f: the file's].")] = None,
     name: Annotated[str | None, typer.Option(help="Model name (default: from the file name).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="auto, onnx, torchscript or tensorrt.")] = "auto",
-    max_batch_size: Annotated[int | None, typer.Option(
+    max_batch_size: Annotated[int | None, typer.Option(callback=number(0, INT32_MAX),
         help="Max batch size (default 32 if the model can batch, 0 if not).")] = None,
-    instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
+    instances: Annotated[int, typer.Option(callback=number(1, 1024), help="Model instances per device.")] = 1,
     kind: Annotated[str, typer.Option(help="Instance kind: cpu, gpu or auto.")] = "cpu",
-    gpu: Annotated[list[int] | None, typer.Option("--gpu", help="GPU id for the instances (repeatable).")] = None,
+    gpu: Annotated[list[int] | None, typer.Option("--gpu", callback=number(0, 1023),
+        help="GPU id for the instances (repeatable).")] = None,
     dynamic_batching: Annotated[bool | None, typer.Option(
         help="Enable the dynamic batcher [default: on, unless --sequence].", show_default=False)] = None,
     preferred_batch_size: Annotated[list[int] | None, typer.Option(
-        "--preferred-batch-size", help="Preferred batch size (repeatable).")] = None,
-    max_queue_delay_us: Annotated[int, typer.Option(help="Max time a request waits to form a batch.")] = 0,
+        "--preferred-batch-size", callback=number(1, INT32_MAX), help="Preferred batch size (repeatable).")] = None,
+    max_queue_delay_us: Annotated[int, typer.Option(callback=number(0),
+        help="Max time a request waits to form a batch.")] = 0,
     preserve_ordering: Annotated[bool, typer.Option(help="Return responses in request order.")] = False,
-    priority_levels: Annotated[int, typer.Option(help="Number of request priority levels.")] = 0,
-    default_priority_level: Annotated[int, typer.Option(help="Priority of requests that set none.")] = 0,
-    max_queue_size: Annotated[int, typer.Option(help="Reject requests beyond this queue size (0: no limit).")] = 0,
-    queue_timeout_us: Annotated[int, typer.Option(help="Queue timeout in microseconds (0: none).")] = 0,
+    priority_levels: Annotated[int, typer.Option(callback=number(0, INT32_MAX),
+        help="Number of request priority levels.")] = 0,
+    default_priority_level: Annotated[int, typer.Option(callback=number(0, INT32_MAX),
+        help="Priority of requests that set none.")] = 0,
+    max_queue_size: Annotated[int, typer.Option(callback=number(0, INT32_MAX),
+        help="Reject requests beyond this queue size (0: no limit).")] = 0,
+    queue_timeout_us: Annotated[int, typer.Option(callback=number(0),
+        help="Queue timeout in microseconds (0: none).")] = 0,
     timeout_action: Annotated[str, typer.Option(help="REJECT or DELAY requests that time out.")] = "REJECT",
     response_cache: Annotated[bool, typer.Option(help="Enable Triton's response cache for the model.")] = False,
     warmup: Annotated[bool, typer.Option(help="Add a model_warmup generated from the inputs.")] = False,
@@ -114,10 +121,14 @@ def build(
     example_shape: Annotated[list[str] | None, typer.Option(
         "--example-shape", help="Same as --input, for PyTorch factories.")] = None,
     output: Annotated[list[str] | None, typer.Option("--output", help="Output name (repeatable).")] = None,
-    version: Annotated[int | None, typer.Option(help="Version to write (default: the next free one).")] = None,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance of the verification.")] = 1e-4,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance of the verification.")] = 1e-3,
-    threads: Annotated[int | None, typer.Option(help="Intra-op threads per model instance.")] = None,
+    version: Annotated[int | None, typer.Option(callback=number(1),
+        help="Version to write (default: the next free one).")] = None,
+    atol: Annotated[float, typer.Option(callback=number(0, 1e3),
+        help="Absolute tolerance of the verification.")] = 1e-4,
+    rtol: Annotated[float, typer.Option(callback=number(0, 1e3),
+        help="Relative tolerance of the verification.")] = 1e-3,
+    threads: Annotated[int | None, typer.Option(callback=number(0, 1024),
+        help="Intra-op threads per model instance.")] = None,
     accelerator: Annotated[str | None, typer.Option(
         help="ONNX Runtime GPU accelerator in the config: tensorrt or cuda.")] = None,
     precision: Annotated[str, typer.Option(help="Precision for the TensorRT accelerator/plan.")] = "FP16",

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from tritonops.cli.params import DAY_S, host, number, output_dir, port
 from tritonops.cli.render import command, emit_result, spinner
 from tritonops.cli.render import out as console  # `out` is the --out option here
 from tritonops.client import endpoints
@@ -60,6 +61,12 @@ def _schema(options: Mapping[str, Any]) -> str:
     return schema_of("deploy --to" if options.get("to") is not None else "deploy --target")
 
 
+def action_schema(args: list[str]) -> str:
+    """The schema of a deploy command line that stopped before its options were parsed."""
+    return _schema({"status": "--status" in args, "rollback": "--rollback" in args,
+                    "to": "" if "--to" in args else None})
+
+
 @command("deploy", schema=_schema)
 def deploy(
     repository: Annotated[Path | None, typer.Argument(help="Model repository with the models to deploy.",
@@ -67,7 +74,7 @@ def deploy(
     target: Annotated[str | None, typer.Option(help="Write manifests: k8s, kserve or compose.")] = None,
     image: Annotated[str | None, typer.Option(help="Triton image, e.g. nvcr.io/nvidia/tritonserver:24.08-py3.")
                      ] = None,
-    out: Annotated[Path, typer.Option(help="Directory for the manifests.")] = Path("deploy"),
+    out: Annotated[Path, typer.Option(callback=output_dir, help="Directory for the manifests.")] = Path("deploy"),
     name: Annotated[str, typer.Option(help="Name of the Kubernetes objects / compose project.")] = "triton",
     namespace: Annotated[str | None, typer.Option(help="Kubernetes namespace.")] = None,
     storage: Annotated[str | None, typer.Option(
@@ -76,15 +83,18 @@ def deploy(
     storage_secret: Annotated[str | None, typer.Option(help="Secret with object-storage credentials.")] = None,
     storage_size: Annotated[str | None, typer.Option(help="Size of the new PVC, e.g. 20Gi.")] = None,
     storage_class: Annotated[str | None, typer.Option(help="StorageClass of the new PVC.")] = None,
-    gpus: Annotated[int | None, typer.Option(help="GPUs per replica [default: 1 if a model has GPU instances].")
+    gpus: Annotated[int | None, typer.Option(callback=number(0, 64),
+        help="GPUs per replica [default: 1 if a model has GPU instances].")
                     ] = None,
     cpu: Annotated[str | None, typer.Option(help="CPU request, e.g. 2 or 500m.")] = None,
     memory: Annotated[str | None, typer.Option(help="Memory request and limit, e.g. 8Gi.")] = None,
     shm_size: Annotated[str | None, typer.Option(help="/dev/shm size, e.g. 1Gi.")] = None,
-    replicas: Annotated[int, typer.Option(help="Minimum replicas.")] = 1,
-    max_replicas: Annotated[int, typer.Option(help="Maximum replicas for the autoscaler.")] = 3,
-    cpu_target: Annotated[int, typer.Option(help="Autoscaler target CPU utilisation in percent.")] = 70,
-    hpa_queue_time_us: Annotated[int | None, typer.Option(
+    replicas: Annotated[int, typer.Option(callback=number(1, 10000), help="Minimum replicas.")] = 1,
+    max_replicas: Annotated[int, typer.Option(callback=number(1, 10000),
+        help="Maximum replicas for the autoscaler.")] = 3,
+    cpu_target: Annotated[int, typer.Option(callback=number(1, 100),
+        help="Autoscaler target CPU utilisation in percent.")] = 70,
+    hpa_queue_time_us: Annotated[int | None, typer.Option(callback=number(1),
         help="Also scale on the average queue time per request (µs), through a custom metrics adapter.")
     ] = None,
     monitor: Annotated[str, typer.Option(help="podmonitor, servicemonitor or none.")] = "podmonitor",
@@ -96,14 +106,17 @@ def deploy(
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing manifests.")] = False,
     to: Annotated[Path | None, typer.Option(
         "--to", help="Roll out to this model repository of a running server.")] = None,
-    url: Annotated[str, typer.Option("--url", help="Server host (host or host:http_port).")] = "localhost",
-    http_port: Annotated[int | None, typer.Option(help="HTTP port (default 8000).", show_default=False)] = None,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
+    url: Annotated[str, typer.Option("--url", callback=host,
+        help="Server host (host or host:http_port).")] = "localhost",
+    http_port: Annotated[int | None, typer.Option(callback=port,
+        help="HTTP port (default 8000).", show_default=False)] = None,
+    grpc_port: Annotated[int, typer.Option(callback=port, help="gRPC port.")] = 8001,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="Roll out (or back) only this model and what it calls (repeatable).")] = None,
-    canary_requests: Annotated[int, typer.Option(
+    canary_requests: Annotated[int, typer.Option(callback=number(0, 1_000_000),
         help="Inferences to the new version, checked against a local run, before traffic moves.")] = 0,
-    timeout: Annotated[float, typer.Option(help="Seconds allowed for each load and validation call.")] = 300.0,
+    timeout: Annotated[float, typer.Option(callback=number(0, DAY_S, low_open=True),
+        help="Seconds allowed for each load and validation call.")] = 300.0,
     rollback: Annotated[bool, typer.Option("--rollback", help="Return to the versions the last roll-out replaced.")
                         ] = False,
     status: Annotated[bool, typer.Option("--status", help="Show what is live and the last deploys.")] = False,

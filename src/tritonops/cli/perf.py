@@ -9,13 +9,14 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from tritonops.cli.params import DAY_S, INT32_MAX, number, output_dir, url
 from tritonops.cli.render import command, emit_result, err, out, spinner
 from tritonops.envelope import INTERRUPTED_EXIT_CODE, ErrorInfo
-from tritonops.errors import UsageError
-from tritonops.perf.analyzer import PerfOptions, parse_range, run_perf
+from tritonops.perf.analyzer import PerfOptions, run_perf
 from tritonops.perf.config_study import ConfigStudyOptions, run_config_study
-from tritonops.perf.loadtest import LoadtestOptions, run_loadtest
+from tritonops.perf.loadtest import MAX_RATE, LoadtestOptions, run_loadtest
 from tritonops.perf.study import ProtocolStudyOptions, run_protocol_study
+from tritonops.units import parse_values
 
 PERF_HELP = """Measure a served model with perf_analyzer over a sweep of concurrencies or request rates.
 
@@ -99,19 +100,13 @@ def _exit_if_interrupted(stop: str | None) -> None:
         raise typer.Exit(INTERRUPTED_EXIT_CODE)
 
 
-def _values(text: str, what: str, integer: bool) -> tuple[float, ...]:
-    """A comma list (1,2,4,8) or a range START:END:STEP."""
-    if ":" in text:
-        return parse_range(text, what, integer)
-    try:
-        values = tuple((int(v) if integer else float(v)) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UsageError(f"cannot parse {what} '{text}'", f"write a comma list or START:END:STEP, e.g. {what} "
-                         + ("1,2,4,8" if integer else "25,50,100")) from None
-    if not values or any(v <= 0 for v in values):
-        example = "1,2,4,8" if integer else "25,50"
-        raise UsageError(f"{what} '{text}' needs positive values", f"e.g. {what} {example}")
-    return values
+MAX_CONCURRENCY = 4096  # perf_analyzer client threads on one machine; more is a typo
+
+
+def _values(text: str, what: str, integer: bool, *, allow_list: bool = True) -> tuple[float, ...]:
+    """A comma list (1,2,4,8) or a range START:END:STEP of concurrencies or request rates."""
+    return parse_values(text, what, integer=integer, high=MAX_CONCURRENCY if integer else MAX_RATE,
+                        allow_list=allow_list)
 
 
 def _ms2(v: float | None) -> str:
@@ -126,8 +121,8 @@ def _ms(us: float | None) -> str:
 def perf(
     model: Annotated[str, typer.Argument(help="Model name, as served.")],
     serve: Annotated[Path | None, typer.Option(help="Start a server on this model repository.")] = None,
-    url: Annotated[str | None, typer.Option(help="HTTP HOST:PORT of a running server.")] = None,
-    grpc_url: Annotated[str | None, typer.Option(help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
+    url: Annotated[str | None, typer.Option(callback=url, help="HTTP HOST:PORT of a running server.")] = None,
+    grpc_url: Annotated[str | None, typer.Option(callback=url, help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
     model_version: Annotated[str, typer.Option(help="Model version [default: latest].")] = "",
     concurrency: Annotated[str | None, typer.Option(help="Concurrency sweep START[:END[:STEP]].")] = None,
     request_rate: Annotated[str | None, typer.Option(
@@ -136,18 +131,24 @@ def perf(
                             ] = "poisson",
     protocol: Annotated[str, typer.Option(help="http or grpc.")] = "http",
     http_format: Annotated[str, typer.Option(help="HTTP tensor encoding: binary or json.")] = "binary",
-    batch_size: Annotated[list[int] | None, typer.Option(help="Batch size per request (repeatable).")] = None,
+    batch_size: Annotated[list[int] | None, typer.Option(callback=number(1, INT32_MAX),
+        help="Batch size per request (repeatable).")] = None,
     shared_memory: Annotated[str, typer.Option(help="none or system (server on this machine).")] = "none",
-    measurement_interval: Annotated[int, typer.Option(help="Measurement window in ms.")] = 5000,
-    stability_percentage: Annotated[float, typer.Option(help="Allowed variation between windows, %.")
+    measurement_interval: Annotated[int, typer.Option(callback=number(100, 3_600_000),
+        help="Measurement window in ms.")] = 5000,
+    stability_percentage: Annotated[float, typer.Option(callback=number(0, 100, low_open=True),
+        help="Allowed variation between windows, %.")
                                     ] = 10.0,
-    max_trials: Annotated[int, typer.Option(help="Windows tried before a point counts as unstable.")] = 10,
-    percentile: Annotated[int | None, typer.Option(help="Stabilize on this latency percentile.")] = None,
+    max_trials: Annotated[int, typer.Option(callback=number(1, 1000),
+        help="Windows tried before a point counts as unstable.")] = 10,
+    percentile: Annotated[int | None, typer.Option(callback=number(1, 99),
+        help="Stabilize on this latency percentile.")] = None,
     samples: Annotated[Path | None, typer.Option(
         help="Request data: .npz (array per input), .txt (line per sample), image file or directory.")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input (repeatable).")
                      ] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Where results go [default: perf_results/MODEL].")
+    output_dir: Annotated[Path | None, typer.Option(callback=output_dir,
+        help="Where results go [default: perf_results/MODEL].")
                           ] = None,
     sequence_length: Annotated[int | None, typer.Option(
         help="Stateful models: requests per sequence [default: 20].", show_default=False)] = None,
@@ -162,8 +163,9 @@ def perf(
         model=model, output_dir=output_dir or Path("perf_results") / model, serve=serve, url=url,
         grpc_url=grpc_url, model_version=model_version, protocol=protocol,  # type: ignore[arg-type]
         http_format=http_format,  # type: ignore[arg-type]
-        concurrency=tuple(int(c) for c in parse_range(concurrency, "--concurrency", True)) if concurrency else (),
-        request_rate=parse_range(request_rate, "--request-rate", False) if request_rate else (),
+        concurrency=tuple(int(c) for c in _values(concurrency, "--concurrency", True, allow_list=False))
+        if concurrency else (),
+        request_rate=_values(request_rate, "--request-rate", False, allow_list=False) if request_rate else (),
         distribution=distribution,  # type: ignore[arg-type]
         batch_sizes=tuple(batch_size or (1,)), shared_memory=shared_memory,  # type: ignore[arg-type]
         measurement_interval_ms=measurement_interval, stability_percentage=stability_percentage,
@@ -192,23 +194,27 @@ def perf(
 @command("loadtest")
 def loadtest(
     model: Annotated[str, typer.Argument(help="Model name, as served.")],
-    rate: Annotated[float, typer.Option(help="Offered load λ in requests/s (Poisson arrivals).")],
-    duration: Annotated[float, typer.Option(help="Seconds of load (bounded; in-flight requests drain after).")
+    rate: Annotated[float, typer.Option(callback=number(0, MAX_RATE, low_open=True),
+        help="Offered load λ in requests/s (Poisson arrivals).")],
+    duration: Annotated[float, typer.Option(callback=number(1, DAY_S),
+        help="Seconds of load (bounded; in-flight requests drain after).")
                         ] = 10.0,
     protocol: Annotated[str, typer.Option(help="http-binary, http-json or grpc.")] = "http-binary",
     serve: Annotated[Path | None, typer.Option(help="Start a server on this model repository.")] = None,
-    url: Annotated[str | None, typer.Option(help="HTTP HOST:PORT of a running server.")] = None,
-    grpc_url: Annotated[str | None, typer.Option(help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
+    url: Annotated[str | None, typer.Option(callback=url, help="HTTP HOST:PORT of a running server.")] = None,
+    grpc_url: Annotated[str | None, typer.Option(callback=url, help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
     model_version: Annotated[str, typer.Option(help="Model version [default: latest].")] = "",
-    batch_size: Annotated[int, typer.Option(help="Batch size per request.")] = 1,
-    max_inflight: Annotated[int, typer.Option(
+    batch_size: Annotated[int, typer.Option(callback=number(1, INT32_MAX), help="Batch size per request.")] = 1,
+    max_inflight: Annotated[int, typer.Option(callback=number(1, 100_000),
         help="Requests outstanding at most; arrivals beyond it count as ClientSaturated errors.")] = 256,
     samples: Annotated[Path | None, typer.Option(
         help="Request data: .npz (array per input), .txt (line per sample), image file or directory.")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input (repeatable).")
                      ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the arrival schedule and generated data.")] = 0,
-    output_dir: Annotated[Path | None, typer.Option(help="Where results go [default: loadtest_results/MODEL].")
+    seed: Annotated[int, typer.Option(callback=number(0, 2**32 - 1),
+        help="Seed of the arrival schedule and generated data.")] = 0,
+    output_dir: Annotated[Path | None, typer.Option(callback=output_dir,
+        help="Where results go [default: loadtest_results/MODEL].")
                           ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
@@ -242,22 +248,26 @@ def loadtest(
 def study_protocols(
     model: Annotated[str, typer.Argument(help="Model name, as served.")],
     serve: Annotated[Path | None, typer.Option(help="Start a server on this model repository.")] = None,
-    url: Annotated[str | None, typer.Option(help="HTTP HOST:PORT of a running server.")] = None,
-    grpc_url: Annotated[str | None, typer.Option(help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
+    url: Annotated[str | None, typer.Option(callback=url, help="HTTP HOST:PORT of a running server.")] = None,
+    grpc_url: Annotated[str | None, typer.Option(callback=url, help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
     rates: Annotated[str, typer.Option(help="Offered Poisson rates λ, req/s: list or START:END:STEP.")
                      ] = "25,50,100,200",
     protocols: Annotated[str, typer.Option(help="Comma list of http-json, http-binary, grpc.")
                          ] = "http-json,http-binary,grpc",
-    repeats: Annotated[int, typer.Option(help="Repeats of the whole matrix, for a spread.")] = 3,
-    duration: Annotated[float, typer.Option(help="Seconds per (protocol, λ) cell.")] = 10.0,
+    repeats: Annotated[int, typer.Option(callback=number(1, 100),
+        help="Repeats of the whole matrix, for a spread.")] = 3,
+    duration: Annotated[float, typer.Option(callback=number(1, DAY_S), help="Seconds per (protocol, λ) cell.")] = 10.0,
     concurrency: Annotated[str, typer.Option(
         help="perf_analyzer concurrency sweep per protocol: list, START:END:STEP, or none.")] = "1,2,4,8",
-    measurement_interval: Annotated[int, typer.Option(help="perf_analyzer window in ms.")] = 2000,
-    stability_percentage: Annotated[float, typer.Option(help="perf_analyzer stability, %.")] = 10.0,
-    batch_size: Annotated[int, typer.Option(help="Batch size per request.")] = 1,
+    measurement_interval: Annotated[int, typer.Option(callback=number(100, 3_600_000),
+        help="perf_analyzer window in ms.")] = 2000,
+    stability_percentage: Annotated[float, typer.Option(callback=number(0, 100, low_open=True),
+        help="perf_analyzer stability, %.")] = 10.0,
+    batch_size: Annotated[int, typer.Option(callback=number(1, INT32_MAX), help="Batch size per request.")] = 1,
     samples: Annotated[Path | None, typer.Option(help="Request data (.npz, .txt, images).")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input.")] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="[default: study_results/MODEL-protocols]")] = None,
+    output_dir: Annotated[Path | None, typer.Option(callback=output_dir,
+        help="[default: study_results/MODEL-protocols]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     conc = () if concurrency.strip().lower() in ("none", "0", "") else tuple(
@@ -298,17 +308,22 @@ def study_config(
                           ] = Path("model_repository"),
     concurrency: Annotated[str, typer.Option(help="Concurrency sweep: list or START:END:STEP.")] = "1,4,16",
     protocol: Annotated[str, typer.Option(help="http or grpc.")] = "grpc",
-    repeats: Annotated[int, typer.Option(help="Repeats of every variant's sweep, interleaved.")] = 2,
-    p99_budget: Annotated[float | None, typer.Option(help="Also compare throughput within this p99, in ms.")
+    repeats: Annotated[int, typer.Option(callback=number(1, 100),
+        help="Repeats of every variant's sweep, interleaved.")] = 2,
+    p99_budget: Annotated[float | None, typer.Option(callback=number(0, 3_600_000, low_open=True),
+        help="Also compare throughput within this p99, in ms.")
                           ] = None,
     variant: Annotated[list[str] | None, typer.Option(
         help="Only these variants (repeatable; naive is always kept): generated, batching_2x, "
              "batching_delay500, instances_2x.")] = None,
-    measurement_interval: Annotated[int, typer.Option(help="perf_analyzer window in ms.")] = 2000,
-    stability_percentage: Annotated[float, typer.Option(help="perf_analyzer stability, %.")] = 25.0,
+    measurement_interval: Annotated[int, typer.Option(callback=number(100, 3_600_000),
+        help="perf_analyzer window in ms.")] = 2000,
+    stability_percentage: Annotated[float, typer.Option(callback=number(0, 100, low_open=True),
+        help="perf_analyzer stability, %.")] = 25.0,
     samples: Annotated[Path | None, typer.Option(help="Request data (.npz, .txt, images).")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input.")] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="[default: study_results/MODEL-config]")] = None,
+    output_dir: Annotated[Path | None, typer.Option(callback=output_dir,
+        help="[default: study_results/MODEL-config]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     options = ConfigStudyOptions(

@@ -7,6 +7,7 @@ import functools
 import logging
 import platform
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -108,10 +109,19 @@ def emit_result(result: Any, *, exit_code: int = 0, errors: tuple[ErrorInfo | Ba
     emit_json(result_envelope(state.command, result, exit_code=exit_code, errors=errors).to_json())
 
 
+def one_line(text: str) -> str:
+    """``text`` as one line: control characters (a newline in a name the user gave) are escaped, so
+    an error is always one line and cannot forge another."""
+    if all(unicodedata.category(c) != "Cc" for c in text):
+        return text
+    return "".join(c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) == "Cc" else c
+                   for c in text)
+
+
 def render_error(e: TritonOpsError) -> None:
-    err.print(f"[red]error:[/red] {escape(e.message)}")
+    err.print(f"[red]error:[/red] {escape(one_line(e.message))}")
     if e.hint:
-        err.print(f"[dim]hint:[/dim] {escape(e.hint)}")
+        err.print(f"[dim]hint:[/dim] {escape(one_line(e.hint))}")
     details = getattr(e, "details", None)
     if details:
         err.print(details, markup=False)
@@ -129,5 +139,5 @@ def internal_error_hint() -> str:
 
 
 def render_internal_error(e: BaseException) -> None:
-    err.print(f"[red]error:[/red] internal error: {type(e).__name__}: {escape(str(e))}")
+    err.print(f"[red]error:[/red] internal error: {type(e).__name__}: {escape(one_line(str(e)))}")
     err.print(f"[dim]hint:[/dim] {escape(internal_error_hint())}")

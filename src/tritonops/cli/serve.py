@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from tritonops.cli.params import DAY_S, number, output_file, port
 from tritonops.cli.render import command, err, out
 from tritonops.docker import docker_command, docker_command_line
 from tritonops.server import ServerOptions, TritonServer
@@ -40,21 +41,22 @@ def register(app: typer.Typer) -> None:
 def serve(
     repository: Annotated[Path, typer.Argument(help="Model repository directory.")] = Path("model_repository"),
     host: Annotated[str, typer.Option(help="Address to bind (default loopback only).")] = "127.0.0.1",
-    http_port: Annotated[int, typer.Option(help="HTTP port (0: a free one).")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: a free one).")] = 8001,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0: a free one).")] = 8002,
+    http_port: Annotated[int, typer.Option(callback=port, help="HTTP port (0: a free one).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(callback=port, help="gRPC port (0: a free one).")] = 8001,
+    metrics_port: Annotated[int, typer.Option(callback=port, help="Prometheus metrics port (0: a free one).")] = 8002,
     explicit: Annotated[bool, typer.Option(help="Explicit model control (load/unload API).")] = False,
     load_model: Annotated[list[str] | None, typer.Option(
         "--load-model", help="With --explicit: a model to load at start (repeatable).")] = None,
     cache_size: Annotated[str | None, typer.Option(help="Response cache size, e.g. 64MB.")] = None,
     python_shm: Annotated[str | None, typer.Option(
         help="Python backend shared memory per model, e.g. 16MB.")] = None,
-    log_verbose: Annotated[int, typer.Option(help="Server log verbosity (0-2).")] = 0,
-    log_file: Annotated[Path | None, typer.Option(help="Write the server log here.")] = None,
+    log_verbose: Annotated[int, typer.Option(callback=number(0, 2), help="Server log verbosity (0-2).")] = 0,
+    log_file: Annotated[Path | None, typer.Option(callback=output_file, help="Write the server log here.")] = None,
     tritonserver: Annotated[Path | None, typer.Option(
         help="A tritonserver binary (default: $TRITONSERVER or the bundled one).")] = None,
     docker: Annotated[str | None, typer.Option(help="Print (and run, if Docker works) the docker command.")] = None,
-    startup_timeout: Annotated[float, typer.Option(help="Seconds to wait for readiness.")] = 180.0,
+    startup_timeout: Annotated[float, typer.Option(callback=number(0, DAY_S, low_open=True),
+        help="Seconds to wait for readiness.")] = 180.0,
 ) -> None:
     options = ServerOptions(
         repository=repository, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,

@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from tritonops.cli.params import DAY_S, INT32_MAX, host, number, port
 from tritonops.cli.render import command, emit_result, out, spinner
 from tritonops.client import endpoints, host_of
 from tritonops.errors import UsageError
@@ -50,20 +51,24 @@ def validate_command(
         help="Model repository: compare with its config.pbtxt and run its model files locally.",
         show_default=False)] = None,
     serve: Annotated[bool, typer.Option("--serve", help="Start a server on REPOSITORY, validate, stop.")] = False,
-    url: Annotated[str, typer.Option("--url", help="Server host (host or host:http_port).")] = "localhost",
-    http_port: Annotated[int | None, typer.Option(help="HTTP port (default 8000).", show_default=False)] = None,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
-    metrics_port: Annotated[int, typer.Option(help="Metrics port (for cache-hit metrics).")] = 8002,
+    url: Annotated[str, typer.Option("--url", callback=host,
+        help="Server host (host or host:http_port).")] = "localhost",
+    http_port: Annotated[int | None, typer.Option(callback=port,
+        help="HTTP port (default 8000).", show_default=False)] = None,
+    grpc_port: Annotated[int, typer.Option(callback=port, help="gRPC port.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(callback=port, help="Metrics port (for cache-hit metrics).")] = 8002,
     model: Annotated[list[str] | None, typer.Option(
         "--model", help="Validate only this model (repeatable; default: all).")] = None,
     inputs: Annotated[Path | None, typer.Option(
         help="Inputs to send (.npz or .json, one array per input, batch dimension included).")] = None,
     reference: Annotated[Path | None, typer.Option(
         help="Model file for the local reference run, instead of the repository's (needs --model).")] = None,
-    batch_size: Annotated[int | None, typer.Option(
+    batch_size: Annotated[int | None, typer.Option(callback=number(1, INT32_MAX),
         help="The larger batch to test (default: min(max_batch_size, 4)).", show_default=False)] = None,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance against the local run.")] = 1e-4,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance against the local run.")] = 1e-3,
+    atol: Annotated[float, typer.Option(callback=number(0, 1e3),
+        help="Absolute tolerance against the local run.")] = 1e-4,
+    rtol: Annotated[float, typer.Option(callback=number(0, 1e3),
+        help="Relative tolerance against the local run.")] = 1e-3,
     protocol: Annotated[list[str] | None, typer.Option(
         "--protocol", help="http-json, http-binary, grpc (repeatable; default: all three) or grpc-stream "
         "(stateful and decoupled models stream whenever grpc is validated).")] = None,
@@ -72,7 +77,8 @@ def validate_command(
     cache_size: Annotated[str | None, typer.Option(
         help="With --serve: response cache size (default 16MB when a model enables response_cache).",
         show_default=False)] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for one request.")] = 30.0,
+    timeout: Annotated[float, typer.Option(callback=number(0, DAY_S, low_open=True),
+        help="Seconds to wait for one request.")] = 30.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     if url.startswith("https://"):

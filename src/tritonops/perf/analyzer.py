@@ -31,9 +31,14 @@ from tritonops.perf.inputs import (
 )
 from tritonops.perf.target import ModelIO, Protocol, Target, fetch_model_io, open_target, saved_samples
 from tritonops.progress import Progress
+from tritonops.units import parse_values
 
 SCHEMA = "tritonops.perf/1"
 UNSTABLE_RETURNCODE = 2  # perf_analyzer: "Failed to obtain stable measurement"
+# An unstable point is measured again with a window twice as long, as Model Analyzer does with
+# perf_analyzer_max_auto_adjusts, up to this many times and this long a window.
+UNSTABLE_RETRIES = 2
+MAX_RETRY_WINDOW_MS = 30_000
 Mode = Literal["concurrency", "request_rate"]
 
 
@@ -76,29 +81,9 @@ def library_hint(output: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------- options
 def parse_range(text: str, what: str, integer: bool) -> tuple[float, ...]:
-    """``start[:end[:step]]`` (perf_analyzer's syntax) -> the explicit list of values, end included."""
-    parts = text.split(":")
-    try:
-        nums = [int(p) if integer else float(p) for p in parts]
-    except ValueError:
-        nums = []
-    if not 1 <= len(nums) <= 3 or len(nums) != len(parts):
-        example = "1:8:2" if integer else "10:50:10"
-        raise UsageError(f"cannot parse {what} '{text}'", f"write START[:END[:STEP]], e.g. {what} {example}")
-    start = nums[0]
-    end = nums[1] if len(nums) > 1 else start
-    step = nums[2] if len(nums) > 2 else 1
-    if start <= 0 or end < start or step <= 0:
-        raise UsageError(f"{what} '{text}' is empty or not positive",
-                         "use positive values with START <= END and STEP > 0")
-    values = []
-    v = start
-    while v <= end + 1e-9:
-        values.append(v)
-        v += step
-    if len(values) > 200:
-        raise UsageError(f"{what} '{text}' has {len(values)} points", "use a larger STEP (at most 200 points)")
-    return tuple(values)
+    """``start[:end[:step]]`` (perf_analyzer's syntax) -> the explicit list of values, end included
+    (the one sweep parser, ``units.parse_values``: positive, finite, at most 200 points)."""
+    return parse_values(text, what, integer=integer, allow_list=False)
 
 
 @dataclass(frozen=True)
@@ -456,12 +441,22 @@ def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
         tag = f"b{batch}_{'c' if integer else 'r'}{_load_arg(load, integer)}"
         csv_path = raw_dir / f"{tag}.csv"
         csv_path.unlink(missing_ok=True)
-        cmd = perf_command(pa, o, target, load, batch, data_file, shapes, csv_path) + sequence_stream_args(o, io, i - 1)
-        commands.append(tuple(cmd))
         progress(f"perf_analyzer {i}/{len(points)}: {label} {_load_arg(load, integer)}, batch {batch}, {o.protocol}")
         base = PerfRow(mode=o.mode, load=float(load), batch_size=batch, protocol=o.protocol, status="ok")
+        windows = retry_windows(o.measurement_interval_ms)
         try:
-            run = run_tool(cmd, env=env, timeout_s=o.point_timeout_s, check=False)
+            for attempt, window in enumerate(windows):
+                cmd = perf_command(pa, replace(o, measurement_interval_ms=window), target, load, batch, data_file,
+                                   shapes, csv_path) + sequence_stream_args(o, io, i - 1)
+                if attempt:  # the point's command is the run that gave its row
+                    commands.pop()
+                commands.append(tuple(cmd))
+                if attempt:
+                    progress(f"perf_analyzer {i}/{len(points)}: unstable, again with a {window} ms window")
+                run = run_tool(cmd, env=env, timeout_s=o.point_timeout_s, check=False)
+                if run.returncode != UNSTABLE_RETURNCODE or not target.alive():
+                    break
+                csv_path.unlink(missing_ok=True)
         except KeyboardInterrupt:
             interrupted = True
             got = parse_perf_csv(csv_path, o.mode, batch, o.protocol) if csv_path.exists() else []
@@ -469,7 +464,8 @@ def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
             break
         (raw_dir / f"{tag}.log").write_text(run.output)
         if run.returncode == 0 and csv_path.exists():
-            rows.extend(parse_perf_csv(csv_path, o.mode, batch, o.protocol))
+            note = f"stable with a {window} ms window (retry {attempt})" if attempt else ""
+            rows.extend(replace(r, note=note) for r in parse_perf_csv(csv_path, o.mode, batch, o.protocol))
             continue
         hint = library_hint(run.output)
         if hint:
@@ -485,8 +481,8 @@ def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
                 log_tail=target.log_tail(),
             )
         if run.returncode == UNSTABLE_RETURNCODE:
-            rows.append(replace(base, status="unstable", note="no stable measurement; raise "
-                                "--measurement-interval or --stability-percentage"))
+            rows.append(replace(base, status="unstable", note=f"no stable measurement, also with a {window} ms "
+                                "window; raise --stability-percentage or lower the load"))
             continue
         rows.append(replace(base, status="failed", note=_error_line(run.output)))
         error = f"perf_analyzer failed at point {i} of {len(points)}"
@@ -495,6 +491,15 @@ def sweep(options: PerfOptions, target: Target, pa: Path | None = None,
                                 f"{_error_line(run.output)} (log: {raw_dir / (tag + '.log')}; "
                                 f"finished points are in {res.csv_path})")
     return result()
+
+
+def retry_windows(interval_ms: int) -> tuple[int, ...]:
+    """The measurement windows of one point: the one asked for, then doubled for each retry of an
+    unstable measurement, while under ``MAX_RETRY_WINDOW_MS``."""
+    windows = [interval_ms]
+    while len(windows) <= UNSTABLE_RETRIES and windows[-1] * 2 <= max(MAX_RETRY_WINDOW_MS, interval_ms):
+        windows.append(windows[-1] * 2)
+    return tuple(windows)
 
 
 def _error_line(output: str) -> str:

@@ -28,6 +28,7 @@ from tritonops.perf.svg import Series, bar_chart, line_chart
 from tritonops.perf.target import Target, http_alive
 from tritonops.progress import Progress
 from tritonops.server import ServerOptions, TritonServer
+from tritonops.units import check_number
 
 SCHEMA = "tritonops.study.config/1"
 SEPARATOR = "__"
@@ -128,12 +129,12 @@ class ConfigStudyOptions:
 
     def __post_init__(self) -> None:
         check_model_name(self.model)
-        if self.repeats < 1:
-            raise UsageError("--repeats must be >= 1", "use --repeats 2")
+        check_number(self.repeats, "--repeats", low=1, high=100, integer=True, hint="use --repeats 2")
         if not self.concurrency or any(c < 1 for c in self.concurrency):
             raise UsageError("--concurrency needs positive values", "e.g. --concurrency 1,4,16")
-        if self.p99_budget_ms is not None and self.p99_budget_ms <= 0:
-            raise UsageError("--p99-budget must be positive", "e.g. --p99-budget 10 (milliseconds)")
+        if self.p99_budget_ms is not None:
+            check_number(self.p99_budget_ms, "--p99-budget", low=0, low_open=True,
+                         hint="e.g. --p99-budget 10 (milliseconds)")
 
 
 @dataclass(frozen=True)

@@ -32,12 +32,15 @@ from tritonops.perf.inputs import Samples, write_input_data
 from tritonops.perf.poisson import ks_exponential
 from tritonops.perf.target import ModelIO, Target, fetch_model_io, open_target
 from tritonops.progress import Progress
+from tritonops.units import check_number
 
 SCHEMA = "tritonops.loadtest/1"
 LoadProtocol = InferProtocol
 PROTOCOLS: tuple[LoadProtocol, ...] = CLIENT_PROTOCOLS
 USER_CLASS = {"http-json": "HttpJsonUser", "http-binary": "HttpBinaryUser", "grpc": "GrpcUser"}
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+# One locust dispatcher schedules every request: beyond this it only records ClientSaturated errors.
+MAX_RATE = 10_000.0  # requests/s
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,12 @@ class LoadtestOptions:
         if self.protocol not in PROTOCOLS:
             raise UsageError(f"--protocol '{self.protocol}' is not one of {', '.join(PROTOCOLS)}",
                              "use --protocol http-binary, http-json or grpc")
-        if self.rate <= 0:
-            raise UsageError(f"--rate {self.rate:g} is not positive", "give the offered load in requests/s")
-        if not 1 <= self.duration_s <= 24 * 3600:
-            raise UsageError(f"--duration {self.duration_s:g} s is outside 1 s .. 24 h", "e.g. --duration 30")
-        if self.batch_size < 1 or self.max_inflight < 1:
-            raise UsageError("--batch-size and --max-inflight must be >= 1", "e.g. --batch-size 1")
+        check_number(self.rate, "--rate", low=0, low_open=True, high=MAX_RATE,
+                     hint=f"give the offered load in requests/s, up to {MAX_RATE:g}")
+        check_number(self.duration_s, "--duration", low=1, high=24 * 3600, hint="e.g. --duration 30 (seconds)")
+        check_number(self.drain_timeout_s, "drain timeout", low=0, high=24 * 3600)
+        check_number(self.batch_size, "--batch-size", low=1, integer=True)
+        check_number(self.max_inflight, "--max-inflight", low=1, high=100_000, integer=True)
 
 
 @dataclass(frozen=True)

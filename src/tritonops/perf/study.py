@@ -25,6 +25,7 @@ import numpy as np
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.perf.analyzer import PerfOptions, PerfRow, prepare_samples, require_perf_analyzer, sweep
 from tritonops.perf.loadtest import (
+    MAX_RATE,
     PROTOCOLS,
     SUMMARY_FIELDS,
     LoadProtocol,
@@ -38,6 +39,7 @@ from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
 from tritonops.perf.target import fetch_model_io, open_target
 from tritonops.progress import Progress
+from tritonops.units import check_number
 
 SCHEMA = "tritonops.study.protocols/1"
 LABEL = {"http-json": "HTTP JSON", "http-binary": "HTTP binary", "grpc": "gRPC"}
@@ -69,16 +71,16 @@ class ProtocolStudyOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.rates or any(r <= 0 for r in self.rates):
+        if not self.rates:
             raise UsageError("--rates needs positive request rates", "e.g. --rates 25,50,100,200")
+        for r in self.rates:
+            check_number(r, "--rates", low=0, low_open=True, high=MAX_RATE, hint="e.g. --rates 25,50,100,200")
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad or not self.protocols:
             raise UsageError(f"unknown protocol(s): {', '.join(bad) or 'none given'}",
                              f"use some of: {', '.join(PROTOCOLS)}")
-        if self.repeats < 1:
-            raise UsageError("--repeats must be >= 1", "use --repeats 3 for a spread")
-        if self.duration_s < 1:
-            raise UsageError(f"--duration {self.duration_s:g} s is too short", "use at least 1 s per cell")
+        check_number(self.repeats, "--repeats", low=1, high=100, integer=True, hint="use --repeats 3 for a spread")
+        check_number(self.duration_s, "--duration", low=1, high=24 * 3600, hint="use at least 1 s per cell")
 
 
 @dataclass(frozen=True)
@@ -347,7 +349,6 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
     if o.concurrency:
         require_perf_analyzer()
     out = o.output_dir
-    out.mkdir(parents=True, exist_ok=True)
     runs: list[LoadtestResult] = []
     run_repeat: list[int] = []
     concurrency: dict[str, tuple[PerfRow, ...]] = {}
@@ -356,6 +357,7 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
     with open_target(o.serve, o.url, o.grpc_url, progress) as target:
         io = fetch_model_io(target, o.model, o.model_version)
         samples = prepare_samples(io, o.samples, o.shapes, o.seed)
+        out.mkdir(parents=True, exist_ok=True)  # not before: a bad model, server or --samples writes nothing
         first = {k: (np.stack([v] * o.batch_size) if io.batched else v) for k, v in samples.items[0].items()}
         measured = measure_payloads(target, io, first, o.model_version)
         payloads = {p: measured[p] for p in o.protocols}
