@@ -71,13 +71,6 @@ BAD_NAMES = ["a/b", "..", "../escape", "x\ny", "", "/etc"]
 BAD_URLS = ["ftp://h:1", "127.0.0.1:70000", "127.0.0.1:abc", "a b:1", "h\n:1", "-h:1"]
 
 
-# Cases that fail because of a reader another part owns: the item of issue 14 that fixes them.
-KNOWN = {
-    "inspect:MODEL='{fifo}'": "issue 14 item 7: inspect's ONNX reader opens a FIFO and blocks",
-    "inspect:MODEL='/dev/zero'": "issue 14 item 7: inspect's ONNX reader reads /dev/zero without a limit",
-}
-
-
 @dataclass(frozen=True)
 class Case:
     command: str
@@ -255,8 +248,7 @@ def place(tmp_path, monkeypatch, mlp_onnx):
 
 
 def _params() -> list[object]:
-    return [pytest.param(c, id=c.id, marks=pytest.mark.xfail(reason=KNOWN[c.id]) if c.id in KNOWN else ())
-            for c in CASES]
+    return [pytest.param(c, id=c.id) for c in CASES]
 
 
 @pytest.mark.parametrize("case", _params())
