@@ -54,8 +54,12 @@ def check_not_declared(name, config):
 
 
 def _scalar(arr):
+    # A STRING CORRID would be bytes, but Triton 2.51's core never lets such a request reach a
+    # backend: its sequence batcher writes the control as a zero-padded 4+128-byte buffer that its
+    # own input check then counts as 2 strings ("unexpected number of string elements 2 for
+    # inference input 'CORRID', expecting 1"), with the plain Python backend too.
     v = arr.reshape(-1)[0]
-    return v.item() if isinstance(v, np.generic) else v  # a STRING CORRID is bytes
+    return v.item() if isinstance(v, np.generic) else v
 
 
 class SequenceState:
