@@ -116,3 +116,32 @@ def reference(steps: list[np.ndarray], start: bool = True) -> list[np.ndarray]:
         state = out
         outs.append(out)
     return outs
+
+
+# ---------------------------------------------------------------- the same accumulator as TorchScript
+
+
+def torchscript_names(start: bool = True, ready: bool = True, corrid: bool = False) -> dict[str, str]:
+    """Triton's libtorch naming for the accumulator's tensors: ``<name>__<index>``, the index being
+    the ``forward`` argument (inputs, controls, state input) or the result's position (outputs)."""
+    inputs = ["IN", *(n for n, on in (("START", start), ("READY", ready), ("CORRID", corrid)) if on), "STATE_IN"]
+    names = {n: f"{'INPUT' if n == 'IN' else n}__{i}" for i, n in enumerate(inputs)}
+    return {**names, "OUT": "OUTPUT__0", "STATE_OUT": "STATE_OUT__1"}
+
+
+def torchscript_config(name: str, strategy: str = "direct", start: bool = True, ready: bool = True,
+                       corrid: bool = False, **kwargs) -> mc.ModelConfig:
+    """``stateful_config`` for a TorchScript accumulator (platform pytorch_libtorch): the tensors
+    named as ``torchscript_names`` says, a CORRID of TYPE_INT64 (libtorch has no unsigned 64-bit type)."""
+    cfg = stateful_config(name, strategy=strategy, start=start, ready=ready, corrid=corrid, **kwargs)
+    cfg.platform = "pytorch_libtorch"
+    names = torchscript_names(start, ready, corrid)
+    for t in (*cfg.input, *cfg.output, *cfg.sequence_batching.control_input):
+        t.name = names[t.name]
+    for ci in cfg.sequence_batching.control_input:
+        for c in ci.control:
+            if c.kind == mc.ModelSequenceBatching.Control.CONTROL_SEQUENCE_CORRID:
+                c.data_type = mc.TYPE_INT64
+    for s in cfg.sequence_batching.state:
+        s.input_name, s.output_name = names[s.input_name], names[s.output_name]
+    return cfg

@@ -250,7 +250,8 @@ def _assemble_backends(binary: Path, workdir: Path) -> tuple[Path, tuple[str, ..
             continue
         (target / name).mkdir()
         _link_or_copy(BACKENDS_DIR / name / "model.py", target / name / "model.py")
-        _link_or_copy(BACKENDS_DIR / "_batching.py", target / name / "_batching.py")
+        for shared in ("_batching.py", "_sequences.py"):  # the modules model.py loads from beside itself
+            _link_or_copy(BACKENDS_DIR / shared, target / name / shared)
         _link_or_copy(stub_path, target / name / "triton_python_backend_stub")
         fallbacks.append(name)
     return target, tuple(fallbacks)

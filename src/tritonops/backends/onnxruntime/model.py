@@ -5,24 +5,21 @@ request of a dynamic batch in ONE onnxruntime call (splitting the results back),
 against the model at load like Triton's ORT backend does, and fills in a missing config the way
 Triton's ORT autofill would. Self-contained: runs inside the Python backend stub.
 
-Stateful models (``sequence_batching``): the sequence batcher hands the control tensors
-(START/END/READY/CORRID) to every request as inputs, and they go to the model as such. Implicit
-state (``sequence_batching.state``) is kept here per sequence, as Triton's own ORT backend does:
-the Python backend has no API to hand a state back to the core, so the core's state input is
-always the initial state; it is used at the start of a sequence, and from then on the model's
-last ``output_name`` tensor is fed back as ``input_name``."""
+Stateful models (``sequence_batching``): control tensors reach the model as inputs and implicit
+state is kept per sequence by _sequences.py (shared with the pytorch backend); this file adds the
+native ORT backend's load checks of control and state tensors against the model."""
 
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-# _batching.py is put next to this file by tritonops' server launcher.
+# _batching.py and _sequences.py are put next to this file by tritonops' server launcher.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _batching import batch_groups, concatenate, split
+from _sequences import SequenceState, check_not_declared, null_response, sequence_controls, sequence_states
 
 # onnxruntime is imported on first use: Triton also starts a throw-away stub per model only to
 # run auto_complete_config, which for a model with a full config needs nothing from it.
@@ -103,28 +100,6 @@ def _session(path, config):
     return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 
 
-_BOOL_FORMS = (("int32_false_true", "TYPE_INT32"), ("fp32_false_true", "TYPE_FP32"),
-               ("bool_false_true", "TYPE_BOOL"))
-
-
-def _sequence_controls(config):
-    """{kind: (tensor name, data type, value meaning true)} of sequence_batching.control_input: the
-    tensors the sequence batcher adds to each request, typed by the control's value form
-    (``int32_false_true: [0, 1]`` and so on; CORRID: its data_type, no true value)."""
-    controls = {}
-    for ci in (config.get("sequence_batching") or {}).get("control_input", []) or []:
-        for c in ci.get("control", []) or []:
-            kind = c.get("kind", "CONTROL_SEQUENCE_START")
-            dtype, true = (c.get("data_type"), None) if kind == "CONTROL_SEQUENCE_CORRID" else \
-                next(((t, c[form][-1]) for form, t in _BOOL_FORMS if c.get(form)), (None, None))
-            controls[kind] = (ci.get("name", ""), dtype, true)
-    return controls
-
-
-def _sequence_states(config):
-    return list((config.get("sequence_batching") or {}).get("state", []) or [])
-
-
 def _debatched(shape, batched):
     return list(shape[1:] if batched else shape)
 
@@ -134,16 +109,12 @@ def _check_sequence(name, config, session):
     batched = int(config.get("max_batch_size", 0) or 0) > 0
     model_inputs = {t.name: t for t in session.get_inputs()}
     model_outputs = {t.name: t for t in session.get_outputs()}
-    declared_inputs = {t["name"] for t in config.get("input", [])}
-    for tensor, dtype, _ in _sequence_controls(config).values():
+    check_not_declared(name, config)
+    for tensor, dtype, _ in sequence_controls(config).values():
         m = model_inputs.get(tensor)
         if m is None:
             raise pb_utils.TritonModelException(
                 f"configuration specified sequence control '{tensor}', but model does not provide that input")
-        if tensor in declared_inputs:
-            raise pb_utils.TritonModelException(
-                f"model '{name}': '{tensor}' is declared as an input and as a sequence control; the sequence "
-                f"batcher supplies control tensors, so they are not listed in 'input'")
         dims = _debatched(m.shape, batched)
         if len(dims) != 1 or (not _dynamic(dims[0]) and dims[0] != 1):
             raise pb_utils.TritonModelException(
@@ -154,7 +125,7 @@ def _check_sequence(name, config, session):
             raise pb_utils.TritonModelException(
                 f"unable to load model '{name}', sequence control '{tensor}', the model expects data-type "
                 f"{expected} but the model configuration specifies data-type {dtype}")
-    for state in _sequence_states(config):
+    for state in sequence_states(config):
         dims = [int(d) for d in state.get("dims", [])]
         for kind, tensor, tensors in (("input", state.get("input_name", ""), model_inputs),
                                       ("output", state.get("output_name", ""), model_outputs)):
@@ -163,10 +134,6 @@ def _check_sequence(name, config, session):
                 raise pb_utils.TritonModelException(
                     f"model '{name}': state {kind} '{tensor}' is not an {kind} of the model "
                     f"(it has: {', '.join(tensors)})")
-            if tensor in (declared_inputs if kind == "input" else ()):
-                raise pb_utils.TritonModelException(
-                    f"model '{name}': '{tensor}' is declared as an input and as a state input; the backend "
-                    f"feeds state tensors, so they are not listed in 'input'")
             expected = _ONNX_TO_CONFIG.get(m.type, m.type)
             if state.get("data_type") != expected:
                 raise pb_utils.TritonModelException(
@@ -181,7 +148,7 @@ def _check_sequence(name, config, session):
                     f"unable to load model '{name}', state {kind} '{tensor}' has dims {dims} in the "
                     f"configuration but the model's shape is {list(m.shape)}")
     expected_count = (sum(1 for t in config.get("input", []) if not t.get("optional"))
-                      + len(_sequence_controls(config)) + len(_sequence_states(config)))
+                      + len(sequence_controls(config)) + len(sequence_states(config)))
     if len(model_inputs) != expected_count:
         raise pb_utils.TritonModelException(
             f"unable to load model '{name}', configuration expects {expected_count} inputs, "
@@ -222,8 +189,8 @@ def _check_config(name, config, session):
                         f"but the model configuration specifies shape {full}")
         if kind == "input":
             # Control and state tensors are model inputs that the config names under sequence_batching.
-            names = {t["name"] for t in declared} | {c[0] for c in _sequence_controls(config).values()} | \
-                {s.get("input_name", "") for s in _sequence_states(config)}
+            names = {t["name"] for t in declared} | {c[0] for c in sequence_controls(config).values()} | \
+                {s.get("input_name", "") for s in sequence_states(config)}
             missing = [n for n in by_name if n not in names]
             if missing:
                 raise pb_utils.TritonModelException(
@@ -267,83 +234,6 @@ def _params(config):
 
 def _response(outputs):
     return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in outputs.items()])
-
-
-def _scalar(arr):
-    v = arr.reshape(-1)[0]
-    return v.item() if isinstance(v, np.generic) else v  # a STRING CORRID is bytes
-
-
-class _SequenceState:
-    """Implicit state per sequence of one model instance, keyed by the CORRID control's value when
-    the config has one, else by the request's correlation id. Under both strategies a sequence
-    stays on one instance (direct: its slot; oldest: its instance's batcher), so per-instance
-    state is the sequence's state."""
-
-    def __init__(self, config, batched):
-        self.controls = _sequence_controls(config)
-        self.states = _sequence_states(config)
-        self.batched = batched
-        idle = int((config.get("sequence_batching") or {}).get("max_sequence_idle_microseconds") or 0)
-        # Triton drops a sequence idle for longer than this (default 1 s); so do we, so that
-        # sequences a client abandoned without END do not pile up.
-        self.idle_s = (idle or 1_000_000) / 1e6
-        self.by_key = {}  # key -> (last use, {state input name: array})
-
-    @property
-    def control_names(self):
-        return [c[0] for c in self.controls.values()]
-
-    @property
-    def output_names(self):
-        return [s["output_name"] for s in self.states]
-
-    def begin(self, request, feed):
-        """Adds this request's control tensors and state to ``feed``; returns (key, flags), key None
-        for a null request (the direct strategy pads a batch with them: READY false, correlation
-        id 0, undefined data), which must not touch any sequence's state."""
-        for name in self.control_names:
-            t = pb_utils.get_input_tensor_by_name(request, name)
-            if t is None:
-                raise ValueError(f"sequence control '{name}' is missing (is the model served with sequence batching?)")
-            feed[name] = t.as_numpy()
-        ready = self.controls.get("CONTROL_SEQUENCE_READY")
-        corrid = self.controls.get("CONTROL_SEQUENCE_CORRID")
-        null = request.correlation_id() in (0, "") or \
-            (ready is not None and feed[ready[0]].reshape(-1)[0] != ready[2])
-        key = None if null else (_scalar(feed[corrid[0]]) if corrid else request.correlation_id())
-        flags = request.flags()
-        now = time.monotonic()
-        for k in [k for k, (used, _) in self.by_key.items() if now - used > self.idle_s]:
-            del self.by_key[k]
-        kept = None
-        if key is not None and not flags & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_START:
-            kept = self.by_key.get(key, (None, None))[1]
-        for state in self.states:
-            name = state["input_name"]
-            if kept is not None and name in kept:
-                feed[name] = kept[name]
-                continue
-            # The core's state input is Triton's initial state (zeros or initial_state data).
-            t = pb_utils.get_input_tensor_by_name(request, name)
-            if t is not None:
-                feed[name] = t.as_numpy()
-            else:
-                dims = [int(d) for d in state.get("dims", [])]
-                feed[name] = np.zeros(([1] if self.batched else []) + dims,
-                                      dtype=pb_utils.triton_string_to_numpy(state["data_type"]))
-        return key, flags
-
-    def end(self, key, flags, outputs):
-        """Keeps the request's state outputs for its sequence's next request, or releases the
-        sequence's state at its END."""
-        if key is None:
-            return
-        if flags & pb_utils.TRITONSERVER_REQUEST_FLAG_SEQUENCE_END:
-            self.by_key.pop(key, None)
-            return
-        self.by_key[key] = (time.monotonic(),
-                            {s["input_name"]: np.array(outputs[s["output_name"]]) for s in self.states})
 
 
 def _error_response(e):
@@ -404,7 +294,7 @@ class TritonPythonModel:
         self.batched = int(config.get("max_batch_size", 0) or 0) > 0
         self.inputs = {t["name"]: t for t in config.get("input", [])}
         self.outputs = {t["name"]: t for t in config.get("output", [])}
-        self.sequence = _SequenceState(config, self.batched) if config.get("sequence_batching") else None
+        self.sequence = SequenceState(config, self.batched) if config.get("sequence_batching") else None
         state_outputs = self.sequence.output_names if self.sequence else []
         # What clients get: the config's outputs (all of the model's if none are declared), never state.
         self.response_names = [o.name for o in self.session.get_outputs()
@@ -449,7 +339,7 @@ class TritonPythonModel:
                 if self.sequence is not None:
                     sequence_of[i] = self.sequence.begin(request, feed)
                     if sequence_of[i][0] is None:
-                        responses[i] = pb_utils.InferenceResponse(output_tensors=[])  # discarded by the core
+                        responses[i] = null_response()
                         continue
                 feeds.append((i, feed))
             except Exception as e:

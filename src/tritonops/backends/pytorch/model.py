@@ -4,25 +4,35 @@ argument name, else by the ``<name>__<index>`` convention, else in config order;
 ``<name>__<index>``, else in config order; TYPE_STRING inputs arrive as ``List[str]``; the model
 runs under ``torch.inference_mode()``. Like tritonops' onnxruntime backend, the requests of a dynamic
 batch run as ONE forward call (grouped by shape, or right-padded with ``tritonops.pad_ragged``) and
-a bad request gets its own error response. Self-contained: runs inside the Python backend stub."""
+a bad request gets its own error response. Self-contained: runs inside the Python backend stub.
+
+Stateful models (``sequence_batching``), as Triton's libtorch backend: each control tensor and
+each state input is passed to ``forward`` at the index its ``<name>__<index>`` name gives, state
+outputs are read back at theirs, and implicit state is kept per sequence by _sequences.py (shared
+with the onnxruntime backend). The load checks are the native backend's: controls and state named
+``<name>__<index>`` (with state, every input and output too), a CORRID type torch has, and as many
+``forward`` arguments as inputs, controls and states together."""
 
 import json
 import os
-import re
 import sys
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-# _batching.py is put next to this file by tritonops' server launcher.
+# _batching.py and _sequences.py are put next to this file by tritonops' server launcher.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _batching import batch_groups, concatenate, split
+from _sequences import SequenceState, check_not_declared, null_response, sequence_controls, sequence_states
 
 # torch is imported in initialize(): Triton also starts a throw-away stub per model only to run
 # auto_complete_config (this backend has none), and importing torch there costs seconds.
 torch = None
 
-_INDEX = re.compile(r"^.+__(\d+)$")
+# The data types Triton's libtorch backend maps to torch (ModelConfigDataTypeToTorchType); TYPE_STRING
+# inputs are List[str], which a sequence control cannot be.
+_TORCH_TYPES = {"TYPE_BOOL", "TYPE_UINT8", "TYPE_INT8", "TYPE_INT16", "TYPE_INT32", "TYPE_INT64",
+                "TYPE_FP16", "TYPE_FP32", "TYPE_FP64", "TYPE_BF16"}
 
 
 def _params(config):
@@ -39,11 +49,77 @@ def _error_response(e):
         error=pb_utils.TritonError(f"pytorch: {text.splitlines()[0] if text else type(e).__name__}"))
 
 
+def _named_index(name):
+    """The index of a ``<name>__<index>`` name (Triton: everything after the first ``__`` is
+    digits), else None."""
+    pos = name.find("__")
+    tail = name[pos + 2:] if pos >= 0 else ""
+    return int(tail) if tail.isdigit() else None
+
+
 def _indexed_order(names):
-    matches = [(_INDEX.match(n), n) for n in names]
-    if names and all(m for m, _ in matches):
-        return [n for _, n in sorted(matches, key=lambda p: int(p[0].group(1)))]
+    if names and all(_named_index(n) is not None for n in names):
+        return sorted(names, key=_named_index)
     return None
+
+
+def _sequence_positions(name, config, forward_args):
+    """Triton libtorch's mapping of a stateful model's tensors to ``forward`` positions and result
+    indices, with its load checks: ({input or control or state: argument index}, {output or state
+    output: result index})."""
+    check_not_declared(name, config)
+    controls = sequence_controls(config)
+    states = sequence_states(config)
+    positions = {}
+    for kind, (tensor, dtype, _) in controls.items():
+        if _named_index(tensor) is None:
+            raise pb_utils.TritonModelException(
+                f"input '{tensor}' does not follow <name>__<index> naming convention (model '{name}': the "
+                f"sequence control {kind} is passed to forward() at that index)")
+        if kind == "CONTROL_SEQUENCE_CORRID" and dtype not in _TORCH_TYPES:
+            raise pb_utils.TritonModelException(f"input '{tensor}' type '{dtype}' is not supported by PyTorch.")
+        positions[tensor] = _named_index(tensor)
+    inputs = [t["name"] for t in config.get("input", [])]
+    outputs = [t["name"] for t in config.get("output", [])]
+    named = all(_named_index(n) is not None for n in inputs)
+    if inputs and all(n in forward_args for n in inputs):
+        positions.update((n, forward_args.index(n)) for n in inputs)
+        named = False  # Triton's forward-argument convention, which state does not allow
+    elif named:
+        positions.update((n, _named_index(n)) for n in inputs)
+    else:
+        positions.update((n, i) for i, n in enumerate(inputs))
+    results = {n: i for i, n in enumerate(_indexed_order(outputs) or outputs)}
+    if states:
+        if not named or _indexed_order(outputs) is None:
+            raise pb_utils.TritonModelException(
+                f"PyTorch model '{name}' is using sequence batching with state but not all inputs and outputs "
+                f"follow the <name>__<index> naming convention.")
+        for state in states:
+            for tensor in (state.get("input_name", ""), state.get("output_name", "")):
+                if _named_index(tensor) is None:
+                    raise pb_utils.TritonModelException(
+                        f"PyTorch model '{name}' is using sequence batching with state but state '{tensor}' does "
+                        f"not follow the <name>__<index> naming convention.")
+            positions[state["input_name"]] = _named_index(state["input_name"])
+        results = {n: _named_index(n) for n in outputs + [s["output_name"] for s in states]}
+    expected = len(inputs) + len(controls) + len(states)
+    if forward_args and len(forward_args) != expected:
+        raise pb_utils.TritonModelException(
+            f"unable to load model '{name}', configuration expects {expected} inputs, model provides "
+            f"{len(forward_args)}")
+    # Stricter at load than the native backend, which would hand forward() a wrong argument list.
+    taken = {}
+    for tensor, index in positions.items():
+        if index in taken:
+            raise pb_utils.TritonModelException(
+                f"model '{name}': '{taken[index]}' and '{tensor}' both map to forward() argument {index}")
+        if forward_args and index >= len(forward_args):
+            raise pb_utils.TritonModelException(
+                f"model '{name}': '{tensor}' maps to forward() argument {index}, but forward() takes "
+                f"{len(forward_args)}")
+        taken[index] = tensor
+    return positions, results
 
 
 class TritonPythonModel:
@@ -71,16 +147,26 @@ class TritonPythonModel:
         self.batched = int(config.get("max_batch_size", 0) or 0) > 0
         self.inputs = {t["name"]: t for t in config.get("input", [])}
         self.outputs = {t["name"]: t for t in config.get("output", [])}
-        self.input_order = self._input_order(list(self.inputs))
-        self.output_order = _indexed_order(list(self.outputs)) or list(self.outputs)
+        self.sequence = SequenceState(config, self.batched) if config.get("sequence_batching") else None
+        if self.sequence is not None:
+            positions, self.results = _sequence_positions(self.name, config, self._forward_args())
+            self.input_order = sorted(positions, key=positions.get)
+        else:
+            self.input_order = self._input_order(list(self.inputs))
+            self.results = {n: i for i, n in enumerate(_indexed_order(list(self.outputs)) or list(self.outputs))}
+        # What clients get: the config's outputs; a state output only where it is declared as one too.
+        self.response_names = [n for n in self.results if n in self.outputs]
         self.pad_ragged = params.get("tritonops.pad_ragged", "").lower() in ("1", "true", "yes")
         self.variable_dims = {n: [int(d) == -1 for d in t.get("dims", [])] for n, t in self.outputs.items()}
 
-    def _input_order(self, names):
+    def _forward_args(self):
         try:
-            forward_args = [a.name for a in self.module.forward.schema.arguments][1:]  # drop self
+            return [a.name for a in self.module.forward.schema.arguments][1:]  # drop self
         except AttributeError:
-            forward_args = []
+            return []
+
+    def _input_order(self, names):
+        forward_args = self._forward_args()
         if names and set(names) == set(forward_args):
             return forward_args
         return _indexed_order(names) or names
@@ -97,7 +183,7 @@ class TritonPythonModel:
         return feed
 
     def _to_torch(self, name, arr):
-        spec = self.inputs[name]
+        spec = self.inputs.get(name, {})  # control and state tensors: no spec of their own
         if "reshape" in spec:
             shape = [int(d) for d in spec["reshape"].get("shape", [])]
             arr = arr.reshape(([arr.shape[0]] if self.batched else []) + shape)
@@ -132,10 +218,14 @@ class TritonPythonModel:
             result = tuple(result.values())
         elif not isinstance(result, tuple):  # one tensor, or one List[str]
             result = (result,)
-        if len(result) < len(self.output_order):
+        if len(result) < len(self.results):
             raise ValueError(f"the model returned {len(result)} outputs, the configuration expects "
-                             f"{len(self.output_order)}")
-        return {n: self._to_numpy(n, r, batch) for n, r in zip(self.output_order, result)}
+                             f"{len(self.results)}")
+        for n, i in self.results.items():
+            if i >= len(result):
+                raise ValueError(f"the output {n} in the model configuration refers to an output index which "
+                                 f"doesn't exist. This model has {len(result)} outputs")
+        return {n: self._to_numpy(n, result[i], batch) for n, i in self.results.items()}
 
     def _run_group(self, group):
         """One forward call for the whole group; returns one output dict per request."""
@@ -149,9 +239,16 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = [None] * len(requests)
         feeds = []
+        sequence_of = {}  # request index -> (state key, flags)
         for i, request in enumerate(requests):
             try:
-                feeds.append((i, self._read(request)))
+                feed = self._read(request)
+                if self.sequence is not None:
+                    sequence_of[i] = self.sequence.begin(request, feed)
+                    if sequence_of[i][0] is None:
+                        responses[i] = null_response()
+                        continue
+                feeds.append((i, feed))
             except Exception as e:
                 responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
         groups = batch_groups(feeds, self.pad_ragged) if self.batched else [[f] for f in feeds]
@@ -161,18 +258,23 @@ class TritonPythonModel:
             except Exception as e:
                 if len(group) > 1:  # one bad request must not fail the others: run each on its own
                     for member in group:
-                        self._respond_alone(responses, member)
+                        self._respond_alone(responses, member, sequence_of)
                 else:
                     responses[group[0][0]] = _error_response(e)
                 continue
             for (i, _), out in zip(group, results):
-                responses[i] = _response(out)
+                responses[i] = self._respond(i, out, sequence_of)
         return responses
 
-    def _respond_alone(self, responses, member):
+    def _respond(self, i, out, sequence_of):
+        if i in sequence_of:
+            self.sequence.end(*sequence_of[i], out)
+        return _response({n: out[n] for n in self.response_names})
+
+    def _respond_alone(self, responses, member, sequence_of):
         try:
             (out,) = self._run_group([member])
-            responses[member[0]] = _response(out)
+            responses[member[0]] = self._respond(member[0], out, sequence_of)
         except Exception as e:
             responses[member[0]] = _error_response(e)
 
