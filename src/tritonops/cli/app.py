@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from tritonops import logs
-from tritonops.cli import build, deploy, perf, render, serve, validate
+from tritonops.cli import build, deploy, perf, render, serve, tune, validate
 from tritonops.envelope import INTERNAL_ERROR_EXIT_CODE
 from tritonops.errors import TritonOpsError
 
@@ -58,6 +58,7 @@ deploy.register(app)
 serve.register(app)
 validate.register(app)
 perf.register(app)
+tune.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:
