@@ -1,8 +1,8 @@
 """Candidates applied to a running server without restarting it and without writing its repository.
 
 Explicit model control: ``load_model(name, config=<candidate>)`` (Triton's config override) swaps
-the config in place; at the end every model that was changed is loaded back from its own
-repository files (``load_model(name)`` without an override), also after Ctrl-C and errors. That is
+the config in place; at the end every model that was changed is loaded back with the config the
+server ran before the search (also after Ctrl-C and errors). That is
 why ``--url`` works against a server whose files the user cannot write.
 """
 
@@ -119,11 +119,14 @@ class Applier:
             self.current[name] = cand
 
     def restore(self) -> list[str]:
-        """Load every changed model back from its repository files; the names that failed."""
+        """Load every changed model back with the config it was served with; the names that failed.
+
+        (A plain ``load_model(name)`` after an override is not enough: Triton 2.51 then kept the
+        override's ``parameters``.)"""
         failed = []
         for name in sorted(self.changed):
             try:
-                self.client.load_model(name)
+                self.client.load_model(name, config=self.models.originals[name])
                 self.current[name] = candidate_of(self.models.originals[name])
             except Exception:  # restoring must try every model, and must not hide the error that ended the run
                 failed.append(name)
@@ -133,10 +136,16 @@ class Applier:
 
 
 @contextlib.contextmanager
-def applied(client: TritonClient, models: TunedModels, progress: Progress) -> Iterator[Applier]:
-    """An Applier whose changes are undone when the block ends, however it ends."""
+def applied(client: TritonClient, models: TunedModels, progress: Progress, *,
+            state_unknown: bool = False) -> Iterator[Applier]:
+    """An Applier whose changes are undone when the block ends, however it ends. ``state_unknown``
+    (a resumed run whose predecessor crashed may have left a candidate loaded): every model is
+    loaded before its first measurement and loaded back at the end."""
     applier = Applier(client, models, progress)
     applier.check_explicit()
+    if state_unknown:
+        applier.current.clear()
+        applier.changed.update(models.originals)
     try:
         yield applier
     finally:

@@ -13,11 +13,12 @@ from typing import Any, Literal
 from tritonops.client import TritonClient, grpc_beside, normalize_url
 from tritonops.errors import ServerError, UsageError
 from tritonops.names import check_model_name
+from tritonops.pbtxt import config_to_json, dict_to_config
 from tritonops.perf.analyzer import require_perf_analyzer
 from tritonops.perf.target import Target, http_alive
 from tritonops.progress import Progress, reporter
 from tritonops.server import ServerOptions, TritonServer
-from tritonops.tune.apply import LOAD_TIMEOUT_S, StatsProbe, applied, discover
+from tritonops.tune.apply import LOAD_TIMEOUT_S, StatsProbe, TunedModels, applied, discover
 from tritonops.tune.journal import Journal, new_journal, read_header, resume_journal
 from tritonops.tune.measure import MeasureSettings
 from tritonops.tune.objective import Kind, Objective, Percentile, rank
@@ -92,7 +93,8 @@ class TuneOptions:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        return {k: (str(v.absolute()) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in d.items()}
 
 
 PATH_FIELDS = ("output_dir", "serve", "space_file", "samples")
@@ -143,6 +145,14 @@ def tune_target(options: TuneOptions, progress: Progress) -> Iterator[Target]:
                      log_tail=lambda: server.log_tail(30), served_by_us=True)
 
 
+def _originals_from(header: dict[str, Any], models: TunedModels) -> TunedModels:
+    saved = header.get("originals")
+    if not isinstance(saved, dict) or set(saved) != set(models.originals):
+        return models
+    originals = {n: dict_to_config(d, f"the journal's original config of '{n}'") for n, d in saved.items()}
+    return TunedModels(models.top, originals, models.ensemble_steps)
+
+
 def _setting_of(journal: Journal, key: str) -> dict[str, Candidate]:
     return {m: Candidate.from_dict(d) for m, d in journal.settings.get(key, {}).items()}
 
@@ -160,13 +170,16 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
                                                       timeout_s=LOAD_TIMEOUT_S) as client:
         version = client.check_reachable()
         models = discover(client, o.model)
+        if o.resume:  # the configs served before the first run, which a crash may have left changed
+            models = _originals_from(read_header(out), models)
         spaces = {name: space_for(cfg, space_file) for name, cfg in models.originals.items()}
         concurrency = (space_file.concurrency if space_file and space_file.concurrency else None) or o.concurrency
         start: Setting = models.start()
         objective = o.objective_spec
         fp = fingerprint(spaces, {"objective": objective.to_dict(), "concurrency": list(concurrency),
                                   "start": {m: c.to_dict() for m, c in start.items()}, "strategy": o.strategy})
-        header = {"model": o.model, "fingerprint": fp, "options": o.to_dict()}
+        header = {"model": o.model, "fingerprint": fp, "options": o.to_dict(),
+                  "originals": {n: json.loads(config_to_json(c)) for n, c in models.originals.items()}}
         journal = resume_journal(out, header) if o.resume else new_journal(out, header)
         say(f"tuning {o.model}: {objective.describe()}, {o.strategy} search over "
             f"{', '.join(f'{m} ({len(s.grid())} configs)' for m, s in spaces.items())}")
@@ -175,7 +188,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
         ctx: SearchContext | None = None
         changed: set[str] = set()
         try:
-            with applied(client, models, say) as applier:
+            with applied(client, models, say, state_unknown=o.resume) as applier:
                 changed = applier.changed
                 ctx = SearchContext(target=target, model=o.model, applier=applier, journal=journal, spaces=spaces,
                                     concurrency=concurrency, objective=objective, settings=o.measure_settings(),
