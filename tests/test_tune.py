@@ -22,6 +22,7 @@ import onnx_models
 from report_check import render_check
 from tritonops.build import BuildOptions, build
 from tritonops.check import check_repository
+from tritonops.cli import main
 from tritonops.errors import UsageError
 from tritonops.pbtxt import read_config
 from tritonops.tune.measure import Measurement
@@ -31,6 +32,7 @@ from tritonops.tune.report import pareto
 from tritonops.tune.space import Candidate, apply_candidate, candidate_of, derive_space, read_space_file, space_for
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+ENSEMBLE = Path(__file__).parent / "fixtures" / "ensembles" / "pipe" / "ensemble.yaml"
 FAST = ("--measurement-interval", "300", "--stability-percentage", "100", "--max-trials", "4")
 SPACE = """models:
   mlp:
@@ -49,6 +51,7 @@ def repo(tmp_path_factory) -> Path:
     repo = root / "repo"
     build(BuildOptions(source=str(onnx_models.mlp(root / "src" / "mlp.onnx")), repository=repo, name="mlp",
                        max_batch_size=8))
+    assert main(["build", "-f", str(ENSEMBLE), "--repo", str(repo)]) == 0  # 'pipe': two Python steps
     return repo
 
 
@@ -260,3 +263,42 @@ def test_promote_writes_the_winner_with_its_record_and_check_passes(cli, repo, s
     assert set(record["model_files_sha256"]) == {"1/model.onnx"}
     assert check_repository(local).ok
     assert json_format.MessageToDict(promoted)["name"] == "mlp"
+
+
+# ---------------------------------------------------------------- an ensemble: its steps tuned jointly
+
+STEP_SPACE = """models:
+  pipe_double: {instances: [1, 2], max_batch_sizes: [8], dynamic_batching: [true], queue_delays_us: [0]}
+  pipe_total: {instances: [1, 2], max_batch_sizes: [8], dynamic_batching: [true], queue_delays_us: [0]}
+concurrency: [2]
+"""
+
+
+def test_ensemble_steps_are_tuned_jointly_from_their_statistics(cli, server, tmp_path):
+    clients = httpclient.InferenceServerClient(server.http_url)
+    try:
+        before = {n: dict(clients.get_model_config(n)) for n in ("pipe_double", "pipe_total")}
+    finally:
+        clients.close()
+    space = tmp_path / "space.yaml"
+    space.write_text(STEP_SPACE)
+    out = tmp_path / "out"
+    code, stdout, err = cli("tune", "pipe", *_url(server), "--p99-ms", "500", "--space", space, "--shape", "x:4",
+                            "--final-rounds", "1", *FAST, "--output-dir", out, "--json")
+    assert code == 0, err
+    data = json.loads(stdout)["data"]
+    assert data["ensemble_steps"] == ["pipe_double", "pipe_total"]
+    assert set(data["winner"]) == {"pipe_double", "pipe_total"}
+    journal = _journal(out)
+    assert {tuple(sorted(m["candidates"])) for m in journal} == {("pipe_double", "pipe_total")}
+    measured = [m for m in journal if m["status"] == "ok"]
+    assert measured and all(m["steps"]["pipe_double"]["requests"] > 0 and m["steps"]["pipe_total"]["compute_us"] is not None
+                            for m in measured)
+    assert len({m["setting"] for m in journal}) >= 3  # each step's instances tried, one after the other
+    html = (out / "report.html").read_text()
+    assert "Per-step queue and compute time per request: start vs winner" in html
+    clients = httpclient.InferenceServerClient(server.http_url)
+    try:
+        assert {n: dict(clients.get_model_config(n)) for n in ("pipe_double", "pipe_total")} == before
+    finally:
+        clients.close()
