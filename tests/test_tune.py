@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -16,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import tritonclient.http as httpclient
-from google.protobuf import json_format
 
 import onnx_models
 from report_check import render_check
@@ -241,28 +242,41 @@ def test_a_killed_run_resumes_without_repeating_a_measurement(cli, server, space
     assert code == 2 and "is for model 'mlp', not 'other'" in err
 
 
-def test_promote_writes_the_winner_with_its_record_and_check_passes(cli, repo, space_file, tmp_path):
-    local = tmp_path / "repo"
-    build(BuildOptions(source=str(onnx_models.mlp(tmp_path / "src" / "mlp.onnx")), repository=local, name="mlp",
-                       max_batch_size=8))
+def _readme_tune() -> tuple[list[str], str]:
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    body = text.split("## tune\n", 1)[1].split("\n## ", 1)[0]
+    commands = [ln.split("  #", 1)[0].strip() for ln in re.findall(r"```bash\n(.*?)```", body, re.S)[0].splitlines()]
+    return [c for c in commands if c.startswith("tritonops ")], re.findall(r"```yaml\n(.*?)```", body, re.S)[0]
+
+
+def test_the_readme_run_promotes_the_winner_with_its_record_and_check_passes(cli, tmp_path, monkeypatch):
+    """The README's tune run, as written (plus short measurement windows): build, tune --promote, check."""
+    commands, space = _readme_tune()
+    assert [c.split()[1] for c in commands] == ["build", "tune", "check"]
+    monkeypatch.chdir(tmp_path)
+    onnx_models.mlp(tmp_path / "model.onnx")
+    (tmp_path / "tune-space.yaml").write_text(space)
+    local = tmp_path / "model_repository"
+    code, _, err = cli(*shlex.split(commands[0])[1:])
+    assert code == 0, err
     old_text = (local / "mlp" / "config.pbtxt").read_text()
-    out = tmp_path / "out"
-    code, stdout, err = cli("tune", "mlp", "--serve", local, "--p99-ms", "200", "--space", space_file,
-                            "--max-measurements", "4", "--final-rounds", "1", *FAST, "--output-dir", out,
-                            "--promote", "--json")
+    code, stdout, err = cli(*shlex.split(commands[1])[1:], *FAST, "--json")
     assert code == 0, err
     data = json.loads(stdout)["data"]
-    assert data["promoted"] == {"mlp": str(local / "mlp" / RECORD_NAME)}
+    assert data["promoted"] == {"mlp": str((local / "mlp" / RECORD_NAME).absolute())}
     winner = Candidate.from_dict(data["winner"]["mlp"])
     promoted = read_config(local / "mlp" / "config.pbtxt")
     assert candidate_of(promoted) == winner
     assert (local / "mlp" / PREVIOUS_NAME).read_text() == old_text
     record = json.loads((local / "mlp" / RECORD_NAME).read_text())
-    assert record["objective"]["budget_ms"] == 200 and record["journal"] == str((out / "journal.jsonl").resolve())
+    out = tmp_path / "out" / "tune" / "mlp"
+    assert record["objective"]["budget_ms"] == 20 and record["journal"] == str((out / "journal.jsonl").resolve())
+    assert record["winner"]["setting"] == winner.key and record["measurements"]
     assert record["triton_version"] and record["tritonops_version"] and record["hardware"]["cpus"] >= 1
     assert set(record["model_files_sha256"]) == {"1/model.onnx"}
+    code, _, err = cli(*shlex.split(commands[2])[1:])
+    assert code == 0, err
     assert check_repository(local).ok
-    assert json_format.MessageToDict(promoted)["name"] == "mlp"
 
 
 # ---------------------------------------------------------------- an ensemble: its steps tuned jointly
@@ -292,8 +306,8 @@ def test_ensemble_steps_are_tuned_jointly_from_their_statistics(cli, server, tmp
     journal = _journal(out)
     assert {tuple(sorted(m["candidates"])) for m in journal} == {("pipe_double", "pipe_total")}
     measured = [m for m in journal if m["status"] == "ok"]
-    assert measured and all(m["steps"]["pipe_double"]["requests"] > 0 and m["steps"]["pipe_total"]["compute_us"] is not None
-                            for m in measured)
+    assert measured and all(m["steps"]["pipe_double"]["requests"] > 0
+                            and m["steps"]["pipe_total"]["compute_us"] is not None for m in measured)
     assert len({m["setting"] for m in journal}) >= 3  # each step's instances tried, one after the other
     html = (out / "report.html").read_text()
     assert "Per-step queue and compute time per request: start vs winner" in html

@@ -71,5 +71,5 @@ def promote(repository: Path, winner: Mapping[str, Candidate], record: Mapping[s
         except OSError as e:
             raise RepositoryError(f"cannot write the promoted config of '{name}': {e.strerror or e}",
                                   "check the repository's permissions") from None
-        paths[name] = str(model_dir / RECORD_NAME)
+        paths[name] = str((model_dir / RECORD_NAME).absolute())
     return paths

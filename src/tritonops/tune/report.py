@@ -50,7 +50,7 @@ def _scatter(r: TuneResult) -> str:
         series.append(Series(f"budget {pct} = {o.budget_ms:g} ms", [o.budget_ms, o.budget_ms], [0.0, top],
                              dashed=True, color="#d62728"))
     return line_chart(f"Throughput vs {pct} latency (one line per candidate, over concurrency)",
-                      f"{pct} latency (ms)", "inferences/s", series)
+                      f"{pct} latency (ms)", "inferences/s", series, log_x=True)
 
 
 def _effects(r: TuneResult) -> list[str]:
