@@ -28,7 +28,7 @@ from tritonops.errors import UsageError
 from tritonops.pbtxt import read_config
 from tritonops.tune.measure import Measurement
 from tritonops.tune.objective import Objective, rank
-from tritonops.tune.promote import PREVIOUS_NAME, RECORD_NAME
+from tritonops.tune.promote import PREVIOUS_NAME, RECORD_NAME, RECORD_SCHEMA
 from tritonops.tune.report import pareto
 from tritonops.tune.space import Candidate, apply_candidate, candidate_of, derive_space, read_space_file, space_for
 
@@ -316,3 +316,34 @@ def test_ensemble_steps_are_tuned_jointly_from_their_statistics(cli, server, tmp
         assert {n: dict(clients.get_model_config(n)) for n in ("pipe_double", "pipe_total")} == before
     finally:
         clients.close()
+
+
+# ---------------------------------------------------------------- the CI gate: perf --baseline
+
+
+def _record(path: Path, throughput: float, latency_ms: float, concurrency: int = 1) -> Path:
+    path.write_text(json.dumps({"schema": RECORD_SCHEMA, "model": "mlp",
+                                "objective": {"kind": "throughput", "percentile": "p99", "budget_ms": 1000.0},
+                                "winner": {"setting": "i1_b8_db_d0", "throughput": throughput,
+                                           "latency_ms": latency_ms, "concurrency": concurrency}}))
+    return path
+
+
+def test_perf_baseline_gate_fails_on_a_regression_and_says_by_how_much(cli, server, tmp_path):
+    args = ("perf", "mlp", *_url(server), "--concurrency", "1", *FAST, "--output-dir", tmp_path / "perf")
+    high = _record(tmp_path / "high.json", 1e9, 1e-6)
+    code, stdout, err = cli(*args, "--baseline", high, "--json")
+    assert code == 7, err
+    env = json.loads(stdout)
+    assert env["status"] == "failed" and not env["data"]["baseline_gate"]["ok"]
+    assert "throughput within p99 <= 1000 ms dropped" in err and "more than the 10% tolerance" in err
+    assert "p99 at concurrency 1 rose" in err
+    low = _record(tmp_path / "low.json", 1.0, 1000.0)
+    code, stdout, err = cli(*args, "--baseline", low)
+    assert code == 0, err
+    assert "baseline ok: throughput within p99 <= 1000 ms rose" in stdout
+    code, _, err = cli(*args, "--baseline", tmp_path / "high.json", "--tolerance", "2")
+    assert code == 2 and "--tolerance 2 is outside 0..1" in err
+    (tmp_path / "bad.json").write_text("{}")
+    code, _, err = cli(*args, "--baseline", tmp_path / "bad.json")
+    assert code == 2 and "is not a tune record with a winner" in err
