@@ -70,7 +70,7 @@ def test_the_derived_space_follows_the_model_and_the_machine(repo):
     cfg = read_config(repo / "mlp" / "config.pbtxt")
     space = derive_space(cfg, cpus=4)
     assert space.instances == (1, 2, 3, 4)
-    assert space.max_batch_sizes == (4, 8)  # powers of two up to the model's max_batch_size
+    assert space.max_batch_sizes == (4, 8, 16, 32, 64)  # powers of two up to what an ONNX model allows
     assert space.dynamic_batching == (True, False)
     assert space.threads == (1, 2, 4)  # an ONNX Runtime model on CPU instances
     cands = space.grid()
@@ -95,6 +95,8 @@ def test_a_candidate_is_applied_through_protobuf_and_reads_back(repo):
     ("models:\n  mlp:\n    max_batch_sizes: [128]\n",
      "space.yaml:2: models.mlp: max_batch_sizes 128 is above what 'mlp' allows (64)"),
     ("models:\n  mlp:\n    instances: []\n", "space.yaml:2: models.mlp: instances is empty"),
+    ("models:\n  mlp:\n    max_batch_sizes: [2]\n",
+     "space.yaml:2: models.mlp: max_batch_sizes 2 is below the calling ensemble's max_batch_size 4"),
     ("concurrency: [0]\n", "space.yaml:1: concurrency[0]: expected an integer >= 1"),
     ("model: {}\n", "space.yaml: unknown field 'model'"),
 ])
@@ -103,7 +105,7 @@ def test_a_bad_space_file_is_one_line_with_file_and_line(repo, tmp_path, text, m
     p.write_text(text)
     cfg = read_config(repo / "mlp" / "config.pbtxt")
     with pytest.raises(UsageError) as e:
-        space_for(cfg, read_space_file(p))
+        space_for(cfg, read_space_file(p), ensemble_batch=4)
     assert message in e.value.message
     assert "\n" not in e.value.message and e.value.hint
 
@@ -190,6 +192,46 @@ def test_a_budget_nobody_meets_says_so_and_shows_the_closest(cli, server, space_
     assert code == 1
     assert "no candidate meets max throughput with p99 <= 0.001 ms; the closest is" in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_hung_measurement_is_killed_retried_once_and_recorded_as_failed(cli, server, space_file, tmp_path):
+    before = _served_config(server)
+    out = tmp_path / "out"
+    code, _, err = cli("tune", "mlp", *_url(server), "--p99-ms", "200", "--space", space_file, "--timeout", "0.2",
+                       "--max-measurements", "2", "--final-rounds", "0", *FAST, "--output-dir", out)
+    assert code == 1 and "no candidate was measured successfully" in err and "Traceback" not in err
+    journal = _journal(out)
+    assert len(journal) == 2  # the search went on after the first one failed
+    assert all(m["status"] == "failed" and m["attempts"] == 2 for m in journal)
+    assert all(m["note"] == "timed out after 0.2 s and was killed" for m in journal)
+    assert _served_config(server) == before
+
+
+def test_ctrl_c_stops_cleanly_keeps_the_journal_and_loads_the_original_back(server, space_file, tmp_path):
+    before = _served_config(server)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "tritonops", "tune", "mlp", *_url(server), "--p99-ms", "200",
+           "--space", str(space_file), "--strategy", "brute", *FAST, "--output-dir", str(out)]
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "journal.jsonl").exists() and len(_journal(out)) >= 3:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, f"the run ended before Ctrl-C: {proc.communicate()[1]}"
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and f"--resume {out}" in stderr and "Traceback" not in stderr
+    assert len(_journal(out)) >= 3
+    assert json.loads((out / "tune.json").read_text())["interrupted"] is True
+    assert _served_config(server) == before
 
 
 def test_bad_input_is_one_line_and_leaves_nothing_changed(cli, server, repo, space_file, tmp_path, digest):

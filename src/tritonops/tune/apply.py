@@ -36,6 +36,7 @@ class TunedModels:
     top: str
     originals: Mapping[str, ModelConfig]
     ensemble_steps: tuple[str, ...] = ()
+    ensemble_batch: int = 0  # the ensemble's max_batch_size: no step may go below it
 
     def start(self) -> dict[str, Candidate]:
         return {m: candidate_of(c) for m, c in self.originals.items()}
@@ -75,7 +76,7 @@ def discover(client: TritonClient, model: str) -> TunedModels:
             raise UsageError(f"'{model}' calls the ensemble '{name}'; tune tunes the composing models of one ensemble",
                              f"tune '{name}' on its own")
         originals[name] = cfg
-    return TunedModels(model, originals, tuple(steps))
+    return TunedModels(model, originals, tuple(steps), int(top.max_batch_size))
 
 
 class Applier:

@@ -150,7 +150,7 @@ def _originals_from(header: dict[str, Any], models: TunedModels) -> TunedModels:
     if not isinstance(saved, dict) or set(saved) != set(models.originals):
         return models
     originals = {n: dict_to_config(d, f"the journal's original config of '{n}'") for n, d in saved.items()}
-    return TunedModels(models.top, originals, models.ensemble_steps)
+    return TunedModels(models.top, originals, models.ensemble_steps, models.ensemble_batch)
 
 
 def _setting_of(journal: Journal, key: str) -> dict[str, Candidate]:
@@ -172,7 +172,8 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
         models = discover(client, o.model)
         if o.resume:  # the configs served before the first run, which a crash may have left changed
             models = _originals_from(read_header(out), models)
-        spaces = {name: space_for(cfg, space_file) for name, cfg in models.originals.items()}
+        spaces = {name: space_for(cfg, space_file, ensemble_batch=models.ensemble_batch)
+                  for name, cfg in models.originals.items()}
         concurrency = (space_file.concurrency if space_file and space_file.concurrency else None) or o.concurrency
         start: Setting = models.start()
         objective = o.objective_spec

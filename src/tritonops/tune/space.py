@@ -196,7 +196,7 @@ def derive_space(cfg: ModelConfig, cpus: int | None = None) -> ModelSpace:
     if limit == 0:
         batches: tuple[int, ...] = (0,)
     else:
-        batches = tuple(sorted({*powers_of_two(min(limit, max(int(cfg.max_batch_size), 1))), start.max_batch_size}))
+        batches = tuple(sorted({*powers_of_two(limit), start.max_batch_size}))
         batches = tuple(b for b in batches if b >= min(4, batches[-1])) or batches  # tiny batches rarely win
     gpu = is_gpu(cfg)
     instances = tuple(range(1, (2 if gpu else max(cpus, 1)) + 1))
@@ -278,9 +278,14 @@ def read_space_file(path: Path) -> SpaceFile:
     return SpaceFile(path, overrides, wheres, concurrency)
 
 
-def space_for(cfg: ModelConfig, spaces: SpaceFile | None, cpus: int | None = None) -> ModelSpace:
-    """The derived space with the file's fields for this model laid over it, checked against the model."""
+def space_for(cfg: ModelConfig, spaces: SpaceFile | None, cpus: int | None = None, *,
+              ensemble_batch: int = 0) -> ModelSpace:
+    """The derived space with the file's fields for this model laid over it, checked against the model.
+    ``ensemble_batch``: the max_batch_size of the ensemble that calls this model, which no step may go below."""
     base = derive_space(cfg, cpus)
+    if ensemble_batch:
+        kept = tuple(b for b in base.max_batch_sizes if b >= ensemble_batch) or (ensemble_batch,)
+        base = replace(base, max_batch_sizes=kept)
     if spaces is None or cfg.name not in spaces.overrides:
         return base
     o = spaces.overrides[cfg.name]
@@ -291,6 +296,10 @@ def space_for(cfg: ModelConfig, spaces: SpaceFile | None, cpus: int | None = Non
     except UsageError as e:
         raise where.wrap(e) from None
     check_space(space, cfg, str(where))
+    low = [b for b in space.max_batch_sizes if b < ensemble_batch]
+    if low:
+        raise UsageError(f"{where}: max_batch_sizes {low[0]} is below the calling ensemble's max_batch_size "
+                         f"{ensemble_batch}", f"use values >= {ensemble_batch}")
     return space
 
 
