@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from tritonops.check import check_repository
 from tritonops.cli import main
 from tritonops.errors import UsageError
 from tritonops.pbtxt import read_config
+from tritonops.server import ServerOptions, TritonServer
 from tritonops.tune.measure import Measurement
 from tritonops.tune.objective import Objective, rank
 from tritonops.tune.promote import PREVIOUS_NAME, RECORD_NAME, RECORD_SCHEMA
@@ -247,6 +249,21 @@ def test_bad_input_is_one_line_and_leaves_nothing_changed(cli, server, repo, spa
     code, _, err = cli("tune", "--resume", tmp_path / "nothing")
     assert code == 2 and "no tune journal" in err
     assert "Traceback" not in err and digest(repo) == before
+
+
+def test_a_server_not_in_explicit_mode_is_refused_with_a_hint(cli, repo, tmp_path, digest):
+    """Starting up is part of what is tested here (a server in the default model-control mode), so the
+    test starts its own server instead of lending the session's (which is in explicit mode)."""
+    only_mlp = tmp_path / "repo"
+    shutil.copytree(repo / "mlp", only_mlp / "mlp")  # the Python steps would write __pycache__ when served
+    before = digest(only_mlp)
+    with TritonServer(ServerOptions(repository=only_mlp)) as plain:
+        code, _, err = cli("tune", "mlp", "--url", plain.http_url, "--grpc-url", plain.grpc_url,
+                           "--output-dir", tmp_path / "out")
+    assert code == 2, err
+    assert "is not in explicit model-control mode" in err and "--model-control-mode=explicit" in err
+    assert "Traceback" not in err and digest(only_mlp) == before
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_a_killed_run_resumes_without_repeating_a_measurement(cli, server, space_file, tmp_path):

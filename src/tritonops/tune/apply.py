@@ -79,6 +79,21 @@ def discover(client: TritonClient, model: str) -> TunedModels:
     return TunedModels(model, originals, tuple(steps), int(top.max_batch_size))
 
 
+def check_explicit(client: TritonClient, models: TunedModels) -> None:
+    """Load the first model again with the config it runs now (a no-op for the server): refused when
+    the server is not in explicit mode."""
+    name = next(iter(models.originals))
+    try:
+        client.load_model(name, config=models.originals[name])
+    except InferenceServerException as e:
+        text = e.message() or str(e)
+        if _explicit_refusal(text):
+            raise UsageError(f"the server at {client.http_url} is not in explicit model-control mode "
+                             f"({first_line(text)})", EXPLICIT_HINT) from None
+        raise ServerError(f"the server refused to reload '{name}': {first_line(text)}",
+                          "check the server log") from None
+
+
 class Applier:
     """Loads candidate configs; remembers what it changed and loads the originals back on close."""
 
@@ -88,19 +103,6 @@ class Applier:
         self.progress = progress
         self.current: dict[str, Candidate] = models.start()
         self.changed: set[str] = set()
-
-    def check_explicit(self) -> None:
-        """Reload the first model as it is: refused when the server is not in explicit mode."""
-        name = next(iter(self.models.originals))
-        try:
-            self.client.load_model(name)
-        except InferenceServerException as e:
-            text = e.message() or str(e)
-            if _explicit_refusal(text):
-                raise UsageError(f"the server at {self.client.http_url} is not in explicit model-control mode "
-                                 f"({first_line(text)})", EXPLICIT_HINT) from None
-            raise ServerError(f"the server refused to reload '{name}': {first_line(text)}",
-                              "check the server log") from None
 
     def apply(self, setting: Mapping[str, Candidate]) -> None:
         """Load every model whose candidate differs from what is loaded now."""
@@ -143,7 +145,6 @@ def applied(client: TritonClient, models: TunedModels, progress: Progress, *,
     (a resumed run whose predecessor crashed may have left a candidate loaded): every model is
     loaded before its first measurement and loaded back at the end."""
     applier = Applier(client, models, progress)
-    applier.check_explicit()
     if state_unknown:
         applier.current.clear()
         applier.changed.update(models.originals)

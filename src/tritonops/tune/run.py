@@ -18,7 +18,7 @@ from tritonops.perf.analyzer import require_perf_analyzer
 from tritonops.perf.target import Target, http_alive
 from tritonops.progress import Progress, reporter
 from tritonops.server import ServerOptions, TritonServer
-from tritonops.tune.apply import LOAD_TIMEOUT_S, StatsProbe, TunedModels, applied, discover
+from tritonops.tune.apply import LOAD_TIMEOUT_S, StatsProbe, TunedModels, applied, check_explicit, discover
 from tritonops.tune.journal import Journal, new_journal, read_header, resume_journal
 from tritonops.tune.measure import MeasureSettings
 from tritonops.tune.objective import Kind, Objective, Percentile, rank
@@ -170,6 +170,7 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
                                                       timeout_s=LOAD_TIMEOUT_S) as client:
         version = client.check_reachable()
         models = discover(client, o.model)
+        check_explicit(client, models)
         if o.resume:  # the configs served before the first run, which a crash may have left changed
             models = _originals_from(read_header(out), models)
         spaces = {name: space_for(cfg, space_file, ensemble_batch=models.ensemble_batch)
