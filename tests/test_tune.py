@@ -28,6 +28,8 @@ from tritonops.cli import main
 from tritonops.errors import UsageError
 from tritonops.pbtxt import read_config
 from tritonops.server import ServerOptions, TritonServer
+from tritonops.tune import TuneOptions, resume_options
+from tritonops.tune.journal import new_journal
 from tritonops.tune.measure import Measurement
 from tritonops.tune.objective import Objective, rank
 from tritonops.tune.promote import PREVIOUS_NAME, RECORD_NAME, RECORD_SCHEMA
@@ -406,3 +408,15 @@ def test_perf_baseline_gate_fails_on_a_regression_and_says_by_how_much(cli, serv
     (tmp_path / "bad.json").write_text("{}")
     code, _, err = cli(*args, "--baseline", tmp_path / "bad.json")
     assert code == 2 and "is not a tune record with a winner" in err
+
+
+def test_resume_takes_the_journal_options_and_the_server_given_now(tmp_path):
+    saved = TuneOptions(model="mlp", serve=tmp_path / "repo", budget_ms=20, concurrency=(1, 4), strategy="brute")
+    new_journal(tmp_path / "out", {"model": "mlp", "fingerprint": "x", "options": saved.to_dict()})
+    same = resume_options(tmp_path / "out")
+    assert (same.serve, same.budget_ms, same.concurrency, same.strategy) == (tmp_path / "repo", 20, (1, 4), "brute")
+    assert same.resume and same.output_dir == tmp_path / "out"
+    moved = resume_options(tmp_path / "out", url="127.0.0.1:9000", serve=None, promote=False)
+    assert moved.serve is None and moved.url == "127.0.0.1:9000" and moved.budget_ms == 20
+    promoting = resume_options(tmp_path / "out", promote=True)
+    assert promoting.promote and promoting.serve == tmp_path / "repo"

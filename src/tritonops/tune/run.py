@@ -115,9 +115,10 @@ def resume_options(directory: Path, **server: Any) -> TuneOptions:
             kwargs[k] = Path(value)
         else:
             kwargs[k] = tuple(value) if isinstance(value, list) else value
-    if any(v is not None and v is not False for v in server.values()):
-        for k in SERVER_FIELDS:
-            kwargs[k] = server.get(k) if k != "promote" else bool(server.get(k))
+    given = {k: v for k, v in server.items() if k in SERVER_FIELDS and v not in (None, False)}
+    if "serve" in given or "url" in given:  # the server given now replaces the saved one
+        kwargs.update(serve=None, url=None, grpc_url=None)
+    kwargs.update(given)
     kwargs["output_dir"] = directory
     kwargs["resume"] = True
     return TuneOptions(**kwargs)
