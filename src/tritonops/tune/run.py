@@ -200,8 +200,13 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
                 try:
                     (quick if o.strategy == "quick" else brute)(ctx, start)
                     searched = rank([m for m in journal if m.round == 0], objective, ctx.evaluated)
-                    finalists = [(_setting_of(journal, s.setting), s) for s in searched.scores[:o.final_candidates]
-                                 if s.points and s.setting in journal.settings]
+                    # The starting config always re-runs in the final rounds: noise in the search must not
+                    # promote something worse than what is served now.
+                    start_key = setting_key(start)
+                    chosen = [s for s in searched.scores if s.points and s.setting in journal.settings]
+                    finals = [*chosen[:o.final_candidates],
+                              *[s for s in chosen[o.final_candidates:] if s.setting == start_key]]
+                    finalists = [(_setting_of(journal, s.setting), s) for s in finals]
                     ctx.max_measurements = None
                     final_rounds(ctx, finalists, o.final_rounds)
                 except KeyboardInterrupt:
