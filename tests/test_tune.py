@@ -32,7 +32,7 @@ from tritonops.tune import TuneOptions, resume_options
 from tritonops.tune.journal import new_journal
 from tritonops.tune.measure import Measurement
 from tritonops.tune.objective import Objective, rank
-from tritonops.tune.promote import PREVIOUS_NAME, RECORD_NAME, RECORD_SCHEMA
+from tritonops.tune.promote import PREVIOUS_NAME, RECORD_NAME, RECORD_SCHEMA, promote
 from tritonops.tune.report import pareto
 from tritonops.tune.space import Candidate, apply_candidate, candidate_of, derive_space, read_space_file, space_for
 
@@ -325,20 +325,40 @@ def test_the_readme_run_promotes_the_winner_with_its_record_and_check_passes(cli
     code, stdout, err = cli(*shlex.split(commands[1])[1:], *FAST, "--json")
     assert code == 0, err
     data = json.loads(stdout)["data"]
-    assert data["promoted"] == {"mlp": str((local / "mlp" / RECORD_NAME).absolute())}
     winner = Candidate.from_dict(data["winner"]["mlp"])
-    promoted = read_config(local / "mlp" / "config.pbtxt")
-    assert candidate_of(promoted) == winner
-    assert (local / "mlp" / PREVIOUS_NAME).read_text() == old_text
-    record = json.loads((local / "mlp" / RECORD_NAME).read_text())
-    out = tmp_path / "out" / "tune" / "mlp"
-    assert record["objective"]["budget_ms"] == 20 and record["journal"] == str((out / "journal.jsonl").resolve())
-    assert record["winner"]["setting"] == winner.key and record["measurements"]
-    assert record["triton_version"] and record["tritonops_version"] and record["hardware"]["cpus"] >= 1
-    assert set(record["model_files_sha256"]) == {"1/model.onnx"}
+    if data["winner"] == data["start"]:  # the served config won the final rounds: nothing to write
+        assert data["promoted"] == {} and (local / "mlp" / "config.pbtxt").read_text() == old_text
+    else:
+        assert data["promoted"] == {"mlp": str((local / "mlp" / RECORD_NAME).absolute())}
+        assert candidate_of(read_config(local / "mlp" / "config.pbtxt")) == winner
+        assert (local / "mlp" / PREVIOUS_NAME).read_text() == old_text
+        record = json.loads((local / "mlp" / RECORD_NAME).read_text())
+        out = tmp_path / "out" / "tune" / "mlp"
+        assert record["objective"]["budget_ms"] == 20 and record["journal"] == str((out / "journal.jsonl").resolve())
+        assert record["winner"]["setting"] == winner.key and record["measurements"]
     code, _, err = cli(*shlex.split(commands[2])[1:])
     assert code == 0, err
     assert check_repository(local).ok
+
+
+def test_promote_writes_the_config_beside_its_record_and_the_previous_one(repo, tmp_path, digest):
+    local = tmp_path / "repo"
+    shutil.copytree(repo / "mlp", local / "mlp")
+    old_text = (local / "mlp" / "config.pbtxt").read_text()
+    cand = Candidate(instances=2, max_batch_size=4, dynamic_batching=True, queue_delay_us=500, threads=1)
+    paths = promote(local, {"mlp": cand}, {"objective": {"budget_ms": 20}, "triton_version": "2.51.0"})
+    assert paths == {"mlp": str((local / "mlp" / RECORD_NAME).absolute())}
+    assert candidate_of(read_config(local / "mlp" / "config.pbtxt")) == cand
+    assert (local / "mlp" / PREVIOUS_NAME).read_text() == old_text
+    record = json.loads((local / "mlp" / RECORD_NAME).read_text())
+    assert record["schema"] == RECORD_SCHEMA and record["candidate"]["key"] == cand.key
+    assert record["tritonops_version"] and record["hardware"]["cpus"] >= 1
+    assert set(record["model_files_sha256"]) == {"1/model.onnx"}
+    assert check_repository(local).ok
+    before = digest(local)
+    with pytest.raises(UsageError):  # a model the repository does not hold: nothing is written
+        promote(local, {"mlp": cand, "other": cand}, {})
+    assert digest(local) == before
 
 
 # ---------------------------------------------------------------- an ensemble: its steps tuned jointly

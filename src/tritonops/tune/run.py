@@ -236,7 +236,11 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
                   "summary": ranking.summary(), "winner": ranking.winner.to_dict() if ranking.winner else None,
                   "journal": str(journal.path.resolve()), "triton_version": version,
                   "measurements": [m.to_dict() for m in journal]}
-        result = _with(result, promoted=promote(o.serve, winner, record))
+        to_write = {m: c for m, c in winner.items() if c != start.get(m)}  # the models the winner changes
+        if to_write:
+            result = _with(result, promoted=promote(o.serve, to_write, record))
+        else:
+            say("the starting config won: nothing to promote")
     _write_outputs(result)
     return result
 
