@@ -13,7 +13,7 @@ from typer._click import exceptions as click  # typer 0.29 vendors click; its er
 from typer._click.core import Context as ClickContext
 
 from tritonops import logs
-from tritonops.cli import build, deploy, perf, render, serve, validate
+from tritonops.cli import build, deploy, perf, render, serve, tune, validate
 from tritonops.cli.params import OptionError, output_file
 from tritonops.envelope import INTERNAL_ERROR_EXIT_CODE, SCHEMAS, error_envelope
 from tritonops.errors import TritonOpsError, UsageError
@@ -61,6 +61,7 @@ deploy.register(app)
 serve.register(app)
 validate.register(app)
 perf.register(app)
+tune.register(app)
 
 
 def _command_of(ctx: ClickContext | None) -> str | None:

@@ -12,10 +12,12 @@ from rich.markup import escape
 from tritonops.cli.params import DAY_S, INT32_MAX, number, output_dir, url
 from tritonops.cli.render import command, emit_result, err, out, spinner
 from tritonops.envelope import INTERRUPTED_EXIT_CODE, ErrorInfo
+from tritonops.errors import ValidationFailed
 from tritonops.perf.analyzer import PerfOptions, run_perf
 from tritonops.perf.config_study import ConfigStudyOptions, run_config_study
 from tritonops.perf.loadtest import MAX_RATE, LoadtestOptions, run_loadtest
 from tritonops.perf.study import ProtocolStudyOptions, run_protocol_study
+from tritonops.tune.gate import check_baseline
 from tritonops.units import parse_values
 
 PERF_HELP = """Measure a served model with perf_analyzer over a sweep of concurrencies or request rates.
@@ -157,6 +159,10 @@ def perf(
     streaming: Annotated[bool | None, typer.Option(
         "--streaming/--no-streaming", help="gRPC streaming [default: for decoupled models].",
         show_default=False)] = None,
+    baseline: Annotated[Path | None, typer.Option(
+        help="Gate: exit 7 when throughput within the budget drops, or latency rises, against this "
+             "tune-record.json by more than --tolerance.")] = None,
+    tolerance: Annotated[float, typer.Option(help="Allowed change against --baseline (0.1 = 10%).")] = 0.1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     options = PerfOptions(
@@ -175,7 +181,12 @@ def perf(
     with spinner(not as_json) as progress:
         result = run_perf(options, progress)
     stop = f"{len(result.rows)} point(s) kept in {result.csv_path}" if result.interrupted else None
-    if as_json:
+    gate = check_baseline(result, baseline, tolerance) if baseline is not None and stop is None else None
+    if as_json and gate is not None:
+        data = {**result.to_dict(), "baseline_gate": gate.to_dict()}
+        emit_result(data, exit_code=0 if gate.ok else ValidationFailed.exit_code,
+                    errors=() if gate.ok else (ErrorInfo("ValidationFailed", "; ".join(gate.failures())),))
+    elif as_json:
         _emit(result, stop)
     else:
         load = "rate/s" if result.mode == "request_rate" else "conc."
@@ -189,7 +200,12 @@ def perf(
                       f"{_ms(r.p99_us):>7} {_ms(r.server_queue_us):>6} {_ms(r.server_compute_infer_us):>6}  "
                       f"{r.status}{' (' + r.note + ')' if r.note else ''}", markup=False)
         out.print(f"results: {result.csv_path}, {result.json_path}", markup=False)
+        for c in gate.checks if gate is not None else ():
+            out.print(f"baseline {'ok' if c.ok else 'REGRESSION'}: {c.message}", markup=False)
     _exit_if_interrupted(stop)
+    if gate is not None and not gate.ok:
+        raise ValidationFailed(f"regression against {baseline}: {'; '.join(gate.failures())}",
+                               "find the change that cost it, or tune and promote again")
 
 @command("loadtest")
 def loadtest(

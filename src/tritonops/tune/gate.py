@@ -1,0 +1,109 @@
+"""The CI regression gate: ``tritonops perf ... --baseline tune-record.json``.
+
+A perf run is compared with the record ``tune --promote`` wrote: the throughput within the record's
+latency budget (its percentile, its budget) must not drop, and the latency at the winner's
+concurrency must not rise, by more than the tolerance. Each check says by how much it moved."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tritonops.errors import UsageError
+from tritonops.perf.analyzer import PerfResult, PerfRow
+from tritonops.tune.promote import RECORD_SCHEMA
+
+DEFAULT_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    name: str
+    baseline: float
+    measured: float | None
+    change: float | None  # signed fraction: +0.05 = 5% higher than the baseline
+    ok: bool
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    baseline: Path
+    tolerance: float
+    checks: tuple[GateCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def failures(self) -> list[str]:
+        return [c.message for c in self.checks if not c.ok]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"baseline": str(self.baseline), "tolerance": self.tolerance, "ok": self.ok,
+                "checks": [c.to_dict() for c in self.checks]}
+
+
+def read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except OSError as e:
+        raise UsageError(f"cannot read the baseline {path}: {e.strerror}", "give the tune-record.json that "
+                         "tune --promote wrote beside config.pbtxt") from None
+    except json.JSONDecodeError as e:
+        raise UsageError(f"{path}:{e.lineno}: not JSON ({e.msg})", "give a tune-record.json") from None
+    if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA or not record.get("winner"):
+        raise UsageError(f"{path} is not a tune record with a winner", "give the tune-record.json of a promoted run")
+    return record
+
+
+def _latency_ms(row: PerfRow, percentile: str) -> float | None:
+    us = {"p50": row.p50_us, "p95": row.p95_us, "p99": row.p99_us}.get(percentile)
+    return None if us is None else us / 1000.0
+
+
+def check_baseline(result: PerfResult, path: Path, tolerance: float = DEFAULT_TOLERANCE) -> GateResult:
+    if not 0 <= tolerance < 1:
+        raise UsageError(f"--tolerance {tolerance:g} is outside 0..1", "e.g. --tolerance 0.1 (10%)")
+    record = read_record(path)
+    if record.get("model") != result.model:
+        raise UsageError(f"the baseline {path} is for model '{record.get('model')}', not '{result.model}'",
+                         "give the record of the model being measured")
+    objective = record.get("objective", {})
+    pct = str(objective.get("percentile", "p99"))
+    budget = objective.get("budget_ms")
+    winner = record["winner"]
+    rows = [r for r in result.rows if r.status == "ok" and r.throughput is not None and r.batch_size == 1]
+    checks = []
+    base_tput = winner.get("throughput")
+    if base_tput:
+        within = [r.throughput or 0.0 for r in rows if budget is None
+                  or ((lat := _latency_ms(r, pct)) is not None and lat <= float(budget))]
+        now = max(within, default=0.0)
+        change = (now - base_tput) / base_tput
+        what = f"throughput within {pct} <= {budget:g} ms" if budget is not None else "throughput"
+        ok = change >= -tolerance
+        checks.append(GateCheck("throughput", float(base_tput), now, change, ok,
+                                f"{what} {'dropped' if change < 0 else 'rose'} {abs(change) * 100:.1f}% "
+                                f"({base_tput:.1f} -> {now:.1f} infer/s)"
+                                + ("" if ok else f", more than the {tolerance * 100:g}% tolerance")))
+    base_lat, conc = winner.get("latency_ms"), winner.get("concurrency")
+    at = [r for r in rows if conc is not None and int(r.load) == int(conc)]
+    if base_lat and at:
+        lat = _latency_ms(at[-1], pct)
+        if lat is not None:
+            change = (lat - base_lat) / base_lat
+            ok = change <= tolerance
+            checks.append(GateCheck(pct, float(base_lat), lat, change, ok,
+                                    f"{pct} at concurrency {conc} {'rose' if change > 0 else 'fell'} "
+                                    f"{abs(change) * 100:.1f}% ({base_lat:.2f} -> {lat:.2f} ms)"
+                                    + ("" if ok else f", more than the {tolerance * 100:g}% tolerance")))
+    if not checks:
+        raise UsageError(f"the perf run measured nothing comparable with {path}",
+                         f"sweep the record's concurrency (--concurrency {conc or 1}) at batch size 1")
+    return GateResult(path, tolerance, tuple(checks))

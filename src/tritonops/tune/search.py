@@ -1,0 +1,186 @@
+"""Search strategies: ``quick`` (coordinate descent that reuses every measurement, with early
+stopping) and ``brute`` (the full grid, the ground truth), then the final interleaved rounds.
+
+A *setting* maps every tuned model to a candidate (one model, or an ensemble's composing models).
+Evaluating a setting loads it (apply.py) and sweeps the concurrencies; a point already in the
+journal is reused, never measured again, so ``--resume`` continues where a run stopped. The sweep
+stops early once the latency budget is exceeded or throughput stops growing (higher concurrencies
+only add queueing). Quick walks one parameter at a time, keeping what improves the objective; for
+an ensemble it walks the step with the largest queue + compute time first (the bottleneck), taken
+from Triton's per-model statistics around the last measurement.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from tritonops.perf.target import Target
+from tritonops.progress import Progress
+from tritonops.tune.apply import Applier, CandidateRefused, StatsProbe
+from tritonops.tune.journal import Journal
+from tritonops.tune.measure import Measurement, MeasureSettings, measure
+from tritonops.tune.objective import Objective, Score, better, score
+from tritonops.tune.space import Candidate, ModelSpace
+
+Strategy = Literal["quick", "brute"]
+Setting = dict[str, Candidate]
+SATURATION_GAIN = 1.05  # a concurrency step that adds less throughput than this ends the sweep
+
+
+def setting_key(setting: Mapping[str, Candidate]) -> str:
+    if len(setting) == 1:
+        return next(iter(setting.values())).key
+    return ",".join(f"{m}={c.key}" for m, c in sorted(setting.items()))
+
+
+def setting_dict(setting: Mapping[str, Candidate]) -> dict[str, Any]:
+    return {m: c.to_dict() for m, c in setting.items()}
+
+
+class BudgetReached(Exception):
+    """The search used its --max-measurements."""
+
+
+@dataclass
+class SearchContext:
+    target: Target
+    model: str  # what perf_analyzer sends requests to (the ensemble itself)
+    applier: Applier
+    journal: Journal
+    spaces: Mapping[str, ModelSpace]
+    concurrency: tuple[int, ...]
+    objective: Objective
+    settings: MeasureSettings
+    work_dir: Path
+    progress: Progress
+    probe: StatsProbe | None = None
+    max_measurements: int | None = None
+    measured: int = 0  # perf_analyzer measurements this run made (reused ones not counted)
+    reused: int = 0
+    evaluated: list[str] = field(default_factory=list)
+
+    def sweep_points(self) -> tuple[int, ...]:
+        if self.objective.kind == "latency":
+            return (1,)
+        return self.concurrency
+
+    def _point(self, setting: Setting, key: str, c: int, round_: int) -> Measurement:
+        known = self.journal.get((key, c, round_))
+        if known is not None:
+            self.reused += 1
+            return known
+        if self.max_measurements is not None and self.measured >= self.max_measurements:
+            raise BudgetReached
+        try:
+            self.applier.apply(setting)
+        except CandidateRefused as e:
+            m = Measurement(setting=key, concurrency=c, round=round_, status="failed",
+                            note=f"the server refused this config: {e}")
+            self.journal.append(m, setting_dict(setting))
+            return m
+        self.progress(f"measuring {key} at concurrency {c}" + (f" (final round {round_})" if round_ else ""))
+        m = measure(self.target, self.model, key, c, round_, self.settings,
+                    self.work_dir / key.replace(",", "+").replace("=", "-") / f"r{round_}_c{c}", self.probe,
+                    self.progress)
+        self.measured += 1
+        self.journal.append(m, setting_dict(setting))
+        return m
+
+    def evaluate(self, setting: Setting, round_: int = 0, points: Sequence[int] | None = None) -> Score:
+        key = setting_key(setting)
+        if key not in self.evaluated:
+            self.evaluated.append(key)
+        best_tput = 0.0
+        for c in points or self.sweep_points():
+            m = self._point(setting, key, c, round_)
+            if m.status != "ok":
+                if m.note.startswith("the server refused"):
+                    break
+                continue
+            lat = m.latency_ms(self.objective.percentile)
+            if self.objective.budget_ms is not None and lat is not None and lat > self.objective.budget_ms:
+                break  # higher concurrency only queues more
+            if points is None and best_tput and (m.throughput or 0.0) < best_tput * SATURATION_GAIN:
+                break  # saturated
+            best_tput = max(best_tput, m.throughput or 0.0)
+        return score(key, list(self.journal), self.objective)
+
+    def bottleneck_order(self, best: Score) -> list[str]:
+        """Tuned models, the one with the most queue + compute time per request at the best point first."""
+        models = list(self.spaces)
+        if len(models) < 2:
+            return models
+        ms = [m for m in self.journal if m.setting == best.setting and m.status == "ok" and m.steps]
+        if not ms:
+            return models
+        last = max(ms, key=lambda m: m.concurrency)
+
+        def cost(name: str) -> float:
+            s = last.steps.get(name, {})
+            return float((s.get("queue_us") or 0.0) + (s.get("compute_us") or 0.0))
+
+        return sorted(models, key=cost, reverse=True)
+
+
+def _vary(c: Candidate, dim: str, value: Any) -> Candidate:
+    if dim == "preferred":
+        return replace(c, preferred=(c.max_batch_size,) if value and c.max_batch_size > 0 else ()).normalized()
+    return replace(c, **{dim: value}).normalized()
+
+
+def quick(ctx: SearchContext, start: Setting, max_passes: int = 2) -> Score:
+    """Coordinate descent from ``start``: per model (bottleneck first), per parameter, keep the best value."""
+    current = dict(start)
+    best = ctx.evaluate(current)
+    try:
+        for _ in range(max_passes):
+            improved = False
+            for model in ctx.bottleneck_order(best):
+                for dim, values in ctx.spaces[model].values().items():
+                    if len(values) < 2 and dim != "max_batch_size":
+                        continue
+                    for v in values:
+                        trial = dict(current)
+                        trial[model] = _vary(current[model], dim, v)
+                        if setting_key(trial) == setting_key(current):
+                            continue
+                        s = ctx.evaluate(trial)
+                        if better(s, best, ctx.objective):
+                            best, current, improved = s, trial, True
+            if not improved:
+                break  # early stopping: a whole pass without a gain
+    except BudgetReached:
+        ctx.progress(f"stopped after {ctx.max_measurements} measurements (--max-measurements)")
+    return best
+
+
+def grid(spaces: Mapping[str, ModelSpace]) -> list[Setting]:
+    names = list(spaces)
+    return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*(spaces[n].grid() for n in names))]
+
+
+def brute(ctx: SearchContext, start: Setting) -> Score:
+    best = ctx.evaluate(dict(start))
+    try:
+        for setting in grid(ctx.spaces):
+            s = ctx.evaluate(setting)
+            if better(s, best, ctx.objective):
+                best = s
+    except BudgetReached:
+        ctx.progress(f"stopped after {ctx.max_measurements} measurements (--max-measurements)")
+    return best
+
+
+def final_rounds(ctx: SearchContext, finalists: Sequence[tuple[Setting, Score]], rounds: int) -> None:
+    """Re-measure the finalists at their best concurrency, interleaved (round r starts at finalist r)."""
+    if len(finalists) < 2 or rounds < 1:
+        return
+    for r in range(1, rounds + 1):
+        k = (r - 1) % len(finalists)
+        for setting, s in (*finalists[k:], *finalists[:k]):
+            c = s.concurrency or 1
+            ctx.evaluate(setting, round_=r, points=(c,))
