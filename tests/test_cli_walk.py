@@ -57,6 +57,7 @@ BASES: dict[str, tuple[list[str], dict[str, str]]] = {
     "study protocols": (["m"], {"--url": f"127.0.0.1:{CLOSED}", "--output-dir": "results"}),
     "study config": (["m"], {"--serve": "repo", "--output-dir": "results"}),
     "deploy": (["repo"], {"--target": "compose", "--image": IMAGE, "--out": "manifests"}),
+    "tune": (["m"], {"--url": f"127.0.0.1:{CLOSED}", "--p99-ms": "20", "--output-dir": "results"}),
 }
 
 # What kind of value a parameter takes, from its type and name (not a list of options).
