@@ -186,3 +186,18 @@ def test_sequence_fields_of_a_build_entry_coerce_by_type(tmp_path):
         f.write_text("models:\n  - source: acc.onnx\n" + body)
         with pytest.raises(UsageError, match=message):
             load_build_file(f)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("max_batch_size", "4.7", "models[0].max_batch_size: expected an integer, got 4.7"),
+    ("instances", '"8"', "models[0].instances: expected an integer, got '8'"),
+])
+def test_build_file_numbers_are_not_coerced_silently(tmp_path, field, value, message):
+    """Issue 14 item 11: 4.7 used to become 4 and "8" to become 8."""
+    from tritonops.buildfile import load_build_file
+
+    path = tmp_path / "tritonops.yaml"
+    path.write_text(f"models:\n  - source: model.onnx\n    {field}: {value}\n")
+    with pytest.raises(UsageError) as e:
+        load_build_file(path)
+    assert e.value.message == f"{path}:3: {message}"
