@@ -36,13 +36,15 @@ CASE_SECONDS = 30  # one case; a hang is killed and fails the case
 CASE_MEMORY = 3 << 30  # address space one case may add: reading /dev/zero becomes a MemoryError, not an OOM kill
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])  # closed again when the socket is
+def _closed_port() -> tuple[socket.socket, int]:
+    """A port nothing listens on for the whole run: bound here and never listened on, so connections are
+    refused and no server started later in the session (the session server, a test's own) can take it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s, int(s.getsockname()[1])
 
 
-CLOSED = _closed_port()
+_CLOSED_SOCKET, CLOSED = _closed_port()
 # The base command line of every command: valid apart from the value under test ("{onnx}": a real
 # model file; paths relative to the case's directory).
 BASES: dict[str, tuple[list[str], dict[str, str]]] = {

@@ -17,7 +17,7 @@ from tritonops.perf.analyzer import PerfOptions, run_perf
 from tritonops.perf.config_study import ConfigStudyOptions, run_config_study
 from tritonops.perf.loadtest import MAX_RATE, LoadtestOptions, run_loadtest
 from tritonops.perf.study import ProtocolStudyOptions, run_protocol_study
-from tritonops.tune.gate import check_baseline
+from tritonops.tune.gate import check_baseline, load_baseline
 from tritonops.units import parse_values
 
 PERF_HELP = """Measure a served model with perf_analyzer over a sweep of concurrencies or request rates.
@@ -162,7 +162,8 @@ def perf(
     baseline: Annotated[Path | None, typer.Option(
         help="Gate: exit 7 when throughput within the budget drops, or latency rises, against this "
              "tune-record.json by more than --tolerance.")] = None,
-    tolerance: Annotated[float, typer.Option(help="Allowed change against --baseline (0.1 = 10%).")] = 0.1,
+    tolerance: Annotated[float, typer.Option(callback=number(0, 1),
+                                             help="Allowed change against --baseline (0.1 = 10%).")] = 0.1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     options = PerfOptions(
@@ -178,10 +179,11 @@ def perf(
         max_trials=max_trials, percentile=percentile, samples=samples, shapes=tuple(shape or ()),
         sequence_length=sequence_length, sequence_id_range=sequence_id_range, streaming=streaming,
     )
+    record = load_baseline(baseline, model, tolerance) if baseline is not None else None  # before measuring
     with spinner(not as_json) as progress:
         result = run_perf(options, progress)
     stop = f"{len(result.rows)} point(s) kept in {result.csv_path}" if result.interrupted else None
-    gate = check_baseline(result, baseline, tolerance) if baseline is not None and stop is None else None
+    gate = check_baseline(result, baseline, tolerance, record) if baseline is not None and stop is None else None
     if as_json and gate is not None:
         data = {**result.to_dict(), "baseline_gate": gate.to_dict()}
         emit_result(data, exit_code=0 if gate.ok else ValidationFailed.exit_code,

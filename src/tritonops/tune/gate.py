@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tritonops.errors import UsageError
+from tritonops.paths import read_text
 from tritonops.perf.analyzer import PerfResult, PerfRow
 from tritonops.tune.promote import RECORD_SCHEMA
+
+RECORD_READ_LIMIT = 16 << 20  # a tune record is a few kB; its journal lives beside it
 
 DEFAULT_TOLERANCE = 0.10
 
@@ -51,10 +54,7 @@ class GateResult:
 
 def read_record(path: Path) -> dict[str, Any]:
     try:
-        record = json.loads(path.read_text())
-    except OSError as e:
-        raise UsageError(f"cannot read the baseline {path}: {e.strerror}", "give the tune-record.json that "
-                         "tune --promote wrote beside config.pbtxt") from None
+        record = json.loads(read_text(path, "the baseline", RECORD_READ_LIMIT))
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}:{e.lineno}: not JSON ({e.msg})", "give a tune-record.json") from None
     if not isinstance(record, dict) or record.get("schema") != RECORD_SCHEMA or not record.get("winner"):
@@ -67,13 +67,22 @@ def _latency_ms(row: PerfRow, percentile: str) -> float | None:
     return None if us is None else us / 1000.0
 
 
-def check_baseline(result: PerfResult, path: Path, tolerance: float = DEFAULT_TOLERANCE) -> GateResult:
+def load_baseline(path: Path, model: str, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
+    """The promoted record the gate compares with, checked before anything is measured."""
     if not 0 <= tolerance < 1:
         raise UsageError(f"--tolerance {tolerance:g} is outside 0..1", "e.g. --tolerance 0.1 (10%)")
     record = read_record(path)
-    if record.get("model") != result.model:
-        raise UsageError(f"the baseline {path} is for model '{record.get('model')}', not '{result.model}'",
+    if record.get("model") != model:
+        raise UsageError(f"the baseline {path} is for model '{record.get('model')}', not '{model}'",
                          "give the record of the model being measured")
+    return record
+
+
+def check_baseline(result: PerfResult, path: Path, tolerance: float = DEFAULT_TOLERANCE,
+                   record: dict[str, Any] | None = None) -> GateResult:
+    """``result`` against the record at ``path`` (``record``: already loaded by :func:`load_baseline`)."""
+    if record is None:
+        record = load_baseline(path, result.model, tolerance)
     objective = record.get("objective", {})
     pct = str(objective.get("percentile", "p99"))
     budget = objective.get("budget_ms")
