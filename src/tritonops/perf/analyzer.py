@@ -23,6 +23,7 @@ from tritonops.errors import ExternalToolError, MissingDependencyError, ServerEr
 from tritonops.external import run_tool
 from tritonops.perf.inputs import (
     Samples,
+    check_samples_path,
     generate_samples,
     load_samples,
     parse_shapes,
@@ -116,6 +117,8 @@ class PerfOptions:
     streaming: bool | None = None
 
     def __post_init__(self) -> None:
+        if self.samples is not None:  # before any server is asked
+            check_samples_path(self.samples)
         check_sequence_options(self)
         if self.protocol not in ("http", "grpc"):
             raise UsageError(f"--protocol '{self.protocol}' is not http or grpc", "use --protocol http or grpc")

@@ -23,6 +23,7 @@ from tritonops.errors import TritonOpsError, UsageError
 from tritonops.names import check_model_name
 from tritonops.pbtxt import ModelConfig, config_to_text, read_config
 from tritonops.perf.analyzer import PerfOptions, PerfRow, require_perf_analyzer, sweep
+from tritonops.perf.inputs import check_samples_path
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
 from tritonops.perf.target import Target, http_alive
@@ -128,6 +129,8 @@ class ConfigStudyOptions:
     shapes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.samples is not None:  # before any server is asked
+            check_samples_path(self.samples)
         check_model_name(self.model)
         check_number(self.repeats, "--repeats", low=1, high=100, integer=True, hint="use --repeats 2")
         if not self.concurrency or any(c < 1 for c in self.concurrency):

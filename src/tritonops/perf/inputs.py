@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import stat
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -230,6 +231,26 @@ def _load_images(files: Sequence[Path], inputs: Sequence[TensorSpec], source: st
         else:
             items.append({spec.name: _decode_image(f, spec)})
     return Samples(tuple(items), source)
+
+
+def check_samples_path(path: Path, flag: str = "--samples") -> Path:
+    """What can be told about a sample file before any server is asked: it exists, is a directory or a
+    regular file (not a FIFO or a device), and has a format ``load_samples`` reads."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        raise UsageError(f"sample file '{path}' does not exist", f"check the path given to {flag}") from None
+    if stat.S_ISDIR(mode):
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+            raise UsageError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})",
+                             "give a directory of images, an .npz or a .txt file")
+        return path
+    if not stat.S_ISREG(mode):
+        raise UsageError(f"{flag} '{path}' is not a regular file", "give an .npz, a .txt, an image or a directory")
+    if path.suffix.lower() not in (".npz", ".txt", ".text", ".lines", *IMAGE_SUFFIXES):
+        raise UsageError(f"unknown sample format '{path.suffix}' ({path.name})",
+                         "use .npz (arrays per input), .txt (one sample per line), or image files")
+    return path
 
 
 def load_samples(path: Path, inputs: Sequence[TensorSpec], batched: bool) -> Samples:

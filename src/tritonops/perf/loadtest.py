@@ -28,7 +28,7 @@ from tritonops.client import InferProtocol, TritonClient, grpc_request_bytes, ht
 from tritonops.errors import ExternalToolError, MissingDependencyError, ServerError, UsageError
 from tritonops.external import run_tool
 from tritonops.perf.analyzer import prepare_samples
-from tritonops.perf.inputs import Samples, write_input_data
+from tritonops.perf.inputs import Samples, check_samples_path, write_input_data
 from tritonops.perf.poisson import ks_exponential
 from tritonops.perf.target import ModelIO, Target, fetch_model_io, open_target
 from tritonops.progress import Progress
@@ -62,6 +62,8 @@ class LoadtestOptions:
     drain_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if self.samples is not None:  # before any server is asked
+            check_samples_path(self.samples)
         if self.protocol not in PROTOCOLS:
             raise UsageError(f"--protocol '{self.protocol}' is not one of {', '.join(PROTOCOLS)}",
                              "use --protocol http-binary, http-json or grpc")

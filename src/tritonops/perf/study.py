@@ -24,6 +24,7 @@ import numpy as np
 
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.perf.analyzer import PerfOptions, PerfRow, prepare_samples, require_perf_analyzer, sweep
+from tritonops.perf.inputs import check_samples_path
 from tritonops.perf.loadtest import (
     MAX_RATE,
     PROTOCOLS,
@@ -71,6 +72,8 @@ class ProtocolStudyOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.samples is not None:  # before any server is asked
+            check_samples_path(self.samples)
         if not self.rates:
             raise UsageError("--rates needs positive request rates", "e.g. --rates 25,50,100,200")
         for r in self.rates:

@@ -15,6 +15,7 @@ from tritonops.errors import ServerError, UsageError
 from tritonops.names import check_model_name
 from tritonops.pbtxt import config_to_json, dict_to_config
 from tritonops.perf.analyzer import require_perf_analyzer
+from tritonops.perf.inputs import check_samples_path
 from tritonops.perf.target import Target, http_alive
 from tritonops.progress import Progress, reporter
 from tritonops.server import ServerOptions, TritonServer
@@ -58,6 +59,8 @@ class TuneOptions:
     resume: bool = False
 
     def __post_init__(self) -> None:
+        if self.samples is not None:  # before any server is asked
+            check_samples_path(self.samples)
         check_model_name(self.model)
         Objective(self.objective, self.percentile, self.budget_ms)
         if self.strategy not in ("quick", "brute"):
