@@ -17,7 +17,7 @@ from tritonops.perf.analyzer import PerfOptions, run_perf
 from tritonops.perf.config_study import ConfigStudyOptions, run_config_study
 from tritonops.perf.loadtest import MAX_RATE, LoadtestOptions, run_loadtest
 from tritonops.perf.study import ProtocolStudyOptions, run_protocol_study
-from tritonops.tune.gate import check_baseline, load_baseline
+from tritonops.tune.gate import check_baseline, check_tolerance, load_baseline
 from tritonops.units import parse_values
 
 PERF_HELP = """Measure a served model with perf_analyzer over a sweep of concurrencies or request rates.
@@ -152,7 +152,7 @@ def perf(
     output_dir: Annotated[Path | None, typer.Option(callback=output_dir,
         help="Where results go [default: perf_results/MODEL].")
                           ] = None,
-    sequence_length: Annotated[int | None, typer.Option(
+    sequence_length: Annotated[int | None, typer.Option(callback=number(1, INT32_MAX),
         help="Stateful models: requests per sequence [default: 20].", show_default=False)] = None,
     sequence_id_range: Annotated[str | None, typer.Option(
         help="Stateful models: sequence ids START:END [default: fresh ids per point].", show_default=False)] = None,
@@ -162,8 +162,7 @@ def perf(
     baseline: Annotated[Path | None, typer.Option(
         help="Gate: exit 7 when throughput within the budget drops, or latency rises, against this "
              "tune-record.json by more than --tolerance.")] = None,
-    tolerance: Annotated[float, typer.Option(callback=number(0, 1),
-                                             help="Allowed change against --baseline (0.1 = 10%).")] = 0.1,
+    tolerance: Annotated[float, typer.Option(help="Allowed change against --baseline (0.1 = 10%).")] = 0.1,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     options = PerfOptions(
@@ -179,6 +178,7 @@ def perf(
         max_trials=max_trials, percentile=percentile, samples=samples, shapes=tuple(shape or ()),
         sequence_length=sequence_length, sequence_id_range=sequence_id_range, streaming=streaming,
     )
+    check_tolerance(tolerance)
     record = load_baseline(baseline, model, tolerance) if baseline is not None else None  # before measuring
     with spinner(not as_json) as progress:
         result = run_perf(options, progress)

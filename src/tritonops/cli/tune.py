@@ -8,12 +8,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from tritonops.cli.params import DAY_S, INT32_MAX, number
+from tritonops.cli.params import output_dir as output_dir_check
+from tritonops.cli.params import url as url_check
 from tritonops.cli.render import command, emit_result, err, out, spinner
 from tritonops.envelope import INTERRUPTED_EXIT_CODE, ErrorInfo
 from tritonops.errors import UsageError
 from tritonops.perf.analyzer import parse_range
 from tritonops.tune import TuneOptions, TuneResult, resume_options, run_tune
 from tritonops.tune.result import SCHEMA
+
+budget = number(0, DAY_S * 1000, low_open=True)  # a latency budget in ms
 
 BUDGET_NOT_MET_EXIT_CODE = 1
 
@@ -55,11 +60,13 @@ def tune(
     model: Annotated[str | None, typer.Argument(help="Model (or ensemble) name, as served.")] = None,
     serve: Annotated[Path | None, typer.Option(help="Start a local server (explicit mode) on this repository.")
                      ] = None,
-    url: Annotated[str | None, typer.Option(help="HTTP HOST:PORT of a running server in explicit mode.")] = None,
-    grpc_url: Annotated[str | None, typer.Option(help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
-    p99_ms: Annotated[float | None, typer.Option(help="Latency budget: p99 in ms.")] = None,
-    p95_ms: Annotated[float | None, typer.Option(help="Latency budget: p95 in ms.")] = None,
-    p50_ms: Annotated[float | None, typer.Option(help="Latency budget: p50 in ms.")] = None,
+    url: Annotated[str | None, typer.Option(callback=url_check,
+                                            help="HTTP HOST:PORT of a running server in explicit mode.")] = None,
+    grpc_url: Annotated[str | None, typer.Option(callback=url_check,
+                                                 help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
+    p99_ms: Annotated[float | None, typer.Option(callback=budget, help="Latency budget: p99 in ms.")] = None,
+    p95_ms: Annotated[float | None, typer.Option(callback=budget, help="Latency budget: p95 in ms.")] = None,
+    p50_ms: Annotated[float | None, typer.Option(callback=budget, help="Latency budget: p50 in ms.")] = None,
     objective: Annotated[str, typer.Option(
         help="throughput (max within the budget) or latency (min at concurrency 1).")] = "throughput",
     strategy: Annotated[str, typer.Option(help="quick (coordinate descent) or brute (full grid).")] = "quick",
@@ -67,21 +74,28 @@ def tune(
                            ] = "1,2,4,8,16,32",
     space: Annotated[Path | None, typer.Option(help="Search-space YAML (models: {NAME: {instances: [..]}}).")
                      ] = None,
-    max_measurements: Annotated[int | None, typer.Option(help="Stop the search after this many measurements.")
+    max_measurements: Annotated[int | None, typer.Option(callback=number(1, INT32_MAX),
+                                                         help="Stop the search after this many measurements.")
                                 ] = None,
-    final_candidates: Annotated[int, typer.Option(help="Candidates re-measured in the final rounds.")] = 2,
-    final_rounds: Annotated[int, typer.Option(help="Interleaved final rounds (0: none).")] = 2,
+    final_candidates: Annotated[int, typer.Option(callback=number(1, 100),
+                                                  help="Candidates re-measured in the final rounds.")] = 2,
+    final_rounds: Annotated[int, typer.Option(callback=number(0, 100), help="Interleaved final rounds (0: none).")] = 2,
     protocol: Annotated[str, typer.Option(help="http or grpc.")] = "grpc",
-    measurement_interval: Annotated[int, typer.Option(help="perf_analyzer window in ms.")] = 1000,
-    stability_percentage: Annotated[float, typer.Option(help="perf_analyzer stability, %.")] = 15.0,
-    max_trials: Annotated[int, typer.Option(help="perf_analyzer windows before a point counts as unstable.")] = 6,
-    timeout: Annotated[float, typer.Option(help="Seconds per measurement before it is killed (then retried once).")
+    measurement_interval: Annotated[int, typer.Option(callback=number(100, 3_600_000),
+                                                      help="perf_analyzer window in ms.")] = 1000,
+    stability_percentage: Annotated[float, typer.Option(callback=number(0, 100, low_open=True),
+                                                        help="perf_analyzer stability, %.")] = 15.0,
+    max_trials: Annotated[int, typer.Option(callback=number(1, 1000),
+                                            help="perf_analyzer windows before a point counts as unstable.")] = 6,
+    timeout: Annotated[float, typer.Option(callback=number(0, DAY_S, low_open=True),
+                                           help="Seconds per measurement before it is killed (then retried once).")
                        ] = 120.0,
     samples: Annotated[Path | None, typer.Option(help="Request data (.npz, .txt, images).")] = None,
     shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input.")] = None,
     promote: Annotated[bool, typer.Option(help="Write the winner as config.pbtxt (with --serve REPO).")] = False,
     resume: Annotated[Path | None, typer.Option(help="Continue the run whose output directory this is.")] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="[default: out/tune/MODEL]")] = None,
+    output_dir: Annotated[Path | None, typer.Option(callback=output_dir_check,
+                                                    help="[default: out/tune/MODEL]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     if resume is not None:

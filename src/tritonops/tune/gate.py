@@ -67,10 +67,15 @@ def _latency_ms(row: PerfRow, percentile: str) -> float | None:
     return None if us is None else us / 1000.0
 
 
+def check_tolerance(tolerance: float) -> float:
+    if not 0 <= tolerance < 1:  # nan and inf fail too
+        raise UsageError(f"--tolerance {tolerance:g} is outside 0..1", "e.g. --tolerance 0.1 (10%)")
+    return tolerance
+
+
 def load_baseline(path: Path, model: str, tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """The promoted record the gate compares with, checked before anything is measured."""
-    if not 0 <= tolerance < 1:
-        raise UsageError(f"--tolerance {tolerance:g} is outside 0..1", "e.g. --tolerance 0.1 (10%)")
+    check_tolerance(tolerance)
     record = read_record(path)
     if record.get("model") != model:
         raise UsageError(f"the baseline {path} is for model '{record.get('model')}', not '{model}'",
