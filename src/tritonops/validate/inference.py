@@ -14,7 +14,6 @@ import numpy as np
 
 from tritonops.client import InferProtocol, infer_error, input_types, message_of, short
 from tritonops.dtypes import from_numpy
-from tritonops.errors import TritonOpsError
 from tritonops.pbtxt import tensor_specs
 from tritonops.reference import (
     ModelUnderTest,
@@ -27,7 +26,7 @@ from tritonops.validate.cache import cache_check, cache_counts
 from tritonops.validate.decoupled import decoupled_checks
 from tritonops.validate.outputs import compare_tensors, output_problems
 from tritonops.validate.report import PATH_FLOAT_TOL, STREAM_PROTOCOL
-from tritonops.validate.run import ValidationRun
+from tritonops.validate.run import ValidationRun, build_reference
 from tritonops.validate.sequences import sequence_checks, sequence_ids, sequence_steps
 
 
@@ -170,19 +169,8 @@ def _reference_runner(run: ValidationRun, model: ModelUnderTest) -> ReferenceRun
     if model.name in run.references:
         return run.references[model.name]
     cfg = model.config
-    factory = reference_factory(cfg)
-    if factory is None:
-        return f"no reference runner for platform '{cfg.platform or cfg.backend}' yet"
-    if model.artifact is None:
-        if run.options.repository is None:
-            return "no repository given: pass the repository (or --reference FILE) to compare with a local run"
-        return f"no model file for version {model.version} in {run.options.repository / model.name}"
-    try:
-        return factory(model)
-    except TritonOpsError as e:
-        return f"!{e.message}"
-    except Exception as e:
-        return f"!cannot run {model.artifact} locally: {short(message_of(e))}"
+    return build_reference(run, model, reference_factory(cfg),
+                           f"no reference runner for platform '{cfg.platform or cfg.backend}' yet")
 
 
 def _reference_check(run: ValidationRun, model: ModelUnderTest, case: _Case,

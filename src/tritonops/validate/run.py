@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from tritonops.client import TritonClient
+from tritonops.client import TritonClient, message_of, short
+from tritonops.errors import TritonOpsError
 from tritonops.progress import Progress
-from tritonops.reference import (
-    ReferenceRunner,
-)
+from tritonops.reference import ModelUnderTest, ReferenceRunner
 from tritonops.validate.report import CheckResult, Status, ValidateOptions
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -26,3 +28,21 @@ class ValidationRun:
         row = CheckResult(model, check, protocol, status, detail, max_error, latency_ms, hint)
         self.rows.append(row)
         return row
+
+
+def build_reference(run: ValidationRun, model: ModelUnderTest, factory: Callable[[ModelUnderTest], T] | None,
+                    none_yet: str) -> T | str:
+    """``factory(model)``, or why there is none (a string; prefixed '!' when that is a failure row):
+    ``none_yet`` when there is no factory for the model's platform, or a missing artifact or repository."""
+    if factory is None:
+        return none_yet
+    if model.artifact is None:
+        if run.options.repository is None:
+            return "no repository given: pass the repository (or --reference FILE) to compare with a local run"
+        return f"no model file for version {model.version} in {run.options.repository / model.name}"
+    try:
+        return factory(model)
+    except TritonOpsError as e:
+        return f"!{e.message}"
+    except Exception as e:
+        return f"!cannot run {model.artifact} locally: {short(message_of(e))}"

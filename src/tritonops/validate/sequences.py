@@ -12,13 +12,12 @@ import numpy as np
 from tritonclient.grpc import model_config_pb2 as mc
 
 from tritonops.client import InferProtocol, infer_error, input_types, message_of, short
-from tritonops.errors import TritonOpsError
 from tritonops.reference import ModelUnderTest, SequenceReference, sequence_reference_factory
 from tritonops.samples import NpzSamples, check_inputs, format_shape, generate_inputs
 from tritonops.spec import TensorSpec
 from tritonops.validate.outputs import differences, output_problems
 from tritonops.validate.report import PATH_FLOAT_TOL, STREAM_PROTOCOL
-from tritonops.validate.run import ValidationRun
+from tritonops.validate.run import ValidationRun, build_reference
 
 SEQUENCE_LENGTHS = (4, 3)  # two sequences of different lengths, their steps interleaved
 LABEL = "seq"
@@ -115,19 +114,8 @@ def _reference(run: ValidationRun, model: ModelUnderTest) -> SequenceReference |
         return plugged if isinstance(plugged, SequenceReference) else \
             "the reference given for this model runs single requests, not sequences"
     cfg = model.config
-    factory = sequence_reference_factory(cfg)
-    if factory is None:
-        return f"no in-process sequence runner for platform '{cfg.platform or cfg.backend}' yet"
-    if model.artifact is None:
-        if run.options.repository is None:
-            return "no repository given: pass the repository (or --reference FILE) to compare with a local run"
-        return f"no model file for version {model.version} in {run.options.repository / model.name}"
-    try:
-        return factory(model)
-    except TritonOpsError as e:
-        return f"!{e.message}"
-    except Exception as e:
-        return f"!cannot run {model.artifact} locally: {short(message_of(e))}"
+    return build_reference(run, model, sequence_reference_factory(cfg),
+                           f"no in-process sequence runner for platform '{cfg.platform or cfg.backend}' yet")
 
 
 def sequence_checks(run: ValidationRun, model: ModelUnderTest, out_specs: Sequence[TensorSpec], steps: Steps,
