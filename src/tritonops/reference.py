@@ -493,22 +493,10 @@ class DecoupledReference(Protocol):
     def responses(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]: ...
 
 
-class DecoupledStepReference:
+class DecoupledStepReference(PythonStepReference):
     """A decoupled tritonops python step run in-process: its steps.py function returns the responses
-    of one request, a list (or generator) of output dicts, possibly empty (a dict alone is one response)."""
-
-    def __init__(self, model: ModelUnderTest) -> None:
-        params = {k: v.string_value for k, v in model.config.parameters.items()}
-        function = params.get("tritonops.function")
-        if model.model_dir is None or not function:
-            raise UsageError(f"model '{model.name}' is not a tritonops python step",
-                             "only tritonops python steps have an in-process reference")
-        here = model.model_dir / model.version
-        self._fn = step_function(load_module(here / "steps.py", f"ref_{model.name}"), function, model.name)
-        self._function = function
-        self._resources = here / "resources"
-        self._config = model.config
-        self.description = f"{function}() from {here / 'steps.py'}"
+    of one request, a list (or generator) of output dicts, possibly empty (a dict alone is one response).
+    Loaded like any python step; ``responses`` replaces the single-response call."""
 
     def responses(self, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         feed = {t.name: inputs[t.name] for t in self._config.input if t.name in inputs}
