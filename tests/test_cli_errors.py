@@ -220,7 +220,8 @@ def test_a_file_where_a_directory_belongs_and_back(cli, tmp_path, flag):
     args = {"--output-dir": ["perf", "m", "--url", "127.0.0.1:1"], "--out": ["deploy", "r", "--target", "k8s"],
             "--log-file": ["serve", str(tmp_path)], "--debug-log": []}[flag]
     if flag in ("--output-dir", "--out"):
-        argv, message = [*args, flag, str(a_file)], f"{flag} '{a_file}' is a file, not a directory"
+        # the wording deploy --out always had (tests/test_deploy_manifests.py)
+        argv, message = [*args, flag, str(a_file)], f"{flag} '{a_file}' is not a directory"
     else:
         argv, message = [*args, flag, str(a_dir)], f"{flag} '{a_dir}' is a directory, not a file to write"
     if flag == "--debug-log":

@@ -97,7 +97,7 @@ def _blocking_ancestor(path: Path) -> Path | None:
 def check_output_dir(path: Path, flag: str) -> Path:
     """``path`` if results can be written under it: a directory, or nothing yet below a directory."""
     if path.exists() and not path.is_dir():
-        raise UsageError(f"{flag} '{path}' is a file, not a directory", "give a directory (it is created if missing)")
+        raise UsageError(f"{flag} '{path}' is not a directory", "give a directory (it is created if missing)")
     blocker = _blocking_ancestor(path)
     if blocker is not None:
         raise UsageError(f"{flag} '{path}' cannot be created: '{blocker}' is a file, not a directory",
