@@ -196,9 +196,9 @@ def test_usage_error_with_json_is_an_envelope(cli):
     (["validate", "--url", "localhost:70000"], "--url 'localhost:70000' has port 70000, which is not a port number"),
     (["perf", "m", "--url", "127.0.0.1:99999"], "--url '127.0.0.1:99999' has port 99999, which is not a port number"),
     (["serve", "--grpc-port", "-1"], "--grpc-port -1 is not a port number"),
-    (["serve", "--log-verbose", "99"], "--log-verbose 99 is above the maximum 2"),
-    (["build", "m.onnx", "--version", "99999999999999999999"],
-     "--version 99999999999999999999 is too large (more than 64 bits)"),
+    (["serve", "--log-verbose", "99"], "--log-verbose 99 is not a verbosity level"),  # ServerOptions' words
+    (["build", "m.onnx", "--version", "99999999999999999999"],  # the one version parser's words
+     "version 99999999999999999999 is too large: Triton reads versions as 64-bit integers"),
     (["validate", "--timeout", "nan"], "--timeout nan is not a finite number"),
     (["perf", "m", "--url", "h:1", "--request-rate", "inf"], "--request-rate inf is not a finite number"),
     (["study", "protocols", "m", "--rates", "10,1e9"], "--rates 1e+09 is above the maximum 10000"),
@@ -223,7 +223,7 @@ def test_a_file_where_a_directory_belongs_and_back(cli, tmp_path, flag):
         # the wording deploy --out always had (tests/test_deploy_manifests.py)
         argv, message = [*args, flag, str(a_file)], f"{flag} '{a_file}' is not a directory"
     else:
-        argv, message = [*args, flag, str(a_dir)], f"{flag} '{a_dir}' is a directory, not a file to write"
+        argv, message = [*args, flag, str(a_dir)], f"{flag} '{a_dir}' is a directory, not a regular file"
     if flag == "--debug-log":
         argv = [*argv, "doctor"]
     code, _, err = cli(*argv)

@@ -33,7 +33,8 @@ def test_debug_log_that_cannot_be_written(cli, tmp_path):
     (tmp_path / "file").write_text("")
     code, _, err = cli("--debug-log", tmp_path / "file" / "run.log", "doctor")
     assert code == 2
-    assert err.splitlines()[0].startswith(f"error: cannot write the debug log '{tmp_path / 'file' / 'run.log'}': ")
+    assert err.splitlines()[0] == (f"error: --debug-log '{tmp_path / 'file' / 'run.log'}' cannot be written: "
+                                   "a parent of it is not a directory")
 
 
 def test_default_log_dir_keeps_the_newest(cli, tmp_path, monkeypatch):

@@ -225,6 +225,22 @@ def read_text(path: Path, what: str = "file", limit: int = DEFAULT_READ_LIMIT, *
                          "save it as UTF-8") from None
 
 
+def check_writable_file(path: Path, what: str = "file") -> Path:
+    """What ``open_for_writing`` would refuse, found without opening or creating anything: ``path`` is
+    not a regular file, or a parent of it is not a directory (the same messages)."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError) as e:
+        if isinstance(e, NotADirectoryError) or any(p.exists() and not p.is_dir() for p in path.parents):
+            raise UsageError(f"{what} '{path}' cannot be written: a parent of it is not a directory", None) from None
+        return path
+    except OSError as e:
+        raise _open_error(path, what, e, "written") from None
+    if not stat.S_ISREG(mode):
+        raise _not_regular(path, what, mode)
+    return path
+
+
 def open_for_writing(path: Path, what: str = "file", *, create_parents: bool = False) -> BinaryIO:
     """``path`` opened for writing from the start (truncated), as a binary file object.
 

@@ -52,6 +52,13 @@ _PR_SET_PDEATHSIG = 1
 LOG_VERBOSE_LEVELS = range(3)  # what --help promises; Triton itself takes any integer
 
 
+def check_log_verbose(level: int, flag: str = "--log-verbose") -> int:
+    """``level`` if it is a verbosity --help promises (0-2); Triton itself would take any integer."""
+    if isinstance(level, bool) or level not in LOG_VERBOSE_LEVELS:
+        raise UsageError(f"{flag} {level} is not a verbosity level", "use 0 (default), 1 or 2")
+    return level
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     repository: Path
@@ -91,9 +98,7 @@ class ServerOptions:
         for name in self.load_models:
             if name != "*":
                 check_name(name, "--load-model", "give the name of a model directory in the repository")
-        if self.log_verbose not in LOG_VERBOSE_LEVELS:
-            raise UsageError(f"--log-verbose {self.log_verbose} is not a verbosity level",
-                             "use 0 (default), 1 or 2")
+        check_log_verbose(self.log_verbose)
         if self.cache_size_bytes is not None and self.cache_size_bytes < 1024:
             raise UsageError(f"cache size {self.cache_size_bytes} bytes is too small",
                              "Triton's local cache needs at least 1 KB, e.g. --cache-size 64MB")

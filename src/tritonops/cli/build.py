@@ -12,7 +12,7 @@ from rich.markup import escape
 from tritonops.build import BuildOptions, BuildResult, build_many
 from tritonops.buildfile import load_build_file
 from tritonops.check import check_repository
-from tritonops.cli.params import INT32_MAX, number
+from tritonops.cli.params import INT32_MAX, model_version, number
 from tritonops.cli.render import command, emit_result, out, spinner
 from tritonops.convert.onnx_inspect import inspect_model
 from tritonops.convert.verify import format_table
@@ -121,7 +121,7 @@ def build(
     example_shape: Annotated[list[str] | None, typer.Option(
         "--example-shape", help="Same as --input, for PyTorch factories.")] = None,
     output: Annotated[list[str] | None, typer.Option("--output", help="Output name (repeatable).")] = None,
-    version: Annotated[int | None, typer.Option(callback=number(1),
+    version: Annotated[int | None, typer.Option(callback=model_version,
         help="Version to write (default: the next free one).")] = None,
     atol: Annotated[float, typer.Option(callback=number(0, 1e3),
         help="Absolute tolerance of the verification.")] = 1e-4,

@@ -13,7 +13,6 @@ A failed check raises ``OptionError``, a click usage error that carries tritonop
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +23,9 @@ from typer._click import exceptions  # typer 0.29 vendors click: its UsageError 
 from tritonops.client import normalize_url
 from tritonops.errors import UsageError
 from tritonops.netaddr import check_port
-from tritonops.paths import shown
+from tritonops.paths import check_writable_file, shown
+from tritonops.repository import parse_version
+from tritonops.server import check_log_verbose
 from tritonops.units import check_number
 
 T = TypeVar("T")
@@ -83,6 +84,8 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
 
 
 port = _checked(check_port)
+log_verbose = _checked(check_log_verbose)  # the words ServerOptions uses
+model_version = _checked(lambda v, _flag: parse_version(v))  # the one version parser's words
 
 
 def _blocking_ancestor(path: Path) -> Path | None:
@@ -106,21 +109,8 @@ def check_output_dir(path: Path, flag: str) -> Path:
 
 
 def check_output_file(path: Path, flag: str) -> Path:
-    """``path`` if a file can be written there: a regular file or nothing yet, below a directory."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        mode = None
-    except OSError as e:
-        raise UsageError(f"{flag} '{path}' cannot be written: {e.strerror}", "give the path of a file") from None
-    if mode is not None and not stat.S_ISREG(mode):
-        kind = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
-        raise UsageError(f"{flag} '{path}' is {kind}, not a file to write", "give the path of a file")
-    blocker = _blocking_ancestor(path)
-    if blocker is not None:
-        raise UsageError(f"{flag} '{path}' cannot be written: '{blocker}' is a file, not a directory",
-                         "give the path of a file in a directory")
-    return path
+    """``path`` if a file can be written there (the same rule and words as ``paths.open_for_writing``)."""
+    return check_writable_file(path, flag)
 
 
 output_dir = _checked(check_output_dir)

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from tritonops.cli.params import DAY_S, number, output_file, port
+from tritonops.cli.params import log_verbose as log_verbose_check
 from tritonops.cli.render import command, err, out
 from tritonops.docker import docker_command, docker_command_line
 from tritonops.server import ServerOptions, TritonServer
@@ -50,7 +51,7 @@ def serve(
     cache_size: Annotated[str | None, typer.Option(help="Response cache size, e.g. 64MB.")] = None,
     python_shm: Annotated[str | None, typer.Option(
         help="Python backend shared memory per model, e.g. 16MB.")] = None,
-    log_verbose: Annotated[int, typer.Option(callback=number(0, 2), help="Server log verbosity (0-2).")] = 0,
+    log_verbose: Annotated[int, typer.Option(callback=log_verbose_check, help="Server log verbosity (0-2).")] = 0,
     log_file: Annotated[Path | None, typer.Option(callback=output_file, help="Write the server log here.")] = None,
     tritonserver: Annotated[Path | None, typer.Option(
         help="A tritonserver binary (default: $TRITONSERVER or the bundled one).")] = None,
