@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from tritonclient.utils import InferenceServerException
@@ -41,6 +41,15 @@ USER_CLASS = {"http-json": "HttpJsonUser", "http-binary": "HttpBinaryUser", "grp
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # One locust dispatcher schedules every request: beyond this it only records ClientSaturated errors.
 MAX_RATE = 10_000.0  # requests/s
+# A cell "keeps up" when the server answered what the schedule offered (this share of it), without errors.
+KEEPS_UP = 0.97
+# The generator keeps its schedule when it sent this share of the arrivals, with send lag p99 under GENERATOR_LAG_MS.
+GENERATOR_SENT = 0.99
+GENERATOR_LAG_MS = 10.0
+# What one (protocol, λ) cell came to: the server kept up; the server fell behind (achieved < KEEPS_UP of the
+# schedule, errors, or the cell could not drain within its wall-time bound); the load generator itself could not
+# keep the schedule (then the cell says nothing about the protocol); Ctrl-C.
+Outcome = Literal["kept-up", "fell-behind", "generator-saturated", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,17 @@ class LoadtestOptions:
 
 
 @dataclass(frozen=True)
+class GeneratorCost:
+    """The load generator's own cost in one cell, over all of its processes."""
+
+    processes: int = 1
+    cpu_ms_per_request: float | None = None  # user + system CPU of the generator processes / requests sent
+    lag_p99_ms: float | None = None  # actual send - scheduled send
+    sent_vs_scheduled: float | None = None
+    saturated: bool = False  # it could not keep the schedule (sent < GENERATOR_SENT or lag p99 > GENERATOR_LAG_MS)
+
+
+@dataclass(frozen=True)
 class LoadtestResult:
     model: str
     protocol: LoadProtocol
@@ -97,8 +117,20 @@ class LoadtestResult:
     output_dir: Path
     files: dict[str, str]
     command: tuple[str, ...]
-    interrupted: bool = False
+    interrupted: bool = False  # Ctrl-C only
     settings: dict[str, Any] = field(default_factory=dict)
+    generator: GeneratorCost = field(default_factory=GeneratorCost)
+    fell_behind: bool = False  # the cell reached its wall-time bound before its requests drained
+
+    @property
+    def outcome(self) -> Outcome:
+        if self.interrupted:
+            return "interrupted"
+        if self.generator.saturated:
+            return "generator-saturated"
+        if self.fell_behind or self.error_count or self.achieved_vs_scheduled < KEEPS_UP:
+            return "fell-behind"
+        return "kept-up"
 
     @property
     def achieved_ratio(self) -> float:
@@ -120,6 +152,7 @@ class LoadtestResult:
         d["command"] = list(self.command)
         d["achieved_ratio"] = self.achieved_ratio
         d["achieved_vs_scheduled"] = self.achieved_vs_scheduled
+        d["outcome"] = self.outcome
         return {"schema": SCHEMA, **d}
 
 

@@ -26,6 +26,7 @@ from tritonops.errors import TritonOpsError, UsageError
 from tritonops.perf.analyzer import PerfOptions, PerfRow, prepare_samples, require_perf_analyzer, sweep
 from tritonops.perf.inputs import check_samples_path
 from tritonops.perf.loadtest import (
+    KEEPS_UP,
     MAX_RATE,
     PROTOCOLS,
     SUMMARY_FIELDS,
@@ -45,8 +46,6 @@ from tritonops.units import check_number
 SCHEMA = "tritonops.study.protocols/1"
 LABEL = {"http-json": "HTTP JSON", "http-binary": "HTTP binary", "grpc": "gRPC"}
 COLOR = {"http-json": "#d62728", "http-binary": "#1f77b4", "grpc": "#2ca02c"}
-# A cell "keeps up" when the server answered what the schedule offered, without errors.
-KEEPS_UP = 0.97
 
 
 @dataclass(frozen=True)
