@@ -246,12 +246,19 @@ def run_locust(target: Target, io: ModelIO, samples: Samples, protocol: LoadProt
                out_dir: Path, *, batch_size: int = 1, max_inflight: int = 256, model_version: str = "",
                drain_timeout_s: float = 30.0, pause_s: float = 0.5,
                payloads: dict[LoadProtocol, tuple[int, int]] | None = None,
+               cell_timeout_s: float | None = None, processes: int | None = None,
                progress: Progress = lambda _: None) -> tuple[list[LoadtestResult], bool]:
     """One locust process running ``phases`` back to back (one process start for many rates).
+
+    ``cell_timeout_s`` bounds each phase's wall time (its schedule plus the drain of what is in flight;
+    default: the duration plus ``drain_timeout_s``); a phase that has not drained by then is marked
+    ``fell_behind``. ``processes``: generator processes (None: as many as the schedule needs).
 
     Returns the results of the phases that ran and whether the run was interrupted (Ctrl-C); a
     phase cut short is marked ``interrupted`` and covers the time it ran."""
     _require_locust()
+    if cell_timeout_s is not None:
+        drain_timeout_s = max(0.0, cell_timeout_s - max(p.duration_s for p in phases))
     if batch_size > max(io.max_batch_size, 1):
         raise UsageError(f"--batch-size {batch_size} is above the model's max_batch_size {io.max_batch_size}",
                          f"use a batch size up to {max(io.max_batch_size, 1)}")
@@ -308,7 +315,7 @@ def run_locust(target: Target, io: ModelIO, samples: Samples, protocol: LoadProt
             request_bytes=request_bytes, response_bytes=response_bytes, output_dir=d,
             files={"json": str(d / "loadtest.json"), "csv": str(d / "loadtest.csv"), "records": str(records_path),
                    "locust_html": str(out_dir / "locust.html"), "locust_csv": str(out_dir / "locust_stats.csv")},
-            command=tuple(cmd), interrupted=cut,
+            command=tuple(cmd), interrupted=cut, fell_behind=int(meta.get("unfinished", 0)) > 0,
             settings={"max_inflight": max_inflight, "seed": phase.seed, "unfinished": meta.get("unfinished", 0),
                       "input_source": samples.source},
         )
