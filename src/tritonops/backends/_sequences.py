@@ -161,10 +161,21 @@ class GroupedExecute:
     members one by one so that one bad request does not fail the others.
 
     A backend sets ``backend`` (the prefix of its error messages), ``batched``, ``pad_ragged``,
-    ``variable_dims``, ``sequence`` (a SequenceState or None) and ``response_names`` in initialize(),
-    and defines ``_read(request) -> {name: array}`` and ``_run(feed) -> {name: array}``."""
+    ``variable_dims``, ``sequence`` (a SequenceState or None), ``inputs`` ({name: config input}) and
+    ``response_names`` in initialize(), and defines ``_run(feed) -> {name: array}``."""
 
     backend = ""
+
+    def _read(self, request):
+        feed = {}
+        for name, spec in self.inputs.items():
+            t = pb_utils.get_input_tensor_by_name(request, name)
+            if t is None:
+                if spec.get("optional"):
+                    continue
+                raise ValueError(f"input '{name}' is missing")
+            feed[name] = t.as_numpy()
+        return feed
 
     def _run_group(self, group):
         """One model call for the whole group; returns one output dict per request."""

@@ -295,17 +295,6 @@ class TritonPythonModel(GroupedExecute):
         # Which output dims may be cut back after padding: the variable (-1) ones of the config.
         self.variable_dims = {n: [int(d) == -1 for d in t.get("dims", [])] for n, t in self.outputs.items()}
 
-    def _read(self, request):
-        arrays = {}
-        for name, spec in self.inputs.items():
-            t = pb_utils.get_input_tensor_by_name(request, name)
-            if t is None:
-                if spec.get("optional"):
-                    continue
-                raise ValueError(f"input '{name}' is missing")
-            arrays[name] = t.as_numpy()
-        return arrays
-
     def _run(self, feed):
         model_feed = {k: _to_model(v, self.inputs.get(k, {}), self.batched) for k, v in feed.items()}
         results = self.session.run(self.output_names, model_feed)

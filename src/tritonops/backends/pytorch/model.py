@@ -162,17 +162,6 @@ class TritonPythonModel(GroupedExecute):
             return forward_args
         return _indexed_order(names) or names
 
-    def _read(self, request):
-        feed = {}
-        for name, spec in self.inputs.items():
-            t = pb_utils.get_input_tensor_by_name(request, name)
-            if t is None:
-                if spec.get("optional"):
-                    continue
-                raise ValueError(f"input '{name}' is missing")
-            feed[name] = t.as_numpy()
-        return feed
-
     def _to_torch(self, name, arr):
         spec = self.inputs.get(name, {})  # control and state tensors: no spec of their own
         if "reshape" in spec:
