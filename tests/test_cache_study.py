@@ -130,6 +130,7 @@ def test_cache_on_answers_the_repeated_half_from_the_cache_and_cache_off_never(t
     assert off.hits == off.misses == 0 and off.hit_ratio is None and off.hit_ms is None
     assert off.server_requests >= off.sent and off.miss_ms is not None
     assert all(Path(d, "loadtest.json").is_file() for c in cells for d in c.output_dirs)
+    assert not any(Path(d, "input_data.json").exists() for c in cells for d in c.output_dirs)  # disk: removed
     assert _served_config(target) == before
 
 

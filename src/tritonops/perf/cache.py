@@ -49,6 +49,7 @@ NO_CACHE_HINT = ("start the server with a response cache and explicit model cont
                  f"local,size={DEFAULT_CACHE_BYTES} --model-control-mode explicit), or use --serve REPO")
 EXPLICIT_HINT = ("the cache dimension switches the response cache with Triton's model control API: start the "
                  "server with --model-control-mode=explicit (tritonops serve REPO --explicit), or use --serve REPO")
+INPUT_DATA_FILE = "input_data.json"  # what run_locust writes the payloads of a cell to
 OUTCOME_ORDER: tuple[Outcome, ...] = ("kept-up", "fell-behind", "generator-saturated", "interrupted")
 
 
@@ -259,21 +260,34 @@ class CacheSwitch:
     checked: bool = False  # a probe showed the server has a cache
 
     def set(self, enable: bool, probe: dict[str, np.ndarray], progress: Progress) -> None:
-        if self.current is not enable and not (self.current is None
-                                                and self.original.response_cache.enable is enable):
+        """Serve the model with the cache on or off: the original config where it already is that
+        (no reload; a changed model gets its original back), else an override."""
+        if self.current is enable or (self.current is None and self.original.response_cache.enable is enable):
+            pass
+        elif self.original.response_cache.enable is enable:
+            progress(f"loading the original config of '{self.io.name}' (response cache {'on' if enable else 'off'})")
+            if self.applier.restore():
+                raise ServerError(f"could not load the original config of '{self.io.name}' back",
+                                  "check the server log")
+        else:
             progress(f"loading '{self.io.name}' with the response cache {'on' if enable else 'off'}")
-            try:
-                self.applier.load_config(self.io.name, cache_config(self.original, enable))
-            except CandidateRefused as e:
-                raise UsageError(f"the server refused '{self.io.name}' with the response cache "
-                                 f"{'on' if enable else 'off'}: {e}",
-                                 "decoupled and sequence-batched models cannot use the response cache") from None
-            except OSError as e:
-                raise ServerError(f"the server went away while loading '{self.io.name}': {e}",
-                                  "check the server log") from None
+            self._load(cache_config(self.original, enable), enable)
         self.current = enable
         if enable and not self.checked:
             self._probe(probe)
+
+    def _load(self, config: ModelConfig, enable: bool) -> None:
+        try:
+            self.applier.load_config(self.io.name, config)
+        except CandidateRefused as e:
+            # Not in explicit mode? tune's check says so with the fix (a reload only on this path).
+            check_explicit(self.client, self.applier.models, EXPLICIT_HINT)
+            raise UsageError(f"the server refused '{self.io.name}' with the response cache "
+                             f"{'on' if enable else 'off'}: {e}",
+                             "decoupled and sequence-batched models cannot use the response cache") from None
+        except OSError as e:
+            raise ServerError(f"the server went away while loading '{self.io.name}': {e}",
+                              "check the server log") from None
 
     def _probe(self, probe: dict[str, np.ndarray]) -> None:
         """One request with a fresh payload: a server with a cache counts a lookup (a miss)."""
@@ -301,9 +315,7 @@ def cache_switch(target: Target, io: ModelIO, progress: Progress) -> Iterator[Ca
         except (InferenceServerException, OSError) as e:
             raise ServerError(f"cannot read the config of '{io.name}' at {target.http_url}: {first_line(str(e))}",
                               "check --url and that the model is loaded") from None
-        models = TunedModels(io.name, {io.name: original})
-        check_explicit(client, models, EXPLICIT_HINT)
-        applier = Applier(client, models, progress)
+        applier = Applier(client, TunedModels(io.name, {io.name: original}), progress)
         switch = CacheSwitch(client, io, applier, original)
         ok = False
         try:
@@ -339,6 +351,8 @@ def _spread(values: Sequence[float]) -> tuple[float, float] | None:
 
 
 def aggregate_cache_runs(runs: Sequence[CacheRun], fraction: float) -> list[CacheCell]:
+    """One cell per (protocol, λ, cache), in the order they first ran: medians and spreads of the
+    client's numbers, the server's statistics summed over the repeats."""
     cells = []
     keys = list(dict.fromkeys((r.protocol, r.rate, r.cache) for r in runs))
     for protocol, rate, cache in keys:
@@ -376,8 +390,8 @@ def run_cache_dimension(target: Target, io: ModelIO, samples: Samples, *, protoc
     Repeats are interleaved (on then off, off then on in the next repeat, so drift does not favour
     one side); every cell gets fresh payloads (``repeated_samples`` with ``repeat_fraction``) and the
     model's statistics are read before and after it. The model's original config is loaded back at
-    the end. A Ctrl-C ends the runs: the cell it cut is marked ``interrupted`` and what was measured
-    is returned."""
+    the end. Each cell's payload file is removed after it. A Ctrl-C ends the runs: the cell it cut
+    is marked ``interrupted`` and what was measured is returned."""
     if repeats < 1:
         raise UsageError(f"--repeats {repeats} is not positive", "use --repeats 1 or more")
     if not protocols or not rates:
@@ -416,6 +430,9 @@ def run_cache_dimension(target: Target, io: ModelIO, samples: Samples, *, protoc
                             model_version=version, payloads=payloads, cell_timeout_s=cell_timeout_s,
                             progress=progress)
                         stats = CacheStats.read(client, io.name).minus(before)
+                        # The cell's payloads (hundreds of MB for images; the seed in Samples.source
+                        # makes them again): kept, a study's cells would fill the disk.
+                        (out_dir / name / INPUT_DATA_FILE).unlink(missing_ok=True)
                         runs.extend(CacheRun(protocol, rate, enable, r, stats) for r in got)
                         if stopped:
                             return aggregate_cache_runs(runs, repeat_fraction)
