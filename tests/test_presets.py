@@ -38,6 +38,17 @@ def test_unknown_preset_is_refused_before_anything_is_written(tmp_path):
     assert not (tmp_path / "repo").exists()
 
 
+def test_writing_twice_changes_nothing_and_another_model_of_that_name_is_refused(tmp_path, digest):
+    repo = tmp_path / "repo"
+    write_preset_repository(repo, ["small", "text"])
+    before = digest(repo)
+    assert write_preset_repository(repo, ["text", "small"]) == {"text": "preset_text", "small": "preset_small"}
+    assert digest(repo) == before
+    (repo / "preset_small" / "1" / "model.onnx").write_bytes(b"something else")
+    with pytest.raises(UsageError, match="version 1 of model 'preset_small' already exists"):
+        write_preset_repository(repo, ["small"])
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_preset_samples_are_distinct_and_shaped_like_the_input(name):
     p = PRESETS[name]

@@ -183,10 +183,19 @@ def _write_samples(p: Preset, work: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- building
+def _already_there(repository: Path, p: Preset, source: Path) -> bool:
+    """The preset's model is in the repository as this version of tritonops makes it."""
+    model = repository / p.model
+    built = model / "1" / "model.onnx"
+    return (model / "config.pbtxt").is_file() and built.is_file() and built.read_bytes() == source.read_bytes()
+
+
 def write_preset_repository(repository: Path, names: Sequence[str], progress: Progress | None = None
                             ) -> dict[str, str]:
-    """Build the presets ``names`` into ``repository`` (all or nothing, like ``tritonops build -f``);
-    returns preset -> model name. Each model keeps realistic samples beside its config."""
+    """Build the presets ``names`` into ``repository`` as version 1 (all or nothing, like
+    ``tritonops build -f``); returns preset -> model name. Each model keeps realistic samples beside
+    its config. A preset already built there is left as it is (writing twice changes nothing); a
+    different model of the same name is refused by the build."""
     chosen = [preset(n) for n in dict.fromkeys(names)]
     if not chosen:
         raise UsageError("no payload preset given", f"the presets are: {', '.join(PRESETS)}")
@@ -195,10 +204,13 @@ def write_preset_repository(repository: Path, names: Sequence[str], progress: Pr
         work = Path(scratch)
         options = []
         for p in chosen:
-            say(f"preset {p.name}: {p.description}")
             source = make_preset_onnx(p.name, work / f"{p.model}.onnx")
-            options.append(BuildOptions(source=str(source), name=p.model, repository=repository,
+            if _already_there(repository, p, source):
+                say(f"preset {p.name}: already in {repository}")
+                continue
+            say(f"preset {p.name}: {p.description}")
+            options.append(BuildOptions(source=str(source), name=p.model, repository=repository, version=1,
                                         max_batch_size=MAX_BATCH_SIZE, samples=_write_samples(p, work)))
-        build_many(options, progress)
+        if options:
+            build_many(options, progress)
     return {p.name: p.model for p in chosen}
-
