@@ -437,14 +437,21 @@ class TritonClient:
             return dict(self.http.get_inference_statistics(name, version))
         return dict(self.grpc.get_inference_statistics(name, version, as_json=True))
 
+    def inference_totals(self, name: str) -> dict[str, tuple[int, int]]:
+        """A model's cumulative ``inference_stats`` over its versions: key ("success", "cache_hit",
+        "cache_miss", "queue", "compute_infer", ...) -> (count, ns)."""
+        totals: dict[str, tuple[int, int]] = {}
+        for s in self.statistics(name).get("model_stats", []):
+            for key, value in s.get("inference_stats", {}).items():
+                count, ns = totals.get(key, (0, 0))
+                totals[key] = (count + int(value.get("count", 0)), ns + int(value.get("ns", 0)))
+        return totals
+
     def inference_counts(self, name: str) -> tuple[int, int, int]:
         """(successful inferences, cache hits, cache misses) of a model, over its versions."""
-        total = [0, 0, 0]
-        for s in self.statistics(name).get("model_stats", []):
-            inf = s.get("inference_stats", {})
-            for i, key in enumerate(("success", "cache_hit", "cache_miss")):
-                total[i] += int(inf.get(key, {}).get("count", 0))
-        return total[0], total[1], total[2]
+        totals = self.inference_totals(name)
+        success, hits, misses = (totals.get(k, (0, 0))[0] for k in ("success", "cache_hit", "cache_miss"))
+        return success, hits, misses
 
     # ---- inference
     def infer_raw(self, protocol: InferProtocol, model: str, inputs: Mapping[str, np.ndarray],

@@ -99,10 +99,14 @@ def fetch_model_io(target: Target, model: str, version: str = "") -> ModelIO:
 
 @contextlib.contextmanager
 def open_target(serve: Path | None, url: str | None, grpc_url: str | None, progress: Progress,
-                models: tuple[str, ...] = ()) -> Iterator[Target]:
+                models: tuple[str, ...] = (), *, cache_size_bytes: int | None = None,
+                explicit: bool = False) -> Iterator[Target]:
     """Start a server on ``serve`` (a model repository) or use the one at ``url``.
 
-    ``grpc_url`` defaults to the HTTP port + 1, Triton's default layout (8000/8001)."""
+    ``grpc_url`` defaults to the HTTP port + 1, Triton's default layout (8000/8001). For ``serve``
+    only: ``cache_size_bytes`` gives the server a response cache (``--cache-config local,size=N``),
+    ``explicit`` model control with every model loaded at start (configs can then be swapped
+    through the load API, as the cache dimension and tune do)."""
     if serve is not None and url is not None:
         raise UsageError("give either --serve REPO or --url HOST:PORT, not both", "drop one of them")
     if serve is None:
@@ -115,7 +119,8 @@ def open_target(serve: Path | None, url: str | None, grpc_url: str | None, progr
     if not serve.is_dir():
         raise UsageError(f"model repository '{serve}' is not a directory", "give --serve PATH/TO/model_repository")
     progress(f"starting tritonserver on {serve}")
-    options = ServerOptions(repository=serve)
+    options = ServerOptions(repository=serve, cache_size_bytes=cache_size_bytes, explicit=explicit,
+                            load_models=("*",) if explicit else ())
     with TritonServer(options) as server:
         def alive() -> bool:
             return server.running() and http_alive(server.http_url)

@@ -79,9 +79,9 @@ def discover(client: TritonClient, model: str) -> TunedModels:
     return TunedModels(model, originals, tuple(steps), int(top.max_batch_size))
 
 
-def check_explicit(client: TritonClient, models: TunedModels) -> None:
+def check_explicit(client: TritonClient, models: TunedModels, hint: str = EXPLICIT_HINT) -> None:
     """Load the first model again with the config it runs now (a no-op for the server): refused when
-    the server is not in explicit mode."""
+    the server is not in explicit mode (a UsageError with ``hint``)."""
     name = next(iter(models.originals))
     try:
         client.load_model(name, config=models.originals[name])
@@ -89,7 +89,7 @@ def check_explicit(client: TritonClient, models: TunedModels) -> None:
         text = e.message() or str(e)
         if _explicit_refusal(text):
             raise UsageError(f"the server at {client.http_url} is not in explicit model-control mode "
-                             f"({first_line(text)})", EXPLICIT_HINT) from None
+                             f"({first_line(text)})", hint) from None
         raise ServerError(f"the server refused to reload '{name}': {first_line(text)}",
                           "check the server log") from None
 
@@ -109,17 +109,23 @@ class Applier:
         for name, cand in setting.items():
             if self.current.get(name) == cand:
                 continue
-            cfg = apply_candidate(self.models.originals[name], cand)
-            self.changed.add(name)
-            self.current.pop(name, None)  # unknown until the load answers
             try:
-                self.client.load_model(name, config=cfg)
-            except InferenceServerException as e:
-                raise CandidateRefused(first_line(e.message() or str(e))) from None
+                self.load_config(name, apply_candidate(self.models.originals[name], cand))
             except OSError as e:
                 raise ServerError(f"the server went away while loading a candidate of '{name}': {e}",
                                   "the journal keeps what was measured; --resume continues") from None
             self.current[name] = cand
+
+    def load_config(self, name: str, cfg: ModelConfig) -> None:
+        """Load ``name`` with ``cfg`` as a config override (any change, not only a candidate's);
+        :meth:`restore` loads its original back. A refusal raises CandidateRefused (the server's
+        reason); a server that went away, OSError."""
+        self.changed.add(name)
+        self.current.pop(name, None)  # unknown until the load answers
+        try:
+            self.client.load_model(name, config=cfg)
+        except InferenceServerException as e:
+            raise CandidateRefused(first_line(e.message() or str(e))) from None
 
     def restore(self) -> list[str]:
         """Load every changed model back with the config it was served with; the names that failed.
