@@ -6,8 +6,8 @@ from pathlib import Path
 
 from report_check import render_check
 from tritonops.perf.analyzer import PerfRow
-from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.findings import Cell, derive_findings
+from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart, nice_ticks
 
 

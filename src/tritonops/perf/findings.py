@@ -52,6 +52,7 @@ class Cell:
     outcome: Outcome = "kept-up"  # the worst over the repeats
     outcomes: dict[str, int] = field(default_factory=dict)  # repeats per outcome
     sent_rate: float = 0.0  # what the generator sent, per second (median)
+    saturated_at: float | None = None  # median sent rate of the repeats whose generator was saturated
     generator_processes: int = 1
     generator_cpu_ms: float | None = None  # median CPU ms per request of the generator
     generator_lag_p99_ms: float | None = None  # median of the repeats' send lag p99
@@ -65,10 +66,15 @@ class Cell:
         return self.outcome in COMPARABLE
 
     @property
+    def generator_ceiling(self) -> float:
+        """What the generator managed to send where it could not keep the schedule, per second."""
+        return self.sent_rate if self.saturated_at is None else self.saturated_at
+
+    @property
     def label(self) -> str:
         """What the cell came to, in the words of the tables."""
         text = {"kept-up": "kept up", "fell-behind": f"fell behind (achieved {self.achieved_rate:.0f}/s)",
-                "generator-saturated": f"generator saturated at {self.sent_rate:.0f}/s",
+                "generator-saturated": f"generator saturated at {self.generator_ceiling:.0f}/s",
                 "interrupted": "interrupted (Ctrl-C)"}[self.outcome]
         if len(self.outcomes) > 1:
             text += " [" + ", ".join(f"{self.outcomes[o]}× {o}" for o in OUTCOMES if o in self.outcomes) + "]"
@@ -106,6 +112,7 @@ def aggregate(runs: Sequence[LoadtestResult]) -> list[Cell]:
             request_bytes=rs[0].request_bytes, response_bytes=rs[0].response_bytes, model=model,
             outcome=max((r.outcome for r in rs), key=OUTCOMES.index), outcomes=counts,
             sent_rate=float(statistics.median(r.sent_rate for r in rs)),
+            saturated_at=_median([r.sent_rate for r in rs if r.outcome == "generator-saturated"]),
             generator_processes=max(r.generator.processes for r in rs),
             generator_cpu_ms=_median([r.generator.cpu_ms_per_request for r in rs
                                       if r.generator.cpu_ms_per_request is not None]),
@@ -242,7 +249,7 @@ def _load_findings(cells: Sequence[Cell], prefix: str) -> list[str]:
         if saturated:
             findings.append(f"{prefix}The load generator could not keep the schedule for {LABEL[p]} at "
                             f"{', '.join(f'{c.rate:g}' for c in saturated)} req/s (generator saturated at "
-                            f"{', '.join(f'{c.sent_rate:.0f}/s' for c in saturated)}): those cells say nothing "
+                            f"{', '.join(f'{c.generator_ceiling:.0f}/s' for c in saturated)}): those cells say nothing "
                             f"about {LABEL[p]} and are left out of every comparison.")
     if all(c.keeps_up for c in cells):
         findings.append(f"{prefix}Every protocol kept up with every offered rate up to {rates[-1]:g} req/s "
