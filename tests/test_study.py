@@ -19,7 +19,7 @@ from tritonops.errors import UsageError
 from tritonops.pbtxt import config_to_text
 from tritonops.perf.analyzer import PerfRow
 from tritonops.perf.cache import CacheCell
-from tritonops.perf.findings import Cell, aggregate, claims, combine, derive_findings
+from tritonops.perf.findings import LABEL, Cell, aggregate, claims, combine, derive_findings
 from tritonops.perf.loadtest import GeneratorCost, LoadtestResult
 from tritonops.perf.study import SCHEMA, ProtocolStudyOptions, default_cell_timeout
 
@@ -86,10 +86,14 @@ def test_one_repeat_has_no_spread_unless_the_outcomes_differ():
 
 
 def test_one_protocol_is_not_a_comparison():
-    cells = [cell("http-binary", 25), cell("http-binary", 50)]
+    cells = [cell("http-binary", 25), cell("http-binary", 50), cell("http-json", 50, outcome="generator-saturated",
+                                                                    sent=20.0)]
     c = by_key(claims(cells, {}, [], repeats=3))["binary-beats-json"]
     assert c.verdict == "not measured"
-    assert c.evidence[0].detail == "only HTTP binary was measured at 25–50 req/s"
+    assert c.evidence[0].detail.endswith("only HTTP binary was measured at 25–50 req/s (HTTP JSON: generator "
+                                         "saturated at 20/s)")
+    c = by_key(claims(cells[:2], {}, [], repeats=3))["binary-beats-json"]
+    assert c.verdict == "not measured" and c.evidence[0].detail == "HTTP JSON was not in the study"
 
 
 def test_generator_saturated_cells_are_never_counted_against_a_protocol():
@@ -241,6 +245,7 @@ SLOW_MS = 40  # one instance, no batching: the model serves 25 requests/s at mos
 SLOW_PY = f"""\
 import time
 
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
@@ -276,74 +281,82 @@ def served(tmp_path_factory, triton_session):
         yield triton_session.server
 
 
+def p99_rankings(findings: list[str]) -> dict[tuple[str, float], list[str]]:
+    """(model, λ) -> the protocols a finding ranks by p99 ("img (602,277 B): At …(p99 ms — 5/s: gRPC 1.2, …)")."""
+    out = {}
+    for f in findings:
+        if "(p99 ms — " not in f:
+            continue
+        model = f.split(" (")[0]
+        for part in f.split("(p99 ms — ")[1].rstrip(").").split("; "):
+            rate, row = part.split("/s: ")
+            out[(model, float(rate))] = [" ".join(entry.split()[:-1]) for entry in row.split(", ")]
+    return out
+
+
 @pytest.mark.server
-def test_the_image_sized_model_through_all_three_protocols(cli, served, tmp_path):
-    """The issue's 'done means': every cell reported, a protocol slow on this payload (HTTP JSON at 100/s:
-    2.9 MB of JSON per request, about 30/s closed-loop on two cores) falls behind without stopping the
-    study, the findings compare only what was measured alike, and the report renders."""
-    out_dir = tmp_path / "img"
-    code, out, err = cli("study", "protocols", "img", "--url", served.http_url, "--grpc-url", served.grpc_url,
-                         "--rates", "5,100", "--repeats", "1", "--duration", "1", "--cell-timeout", "2.5",
-                         "--concurrency", "1", "--measurement-interval", "300", "--stability-percentage", "100",
-                         "--output-dir", out_dir)
+def test_the_image_sized_model_and_a_slow_one_through_all_three_protocols(cli, served, tmp_path):
+    """The issue's 'done means' in one study of two payloads: every cell is reported; HTTP JSON on the
+    image-sized model (2.9 MB of JSON per request; about 30/s closed-loop on two cores) and every protocol
+    on the slow model (25/s at most) cannot keep up with 60/s, each such cell ends within its bound and is
+    labelled, the study goes on to the next protocol and payload, is not 'interrupted', the findings
+    compare only what was measured alike, per payload, and the report renders. (The closed loop and its
+    plots are the mlp study's part below: one point per protocol here would cost 10 s.)"""
+    out_dir = tmp_path / "study"
+    code, out, err = cli("study", "protocols", "img", "slow", "--url", served.http_url, "--grpc-url",
+                         served.grpc_url, "--rates", "5,60", "--repeats", "1", "--duration", "1",
+                         "--cell-timeout", "2.5", "--concurrency", "none", "--output-dir", out_dir)
     assert code == 0, err
     doc = json.loads((out_dir / "study.json").read_text())
     assert doc["schema"] == SCHEMA == "tritonops.study.protocols/2" and not doc["interrupted"]
-    assert doc["settings"]["cell_timeout_s"] == 2.5
-    cells = {(c["protocol"], c["rate"]): c for c in doc["cells"]}
-    assert sorted(cells) == sorted((p, r) for p in ("http-json", "http-binary", "grpc") for r in (5.0, 100.0))
+    assert doc["models"] == ["img", "slow"] and doc["settings"]["cell_timeout_s"] == 2.5
+    cells = {(c["model"], c["protocol"], c["rate"]): c for c in doc["cells"]}
+    assert sorted(cells) == sorted((m, p, r) for m in ("img", "slow") for p in ("http-json", "http-binary", "grpc")
+                                   for r in (5.0, 60.0))
+    assert {r["model"] for r in doc["runs"]} == {"img", "slow"} and len(doc["runs"]) == 12
     for c in cells.values():
-        assert c["model"] == "img" and c["runs"] == 1 and sum(c["outcomes"].values()) == 1
+        assert c["runs"] == 1 and sum(c["outcomes"].values()) == 1
         assert c["outcome"] in ("kept-up", "fell-behind", "generator-saturated"), c
         assert c["label"] in out
-    slow = cells[("http-json", 100.0)]
-    assert slow["outcome"] != "kept-up" and slow["achieved_rate"] < 100
-    sizes = doc["payload_bytes"]["img"]
-    assert sizes["http-binary"]["request"] > 3 * 224 * 224 * 4 and sizes["grpc"]["request"] > 3 * 224 * 224 * 4
-    assert sizes["http-json"]["request"] > 3 * sizes["http-binary"]["request"]
+    # the slow protocol on the image-sized payload
+    slow_json = cells[("img", "http-json", 60.0)]
+    assert slow_json["outcome"] != "kept-up" and slow_json["achieved_rate"] < 60
+    # the slow model: 60/s offered, 25/s served, whatever the protocol
+    for p in ("http-json", "http-binary", "grpc"):
+        c = cells[("slow", p, 60.0)]
+        assert c["outcome"] == "fell-behind" and c["achieved_rate"] < 40, c
+        assert c["label"] == f"fell behind (achieved {c['achieved_rate']:.0f}/s)"
+    sizes = doc["payload_bytes"]
+    assert sizes["img"]["http-binary"]["request"] > 3 * 224 * 224 * 4 < sizes["img"]["grpc"]["request"]
+    assert sizes["img"]["http-json"]["request"] > 3 * sizes["img"]["http-binary"]["request"]
+    slow_size = sizes["slow"]["http-binary"]["request"]
+    assert f"slow ({slow_size:,} B): At 60 req/s no protocol kept up with the offered load." in doc["findings"]
+    assert not any("interrupted" in f for f in doc["findings"])
+    # a p99 ranking names only cells that kept up, and every cell that did where two or more did
+    ranked = p99_rankings(doc["findings"])
+    for (model, p, rate), c in cells.items():
+        if LABEL[p] in ranked.get((model, rate), ()):
+            assert c["outcome"] == "kept-up", (c, ranked)
+        elif c["outcome"] == "kept-up":
+            assert sum(o["outcome"] == "kept-up" for (m, _, r), o in cells.items() if (m, r) == (model, rate)) == 1
     assert [c["key"] for c in doc["claims"]] == ["binary-beats-json", "grpc-sustains-more", "cache-reduces-latency"]
-    binary = doc["claims"][0]
-    assert binary["evidence"][0]["payload_bytes"] == sizes["http-binary"]["request"]
+    for claim in doc["claims"][:2]:
+        assert [(e["payload"], e["payload_bytes"]) for e in claim["evidence"]] == [
+            ("img", sizes["img"]["http-binary"]["request"]), ("slow", slow_size)]
     assert doc["claims"][2]["verdict"] == "not measured"
-    # no p99 ranking names the cell that did not keep up
-    assert not any("100/s: " in f and "HTTP JSON" in f.split("100/s: ")[1] for f in doc["findings"])
     assert "claim: Binary tensors beat JSON" in out
     plots = render_check(out_dir / "report.html", tmp_path)
     assert [p["label"] for p in plots] == [
-        "p99 latency vs offered load (median, min–max over repeats)",
-        "p50 latency vs offered load (median, min–max over repeats)",
-        "Throughput vs offered load (dashed: achieved = offered)", "Payload per request",
-        "Closed loop: throughput vs concurrency (perf_analyzer)",
-        "Closed loop: p99 latency vs concurrency (perf_analyzer)"]
+        f"{m}: {title}" for m in ("img", "slow") for title in (
+            "p99 latency vs offered load (median, min–max over repeats)",
+            "p50 latency vs offered load (median, min–max over repeats)",
+            "Throughput vs offered load (dashed: achieved = offered)", "Payload per request")]
     for p in plots:
         assert p["width"] >= 600 and p["height"] >= 300, p
         assert p["marks"] > 0 and p["drawn"] == p["marks"], p
     html = (out_dir / "report.html").read_text()
     assert html.index("The claims this study tests") < html.index("What the numbers say")
-
-
-@pytest.mark.server
-def test_a_model_too_slow_for_the_load_falls_behind_and_the_study_goes_on(cli, served, tmp_path):
-    out_dir = tmp_path / "slow"
-    code, _, err = cli("study", "protocols", "slow", "img", "--url", served.http_url, "--rates", "60",
-                         "--repeats", "1", "--duration", "1.5", "--cell-timeout", "2.5", "--concurrency", "none",
-                         "--protocols", "http-binary,grpc", "--output-dir", out_dir)
-    assert code == 0, err
-    doc = json.loads((out_dir / "study.json").read_text())
-    assert not doc["interrupted"] and doc["models"] == ["slow", "img"]
-    cells = {(c["model"], c["protocol"]): c for c in doc["cells"]}
-    assert sorted(cells) == sorted((m, p) for m in ("slow", "img") for p in ("http-binary", "grpc"))
-    for p in ("http-binary", "grpc"):
-        c = cells[("slow", p)]
-        # 60/s offered, 25/s served: far behind, and still drained no longer than the cell's bound allows
-        assert c["outcome"] == "fell-behind" and c["achieved_rate"] < 40, c
-        assert c["label"] == f"fell behind (achieved {c['achieved_rate']:.0f}/s)"
-    size = doc["payload_bytes"]["slow"]["http-binary"]["request"]
-    assert f"slow ({size:,} B): At 60 req/s no protocol kept up with the offered load." in doc["findings"]
-    assert not any("The study was interrupted" in f for f in doc["findings"])
-    assert {e["payload"] for c in doc["claims"][:2] for e in c["evidence"]} == {"slow", "img"}
     assert (out_dir / "models" / "slow" / "runs").is_dir() and (out_dir / "models" / "img" / "runs").is_dir()
-    assert {r["model"] for r in doc["runs"]} == {"slow", "img"}
 
 
 # The original mlp study, on a server it starts itself (study protocols MODEL --serve), kept as it was.

@@ -222,6 +222,9 @@ def _latency_findings(cells: Sequence[Cell], repeats: int, prefix: str) -> list[
                             f"range over {repeats} repeats does not overlap the others' (p99 ms — {detail}).")
         elif how == "only one kept up":
             findings.append(f"{prefix}At {rates_text(group)}, only {LABEL[winner]} kept up (p99 ms — {detail}).")
+        elif repeats < 2:
+            findings.append(f"{prefix}At {rates_text(group)}, {LABEL[winner]} has the lowest p99, but one repeat "
+                            f"gives no spread: no clear winner (p99 ms — {detail}).")
         else:
             findings.append(f"{prefix}At {rates_text(group)}, {LABEL[winner]} has the lowest median p99, but the "
                             f"ranges over {repeats} repeat(s) overlap: no clear winner (p99 ms — {detail}).")
@@ -417,6 +420,9 @@ def _pairs(cells: Sequence[Cell], model: str, first: str, second: str) -> tuple[
             pairs.append((at[first], at[second]))
         elif first in at or second in at or any(c.rate == rate and c.protocol in (first, second) for c in mine):
             lonely.append(rate)
+    absent = [LABEL[p] for p in (first, second) if not any(c.protocol == p for c in mine)]
+    if absent:  # a protocol the study left out: nothing to compare, and nothing left out by the numbers
+        return pairs, f"{' and '.join(absent)} {'was' if len(absent) == 1 else 'were'} not in the study"
     note = ""
     if lonely:
         note = only_measured([c for c in mine if c.rate in lonely and c.protocol in (first, second)], lonely)
