@@ -16,13 +16,16 @@ import csv
 import json
 import os
 import platform
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
+from tritonops.client import TritonClient
 from tritonops.errors import TritonOpsError, UsageError
 from tritonops.names import check_model_name
 from tritonops.perf.analyzer import PerfOptions, PerfRow, prepare_samples, require_perf_analyzer, sweep
@@ -285,6 +288,28 @@ def _closed_loop(o: ProtocolStudyOptions, m: _Payload, base: Path, target: Targe
     return rows
 
 
+SETTLE_POLL_S = 0.5
+
+
+def wait_until_idle(target: Target, model: str, bound_s: float) -> float:
+    """After a cell that did not keep up, the server may still be working through requests the generator
+    gave up on, and the next cell would pay for them: wait (at most ``bound_s``) until the model's count of
+    finished inferences stops moving. Returns the seconds waited."""
+    t0 = time.monotonic()
+    last = None
+    with TritonClient(target.http_url, target.grpc_url, timeout_s=5) as client:
+        while time.monotonic() - t0 < bound_s:
+            try:
+                now = client.inference_counts(model)
+            except (InferenceServerException, OSError):
+                break  # no statistics: nothing to wait on (a dead server is reported by the next cell)
+            if now == last:
+                break
+            last = now
+            time.sleep(SETTLE_POLL_S)
+    return time.monotonic() - t0
+
+
 def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambda _: None,
                        cache_cells: Sequence[CacheCell] = ()) -> ProtocolStudyResult:
     """Run the study; ``cache_cells`` (the response-cache dimension, measured elsewhere) go into its claims."""
@@ -328,6 +353,9 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
                         run_repeat.extend([rep + 1] * len(got))
                         if stopped:  # Ctrl-C (a slow cell is bounded by its timeout and recorded)
                             raise KeyboardInterrupt
+                        if any(r.outcome != "kept-up" for r in got):
+                            progress(f"{m.model}: waiting for the server to finish the requests left over")
+                            wait_until_idle(target, m.model, o.cell_timeout)
         except KeyboardInterrupt:
             interrupted = True
         except TritonOpsError as e:  # e.g. the server died: keep what was measured, then report the error
