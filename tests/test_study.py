@@ -21,7 +21,7 @@ from tritonops.perf.analyzer import PerfRow
 from tritonops.perf.cache import CacheCell
 from tritonops.perf.findings import LABEL, Cell, aggregate, claims, combine, derive_findings
 from tritonops.perf.loadtest import GeneratorCost, LoadtestResult
-from tritonops.perf.study import SCHEMA, ProtocolStudyOptions, default_cell_timeout
+from tritonops.perf.study import SCHEMA, ProtocolStudyOptions, claims_table, default_cell_timeout
 
 IMG = 3 * 224 * 224 * 4 + 150  # about the HTTP binary request of the image model (tensor + JSON header)
 
@@ -82,7 +82,7 @@ def test_one_repeat_has_no_spread_unless_the_outcomes_differ():
              cell("http-json", 100, outcome="fell-behind", achieved=(31.0, 31.0, 31.0), runs=1)]
     c = by_key(claims(apart, {}, [], repeats=1))["binary-beats-json"]
     assert c.verdict == "supported"
-    assert "at 100/s HTTP binary kept up, HTTP JSON fell behind (achieved 31/s)" in c.evidence[0].detail
+    assert "at 100/s HTTP binary kept up and HTTP JSON fell behind: achieved 100 vs 31/s" in c.evidence[0].detail
 
 
 def test_one_protocol_is_not_a_comparison():
@@ -126,6 +126,25 @@ def test_claims_hold_per_payload_and_mix_across_payloads():
     assert [(e.payload, e.payload_bytes, e.verdict) for e in c.evidence] == [
         ("img", IMG, "supported"), ("mlp", 169, "not supported")]
     assert c.summary == f"supported at {IMG:,} B (img); not supported at 169 B (mlp)"
+
+
+def test_the_claims_table_has_a_row_per_claim_and_payload():
+    cells = [cell("http-binary", 25, p99=2.0), cell("http-json", 25, p99=9.0),
+             cell("http-binary", 25, model="mlp", req=169),
+             cell("http-json", 25, model="mlp", req=205, outcome="fell-behind", achieved=(20.0, 19.0, 21.0)),
+             cell("grpc", 25, model="mlp", req=169)]
+    cells[3] = Cell(**{**cells[3].__dict__, "outcomes": {"kept-up": 2, "fell-behind": 1}})
+    table = claims_table(claims(cells, {}, [], repeats=3))
+    assert [row[:4] for row in table.rows] == [
+        ("Binary tensors beat JSON (HTTP binary vs HTTP JSON)", "✔ supported", f"img ({IMG:,} B)", "supported"),
+        ("", "", "mlp (169 B)", "supported"),
+        ("gRPC sustains a higher load than REST (highest λ kept up, open loop)", "? inconclusive", f"img ({IMG:,} B)",
+         "not measured"),
+        ("", "", "mlp (169 B)", "inconclusive"),
+        ("A response cache reduces latency for repeated requests", "– not measured", "-", "")]
+    assert table.rows[1][4].endswith("at 25/s HTTP binary kept up and HTTP JSON fell behind in 1 of 3 repeats: "
+                                     "achieved 25 vs 20/s")
+    assert table.rows[2][4] == "gRPC was not in the study"
 
 
 def test_grpc_sustains_more_from_the_highest_rate_kept_up():

@@ -387,8 +387,9 @@ def duel(a: Cell, b: Cell, repeats: int) -> tuple[int, str]:
     if a.keeps_up != b.keeps_up:
         up, down = (a, b) if a.keeps_up else (b, a)
         side = _apart(up.achieved_range, down.achieved_range)
-        text = (f"at {a.rate:g}/s {LABEL[up.protocol]} kept up, {LABEL[down.protocol]} {down.label} "
-                f"(achieved {up.achieved_rate:.0f} vs {down.achieved_rate:.0f}/s)")
+        text = (f"at {a.rate:g}/s {LABEL[up.protocol]} kept up and {LABEL[down.protocol]} fell behind"
+                + (f" in {down.outcomes.get('fell-behind', 0)} of {down.runs} repeats" if len(down.outcomes) > 1
+                   else "") + f": achieved {up.achieved_rate:.0f} vs {down.achieved_rate:.0f}/s")
         if side <= 0:
             return 0, text + ", but the achieved ranges over the repeats overlap"
         return (1 if up is a else -1), text

@@ -215,6 +215,8 @@ def _figures(cells: Sequence[Cell], concurrency: dict[str, tuple[PerfRow, ...]],
 
 
 def _generator_text(c: Cell) -> str:
+    if c.generator_cpu_ms is None and c.generator_lag_p99_ms is None:
+        return f"{c.generator_processes} proc"
     cpu = "-" if c.generator_cpu_ms is None else f"{c.generator_cpu_ms:.2f}"
     lag = "-" if c.generator_lag_p99_ms is None else ms_text(c.generator_lag_p99_ms)
     return f"{c.generator_processes} proc, {cpu} CPU ms/req, lag p99 {lag} ms"
@@ -245,10 +247,16 @@ def _closed_table(concurrency: dict[str, tuple[PerfRow, ...]], caption: str) -> 
 
 
 def claims_table(found: Sequence[Claim]) -> Table:
-    rows = tuple((c.claim, VERDICT_MARK[c.verdict], "; ".join(f"{e.payload} ({bytes_text(e.payload_bytes)}): "
-                                                              f"{e.verdict} — {e.detail}" for e in c.evidence)
-                  or c.summary) for c in found)
-    return Table(("claim", "verdict", "by how much, at which payload size"), rows,
+    """One row per claim and payload: the claim's verdict over all payloads, then each payload's and why."""
+    rows: list[tuple[str, ...]] = []
+    for c in found:
+        head = (c.claim, VERDICT_MARK[c.verdict])
+        if not c.evidence:
+            rows.append((*head, "-", "", c.summary))
+        for i, e in enumerate(c.evidence):
+            rows.append((*(head if i == 0 else ("", "")), f"{e.payload} ({bytes_text(e.payload_bytes)})",
+                         e.verdict, e.detail))
+    return Table(("claim", "verdict", "payload", "at this payload", "by how much"), tuple(rows),
                  "The claims this study tests, against these measurements (spread: min–max over repeats)")
 
 
