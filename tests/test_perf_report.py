@@ -34,7 +34,8 @@ def test_findings_follow_the_numbers():
     payloads = {"http-json": (205, 163), "http-binary": (169, 146), "grpc": (43, 37)}
     conc = {"grpc": (PerfRow("concurrency", 4, 1, "grpc", "ok", throughput=1100.0),),
             "http-binary": (PerfRow("concurrency", 4, 1, "http", "ok", throughput=1000.0),
-                            PerfRow("concurrency", 8, 1, "http", "unstable"))}
+                            PerfRow("concurrency", 8, 1, "http", "unstable")),
+            "http-json": (PerfRow("concurrency", 4, 1, "http", "failed", note="perf_analyzer exited with code 99"),)}
     f = derive_findings(cells, {"m": conc}, {"m": payloads}, repeats=3)
     assert f == [
         "At 25–50 req/s, gRPC has the lowest p99 latency, and its range over 3 repeats does not overlap the others' "
@@ -49,6 +50,7 @@ def test_findings_follow_the_numbers():
         "Request size on the wire: HTTP JSON 205 B, HTTP binary 169 B, gRPC 43 B; responses: HTTP JSON 163 B, "
         "HTTP binary 146 B, gRPC 37 B. gRPC is the most compact.",
         "JSON tensors make HTTP requests 1.21× the size of the binary tensor extension.",
+        "perf_analyzer could not measure HTTP JSON at concurrency 4: perf_analyzer exited with code 99.",
         "Closed-loop peak throughput with perf_analyzer's C++ client: gRPC 1100/s (concurrency 4), "
         "HTTP binary 1000/s (concurrency 4).",
         "gRPC leads the next protocol by 10% at peak; client and server share the cores, so this includes the "

@@ -302,12 +302,18 @@ def peaks(rows: Mapping[str, Sequence[PerfRow]]) -> dict[str, PerfRow]:
 
 
 def _closed_loop_findings(rows: Mapping[str, Sequence[PerfRow]], prefix: str) -> list[str]:
+    findings = []
+    for p, prows in rows.items():
+        failed = [r for r in prows if r.status == "failed"]
+        if failed:
+            findings.append(f"{prefix}perf_analyzer could not measure {LABEL.get(p, p)} at concurrency "
+                            f"{', '.join(f'{r.load:g}' for r in failed)}: {failed[0].note or 'it failed'}.")
     top = peaks(rows)
     if not top:
-        return []
+        return findings
     order = sorted(top, key=lambda p: -(top[p].throughput or 0.0))
     text = ", ".join(f"{LABEL.get(p, p)} {top[p].throughput:.0f}/s (concurrency {top[p].load:g})" for p in order)
-    findings = [f"{prefix}Closed-loop peak throughput with perf_analyzer's C++ client: {text}."]
+    findings.append(f"{prefix}Closed-loop peak throughput with perf_analyzer's C++ client: {text}.")
     if len(order) > 1 and top[order[1]].throughput:
         gain = (top[order[0]].throughput or 0.0) / (top[order[1]].throughput or 1.0) - 1
         findings.append(f"{prefix}{LABEL.get(order[0], order[0])} leads the next protocol by {gain:.0%} at peak; "

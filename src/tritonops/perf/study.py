@@ -26,9 +26,16 @@ import numpy as np
 from tritonclient.utils import InferenceServerException
 
 from tritonops.client import TritonClient
-from tritonops.errors import TritonOpsError, UsageError
+from tritonops.errors import ExternalToolError, TritonOpsError, UsageError
 from tritonops.names import check_model_name
-from tritonops.perf.analyzer import PerfOptions, PerfRow, prepare_samples, require_perf_analyzer, sweep
+from tritonops.perf.analyzer import (
+    PerfOptions,
+    PerfRow,
+    library_hint,
+    prepare_samples,
+    require_perf_analyzer,
+    sweep,
+)
 from tritonops.perf.cache import CacheCell
 from tritonops.perf.findings import (
     LABEL,
@@ -279,21 +286,33 @@ class _Payload:
     sizes: dict[LoadProtocol, tuple[int, int]]
 
 
-def _closed_loop(o: ProtocolStudyOptions, m: _Payload, base: Path, target: Target, progress: Progress
-                 ) -> dict[str, tuple[PerfRow, ...]]:
-    rows: dict[str, tuple[PerfRow, ...]] = {}
+def _closed_loop(o: ProtocolStudyOptions, m: _Payload, base: Path, target: Target, progress: Progress,
+                 rows: dict[str, tuple[PerfRow, ...]]) -> None:
+    """perf_analyzer's concurrency sweep per protocol, one point at a time: a point perf_analyzer fails
+    (HTTP JSON of an image-sized tensor can) is recorded as failed with its reason and the sweep goes on;
+    a missing library, a dead server and Ctrl-C still end it. The rows go into ``rows`` as they come."""
     for p in o.protocols:
         proto, fmt = ("grpc", "binary") if p == "grpc" else ("http", "json" if p == "http-json" else "binary")
-        res = sweep(PerfOptions(
-            model=m.model, output_dir=base / "concurrency" / p, url=target.http_url, grpc_url=target.grpc_url,
-            model_version=o.model_version, protocol=proto, http_format=fmt,  # type: ignore[arg-type]
-            concurrency=o.concurrency, batch_sizes=(o.batch_size,), samples=o.samples, shapes=o.shapes,
-            measurement_interval_ms=o.measurement_interval_ms, stability_percentage=o.stability_percentage,
-            max_trials=o.max_trials), target, progress=progress)
-        rows[p] = res.rows
-        if res.interrupted:
-            raise KeyboardInterrupt
-    return rows
+        got: list[PerfRow] = []
+        for c in o.concurrency:
+            try:
+                res = sweep(PerfOptions(
+                    model=m.model, output_dir=base / "concurrency" / p / f"c{c}", url=target.http_url,
+                    grpc_url=target.grpc_url, model_version=o.model_version, protocol=proto,  # type: ignore[arg-type]
+                    http_format=fmt, concurrency=(c,), batch_sizes=(o.batch_size,), samples=o.samples,  # type: ignore[arg-type]
+                    shapes=o.shapes, measurement_interval_ms=o.measurement_interval_ms,
+                    stability_percentage=o.stability_percentage, max_trials=o.max_trials), target, progress=progress)
+            except ExternalToolError as e:
+                if library_hint(e.output_tail) is not None:
+                    raise
+                got.append(PerfRow("concurrency", float(c), o.batch_size, proto, "failed",
+                                   note=f"{e.message}: {e.hint}" if e.hint else e.message))
+                continue
+            got.extend(res.rows)
+            rows[p] = tuple(got)
+            if res.interrupted:
+                raise KeyboardInterrupt
+        rows[p] = tuple(got)
 
 
 SETTLE_POLL_S = 0.5
@@ -346,7 +365,7 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
             for m in payloaded:
                 base = out if len(o.models) == 1 else out / "models" / m.model
                 if o.concurrency:
-                    concurrency[m.model] = _closed_loop(o, m, base, target, progress)
+                    _closed_loop(o, m, base, target, progress, concurrency.setdefault(m.model, {}))
                 for rep in range(o.repeats):
                     k = rep % len(o.protocols)
                     for p in (*o.protocols[k:], *o.protocols[:k]):  # rotate the order between repeats
