@@ -232,6 +232,11 @@ def test_findings_per_payload_with_the_sustained_load():
     assert f"img ({IMG:,} B): Highest offered rate kept up (open loop): HTTP JSON 25 req/s, gRPC 50 req/s." in f
     assert f"img ({IMG:,} B): At 50 req/s, only gRPC kept up (p99 ms — 50/s: gRPC 2.00)." in f
     assert "mlp (169 B): Highest offered rate kept up (open loop): HTTP JSON 25 req/s, gRPC 25 req/s." in f
+    mixed = Cell(**{**cells[3].__dict__, "outcomes": {"kept-up": 2, "fell-behind": 1}, "achieved_rate": 49.0,
+                    "achieved_vs_scheduled": 0.98})
+    f = derive_findings([*cells[:3], mixed], {}, {}, repeats=3)
+    assert ("HTTP JSON fell behind from 50 req/s in 1 of 3 repeats: it achieved 49/s (98% of the schedule, median "
+            "over the repeats).") in f
 
 
 def test_options_bound_the_cell_and_name_each_model_once(tmp_path):

@@ -246,8 +246,10 @@ def _load_findings(cells: Sequence[Cell], prefix: str) -> list[str]:
         if behind:
             c = behind[0]
             errs = f", {c.errors} errors" if c.errors else ""
-            findings.append(f"{prefix}{LABEL[p]} fell behind from {c.rate:g} req/s: it achieved "
-                            f"{c.achieved_rate:.0f}/s ({c.achieved_vs_scheduled:.0%} of the schedule{errs}).")
+            some = f" in {c.outcomes.get('fell-behind', 0)} of {c.runs} repeats" if len(c.outcomes) > 1 else ""
+            findings.append(f"{prefix}{LABEL[p]} fell behind from {c.rate:g} req/s{some}: it achieved "
+                            f"{c.achieved_rate:.0f}/s ({c.achieved_vs_scheduled:.0%} of the schedule{errs}"
+                            f"{', median over the repeats' if some else ''}).")
         saturated = [by[(p, r)] for r in rates if (p, r) in by and by[(p, r)].outcome == "generator-saturated"]
         if saturated:
             findings.append(f"{prefix}The load generator could not keep the schedule for {LABEL[p]} at "
