@@ -90,8 +90,8 @@ def test_one_protocol_is_not_a_comparison():
                                                                     sent=20.0)]
     c = by_key(claims(cells, {}, [], repeats=3))["binary-beats-json"]
     assert c.verdict == "not measured"
-    assert c.evidence[0].detail.endswith("only HTTP binary was measured at 25–50 req/s (HTTP JSON: generator "
-                                         "saturated at 20/s)")
+    assert c.evidence[0].detail.endswith("only HTTP binary was measured at 25, 50 req/s (HTTP JSON at 50/s: "
+                                         "generator saturated at 20/s)")
     c = by_key(claims(cells[:2], {}, [], repeats=3))["binary-beats-json"]
     assert c.verdict == "not measured" and c.evidence[0].detail == "HTTP JSON was not in the study"
 
@@ -109,6 +109,16 @@ def test_generator_saturated_cells_are_never_counted_against_a_protocol():
     assert "Only HTTP binary was measured at 100 req/s (HTTP JSON: generator saturated at 14/s): no comparison." in f
     assert ("The load generator could not keep the schedule for HTTP JSON at 100 req/s (generator saturated at "
             "14/s): those cells say nothing about HTTP JSON and are left out of every comparison.") in f
+
+
+def test_only_measured_says_what_was_measured_rate_by_rate():
+    cells = [cell("http-json", 40), cell("http-binary", 40, outcome="generator-saturated", sent=30.0),
+             cell("http-json", 120, outcome="generator-saturated", sent=90.0),
+             cell("http-binary", 120, outcome="generator-saturated", sent=91.0)]
+    f = derive_findings(cells, {}, {}, repeats=3)
+    assert f[0] == ("Only HTTP JSON was measured at 40 req/s, no protocol at 120 req/s (HTTP binary at 40/s: generator "
+                    "saturated at 30/s; HTTP JSON at 120/s: generator saturated at 90/s; HTTP binary at 120/s: "
+                    "generator saturated at 91/s): no comparison.")
 
 
 def test_interrupted_cells_are_left_out():
@@ -345,16 +355,22 @@ def test_the_image_sized_model_and_a_slow_one_through_all_three_protocols(cli, s
     # the slow protocol on the image-sized payload
     slow_json = cells[("img", "http-json", 60.0)]
     assert slow_json["outcome"] != "kept-up" and slow_json["achieved_rate"] < 60
-    # the slow model: 60/s offered, 25/s served, whatever the protocol
+    # the slow model: 60/s offered, 25/s served, whatever the protocol (on busy cores the generator may
+    # also miss its schedule: then the cell says so instead)
     for p in ("http-json", "http-binary", "grpc"):
         c = cells[("slow", p, 60.0)]
-        assert c["outcome"] == "fell-behind" and c["achieved_rate"] < 40, c
-        assert c["label"] == f"fell behind (achieved {c['achieved_rate']:.0f}/s)"
+        assert c["outcome"] in ("fell-behind", "generator-saturated") and c["achieved_rate"] < 40, c
+        assert c["label"] == (f"fell behind (achieved {c['achieved_rate']:.0f}/s)" if c["outcome"] == "fell-behind"
+                              else f"generator saturated at {c['saturated_at']:.0f}/s"), c
     sizes = doc["payload_bytes"]
     assert sizes["img"]["http-binary"]["request"] > 3 * 224 * 224 * 4 < sizes["img"]["grpc"]["request"]
     assert sizes["img"]["http-json"]["request"] > 3 * sizes["img"]["http-binary"]["request"]
     slow_size = sizes["slow"]["http-binary"]["request"]
-    assert f"slow ({slow_size:,} B): At 60 req/s no protocol kept up with the offered load." in doc["findings"]
+    behind = [p for p in ("http-json", "http-binary", "grpc") if cells[("slow", p, 60.0)]["outcome"] == "fell-behind"]
+    if len(behind) > 1:
+        assert f"slow ({slow_size:,} B): At 60 req/s no protocol kept up with the offered load." in doc["findings"]
+    else:
+        assert any(f.startswith(f"slow ({slow_size:,} B): Only ") and "at 60 req/s" in f for f in doc["findings"])
     assert not any("interrupted" in f for f in doc["findings"])
     # a p99 ranking names only cells that kept up, and every cell that did where two or more did
     ranked = p99_rankings(doc["findings"])
@@ -420,7 +436,10 @@ def test_study_protocols_cli_writes_a_report_that_renders(cli, mlp_repo, tmp_pat
                                             "grpc": {"request": 43, "response": 37}}}
     # findings are sentences about these numbers, and the CLI prints them
     assert any(f.startswith("Request size on the wire: HTTP JSON 205 B") for f in doc["findings"])
-    assert any("p99" in f for f in doc["findings"])
+    # p99 is compared wherever two protocols kept up at one rate (cells whose generator could not keep the
+    # schedule are left out)
+    kept = [(c["protocol"], c["rate"]) for c in doc["cells"] if c["outcome"] == "kept-up"]
+    assert any("p99" in f for f in doc["findings"]) or all(sum(r == rate for _, r in kept) < 2 for _, rate in kept)
     assert "report:" in out and "• " in out
     html = (out_dir / "report.html").read_text()
     assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")

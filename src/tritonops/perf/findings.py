@@ -162,17 +162,25 @@ def same_conditions(cells: Sequence[Cell]) -> list[Cell]:
     return [c for c in ok if c.runs == runs]
 
 
+def rate_list(rates: Sequence[float]) -> str:
+    return ", ".join(f"{r:g}" for r in sorted(rates)) + " req/s"
+
+
 def _excluded(cells: Sequence[Cell]) -> str:
-    """Why cells are left out, e.g. ' (HTTP JSON: generator saturated at 40/s)'."""
-    out = [f"{LABEL[c.protocol]}: {c.label}" for c in cells if not c.comparable]
+    """Why cells are left out, e.g. ' (HTTP JSON at 100/s: generator saturated at 40/s)'."""
+    many = len({c.rate for c in cells}) > 1
+    out = [f"{LABEL[c.protocol]}{f' at {c.rate:g}/s' if many else ''}: {c.label}" for c in cells if not c.comparable]
     return f" ({'; '.join(out)})" if out else ""
 
 
 def only_measured(cells: Sequence[Cell], rates: Sequence[float]) -> str:
-    """'only X was measured at …' for one model's cells at ``rates``."""
-    protos = _protocols([c for c in cells if c.comparable])
-    what = " and ".join(LABEL[p] for p in protos) or "no protocol"
-    return f"only {what} was measured at {rates_text(rates)}{_excluded(cells)}"
+    """'only X was measured at …' for one model's cells at ``rates``, rate by rate."""
+    groups: dict[tuple[str, ...], list[float]] = {}
+    for r in sorted(rates):
+        groups.setdefault(tuple(_protocols([c for c in cells if c.rate == r and c.comparable])), []).append(r)
+    parts = [f"{' and '.join(LABEL[p] for p in protos) or 'no protocol'}{' was measured' if i == 0 else ''} at "
+             f"{rate_list(rs)}" for i, (protos, rs) in enumerate(groups.items())]
+    return f"only {', '.join(parts)}{_excluded(cells)}"
 
 
 # ------------------------------------------------------------------------------------------- findings
