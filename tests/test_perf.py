@@ -213,44 +213,6 @@ def test_loadtest_ctrl_c_keeps_partial_results(server, tmp_path):
     assert "interrupted:" in err and "requests measured" in err
 
 
-def test_study_protocols_cli_writes_a_report_that_renders(cli, repo, tmp_path):
-    out_dir = tmp_path / "study"
-    code, out, err = cli("study", "protocols", "mlp", "--serve", repo, "--rates", "40,120", "--repeats", "2",
-                         "--duration", "1.5", "--concurrency", "1,3", "--measurement-interval", "300",
-                         "--stability-percentage", "100", "--output-dir", out_dir)
-    assert code == 0, err
-    doc = json.loads((out_dir / "study.json").read_text())
-    assert doc["schema"] == "tritonops.study.protocols/1" and not doc["interrupted"]
-    # the full matrix: 3 protocols x 2 rates x 2 repeats, aggregated into 6 cells
-    assert len(doc["runs"]) == 12 and len(read_csv(out_dir / "study.csv")) == 12
-    assert sorted((c["protocol"], c["rate"], c["runs"]) for c in doc["cells"]) == sorted(
-        (p, r, 2) for p in ("http-json", "http-binary", "grpc") for r in (40.0, 120.0))
-    for c in doc["cells"]:
-        lo, hi = c["p99_range"]
-        assert lo <= c["p99_ms"] <= hi
-    assert {p: len(rows) for p, rows in doc["concurrency"].items()} == {"http-json": 2, "http-binary": 2, "grpc": 2}
-    assert doc["payload_bytes"] == {"http-json": {"request": 205, "response": 163},
-                                    "http-binary": {"request": 169, "response": 146},
-                                    "grpc": {"request": 43, "response": 37}}
-    # findings are sentences about these numbers, and the CLI prints them
-    assert any(f.startswith("Request size on the wire: HTTP JSON 205 B") for f in doc["findings"])
-    assert any("p99" in f for f in doc["findings"])
-    assert "report:" in out and "• " in out
-    html = (out_dir / "report.html").read_text()
-    assert "<script" not in html and "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    plots = render_check(out_dir / "report.html", tmp_path)
-    assert [p["label"] for p in plots] == [
-        "p99 latency vs offered load (median, min–max over repeats)",
-        "p50 latency vs offered load (median, min–max over repeats)",
-        "Throughput vs offered load (dashed: achieved = offered)", "Payload per request",
-        "Closed loop: throughput vs concurrency (perf_analyzer)",
-        "Closed loop: p99 latency vs concurrency (perf_analyzer)"]
-    for p in plots:
-        assert p["width"] >= 600 and p["height"] >= 300, p
-        assert p["marks"] > 0 and p["drawn"] == p["marks"], p
-        assert p["colored"] > 1000, p
-
-
 def test_study_config_compares_naive_and_generated(cli, repo, tmp_path):
     out_dir = tmp_path / "cfg"
     code, out, err = cli("study", "config", "mlp", "--serve", repo, "--variant", "generated", "--concurrency", "1,4",

@@ -6,16 +6,18 @@ from pathlib import Path
 
 from report_check import render_check
 from tritonops.perf.analyzer import PerfRow
+from tritonops.perf.findings import Cell, derive_findings
 from tritonops.perf.report import Section, Table, render_report, write_report
-from tritonops.perf.study import Cell, derive_findings
 from tritonops.perf.svg import Series, bar_chart, line_chart, nice_ticks
 
 
 def cell(protocol, rate, p99, rng, achieved_vs_scheduled=1.0, errors=0, req=100, resp=80):
+    outcome = "kept-up" if errors == 0 and achieved_vs_scheduled >= 0.97 else "fell-behind"
     return Cell(protocol=protocol, rate=rate, runs=3, achieved_rate=rate * achieved_vs_scheduled,
                 achieved_ratio=achieved_vs_scheduled, achieved_vs_scheduled=achieved_vs_scheduled, errors=errors,
                 p50_ms=p99 / 2, p90_ms=p99 * 0.8, p99_ms=p99, p50_range=(rng[0] / 2, rng[1] / 2), p99_range=rng,
-                achieved_range=(rate, rate), request_bytes=req, response_bytes=resp)
+                achieved_range=(rate, rate), request_bytes=req, response_bytes=resp, model="m", outcome=outcome,
+                outcomes={outcome: 3})
 
 
 def test_findings_follow_the_numbers():
@@ -32,8 +34,9 @@ def test_findings_follow_the_numbers():
     payloads = {"http-json": (205, 163), "http-binary": (169, 146), "grpc": (43, 37)}
     conc = {"grpc": (PerfRow("concurrency", 4, 1, "grpc", "ok", throughput=1100.0),),
             "http-binary": (PerfRow("concurrency", 4, 1, "http", "ok", throughput=1000.0),
-                            PerfRow("concurrency", 8, 1, "http", "unstable"))}
-    f = derive_findings(cells, conc, payloads, repeats=3)
+                            PerfRow("concurrency", 8, 1, "http", "unstable")),
+            "http-json": (PerfRow("concurrency", 4, 1, "http", "failed", note="perf_analyzer exited with code 99"),)}
+    f = derive_findings(cells, {"m": conc}, {"m": payloads}, repeats=3)
     assert f == [
         "At 25–50 req/s, gRPC has the lowest p99 latency, and its range over 3 repeats does not overlap the others' "
         "(p99 ms — 25/s: gRPC 1.50, HTTP binary 2.50, HTTP JSON 3.00; 50/s: gRPC 1.70, HTTP binary 2.60, "
@@ -43,9 +46,11 @@ def test_findings_follow_the_numbers():
         "At 200 req/s, HTTP binary has the lowest p99 latency, and its range over 3 repeats does not overlap the "
         "others' (p99 ms — 200/s: HTTP binary 5.00, HTTP JSON 7.00).",
         "gRPC fell behind from 200 req/s: it achieved 160/s (80% of the schedule, 12 errors).",
+        "Highest offered rate kept up (open loop): HTTP JSON 200 req/s, HTTP binary 200 req/s, gRPC 100 req/s.",
         "Request size on the wire: HTTP JSON 205 B, HTTP binary 169 B, gRPC 43 B; responses: HTTP JSON 163 B, "
         "HTTP binary 146 B, gRPC 37 B. gRPC is the most compact.",
         "JSON tensors make HTTP requests 1.21× the size of the binary tensor extension.",
+        "perf_analyzer could not measure HTTP JSON at concurrency 4: perf_analyzer exited with code 99.",
         "Closed-loop peak throughput with perf_analyzer's C++ client: gRPC 1100/s (concurrency 4), "
         "HTTP binary 1000/s (concurrency 4).",
         "gRPC leads the next protocol by 10% at peak; client and server share the cores, so this includes the "

@@ -43,7 +43,7 @@ SCHEMAS: Mapping[str, str] = {
     "validate": "tritonops.validate/1",
     "perf": "tritonops.perf/1",
     "loadtest": "tritonops.loadtest/1",
-    "study protocols": "tritonops.study.protocols/1",
+    "study protocols": "tritonops.study.protocols/2",
     "study config": "tritonops.study.config/1",
     "deploy --target": "tritonops.deploy.manifests/1",
     "deploy --to": "tritonops.deploy.rollout/1",

@@ -50,17 +50,22 @@ Examples:
   tritonops loadtest embed --url 127.0.0.1:8000 --rate 50 --samples sentences.txt --protocol http-json
 """
 
-STUDY_PROTOCOLS_HELP = """Compare HTTP JSON, HTTP binary and gRPC on one model: open-loop Poisson load at several rates.
+STUDY_PROTOCOLS_HELP = """Compare HTTP JSON, HTTP binary and gRPC: open-loop Poisson load at several rates, per payload.
 
-Runs {protocols} x {rates} through locust (repeated for a spread) plus a perf_analyzer concurrency sweep per
-protocol, and writes a self-contained HTML report (latency and throughput vs offered load, payload sizes, a
-concurrency sweep) with findings derived from the numbers, plus study.json and study.csv.
+Each MODEL is one payload. Per model, runs {protocols} x {rates} through locust (repeated for a spread) plus a
+perf_analyzer concurrency sweep per protocol, and writes a self-contained HTML report (latency and throughput vs
+offered load, payload sizes, a concurrency sweep) with findings and verdicts on the claims (binary beats JSON, gRPC
+sustains more load, a response cache pays off) derived from the numbers, plus study.json and study.csv. Every cell
+has its own wall-time bound (--cell-timeout): a cell that cannot drain is reported as fell behind and the study
+goes on; only Ctrl-C interrupts it.
 
 Examples:
 
   tritonops study protocols mlp --serve model_repository/
 
   tritonops study protocols mlp --url 127.0.0.1:8000 --rates 50:400:50 --repeats 5 --duration 20
+
+  tritonops study protocols mlp img --serve model_repository/ --rates 25,50,100,200 --cell-timeout 20
 """
 
 STUDY_CONFIG_HELP = """Compare the naive config, tritonops' generated config and variants of it under the same load.
@@ -264,7 +269,7 @@ def loadtest(
 
 @command("study protocols")
 def study_protocols(
-    model: Annotated[str, typer.Argument(help="Model name, as served.")],
+    models: Annotated[list[str], typer.Argument(help="Model name(s), as served; each model is one payload.")],
     serve: Annotated[Path | None, typer.Option(help="Start a server on this model repository.")] = None,
     url: Annotated[str | None, typer.Option(callback=url, help="HTTP HOST:PORT of a running server.")] = None,
     grpc_url: Annotated[str | None, typer.Option(callback=url, help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
@@ -275,6 +280,9 @@ def study_protocols(
     repeats: Annotated[int, typer.Option(callback=number(1, 100),
         help="Repeats of the whole matrix, for a spread.")] = 3,
     duration: Annotated[float, typer.Option(callback=number(1, DAY_S), help="Seconds per (protocol, λ) cell.")] = 10.0,
+    cell_timeout: Annotated[float | None, typer.Option(callback=number(1, 2 * DAY_S),
+        help="Wall-time bound of one cell (schedule + drain); a cell that has not drained by then fell behind "
+             "[default: duration + max(5 s, duration)].")] = None,
     concurrency: Annotated[str, typer.Option(
         help="perf_analyzer concurrency sweep per protocol: list, START:END:STEP, or none.")] = "1,2,4,8",
     measurement_interval: Annotated[int, typer.Option(callback=number(100, 3_600_000),
@@ -291,8 +299,8 @@ def study_protocols(
     conc = () if concurrency.strip().lower() in ("none", "0", "") else tuple(
         int(c) for c in _values(concurrency, "--concurrency", True))
     options = ProtocolStudyOptions(
-        model=model, output_dir=output_dir or Path("study_results") / f"{model}-protocols",
-        rates=_values(rates, "--rates", False), repeats=repeats, duration_s=duration,
+        models=tuple(models), output_dir=output_dir or Path("study_results") / f"{'-'.join(models)}-protocols",
+        rates=_values(rates, "--rates", False), repeats=repeats, duration_s=duration, cell_timeout_s=cell_timeout,
         protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()),  # type: ignore[misc]
         concurrency=conc, measurement_interval_ms=measurement_interval,
         stability_percentage=stability_percentage, serve=serve, url=url, grpc_url=grpc_url,
@@ -304,19 +312,23 @@ def study_protocols(
     if as_json:
         _emit(result, stop)
     else:
+        many = len(result.models) > 1
         out.print(f"protocol study of {result.model}: {len(result.runs)} open-loop runs, "
-                  f"{sum(len(r) for r in result.concurrency.values())} perf_analyzer points")
-        out.print(f"{'protocol':<12} {'λ/s':>6} {'achieved':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99 range':>13}"
-                  f"  keeps up")
+                  f"{sum(len(r) for by in result.concurrency.values() for r in by.values())} perf_analyzer points")
+        out.print(("model        " if many else "") + f"{'protocol':<12} {'λ/s':>6} {'achieved':>9} {'p50 ms':>7} "
+                  f"{'p99 ms':>7} {'p99 range':>13}  outcome", markup=False)
         for c in result.cells:
             rng = "-" if c.p99_range is None else f"{c.p99_range[0]:.2f}–{c.p99_range[1]:.2f}"
-            out.print(f"{c.protocol:<12} {c.rate:>6g} {c.achieved_rate:>9.1f} {_ms2(c.p50_ms):>7} "
-                      f"{_ms2(c.p99_ms):>7} {rng:>13}  {'yes' if c.keeps_up else 'no'}", markup=False)
+            out.print((f"{c.model:<12} " if many else "") + f"{c.protocol:<12} {c.rate:>6g} {c.achieved_rate:>9.1f} "
+                      f"{_ms2(c.p50_ms):>7} {_ms2(c.p99_ms):>7} {rng:>13}  {c.label}", markup=False)
+        for claim in result.claims:
+            out.print(f"claim: {claim.claim}: {claim.verdict} ({claim.summary})", markup=False)
         for f in result.findings:
             out.print(f"• {f}", markup=False)
         out.print(f"report: {result.files['html']}  (data: {result.files['json']}, {result.files['csv']})",
                   markup=False)
     _exit_if_interrupted(stop)
+
 
 @command("study config")
 def study_config(

@@ -1,4 +1,5 @@
-"""Self-contained HTML reports: findings first, then sections of inline-SVG figures and tables."""
+"""Self-contained HTML reports: lead tables (e.g. verdicts against claims) and findings first, then
+sections of inline-SVG figures and tables."""
 
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ class Section:
 
 
 def render_report(title: str, subtitle: str, findings: Sequence[str], sections: Sequence[Section],
-                  meta: Mapping[str, str]) -> str:
+                  meta: Mapping[str, str], lead: Sequence[Table] = ()) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
                              loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)))
     return env.get_template(TEMPLATE.name).render(title=title, subtitle=subtitle, findings=list(findings),
-                                                   sections=list(sections), meta=dict(meta))
+                                                   sections=list(sections), meta=dict(meta), lead=list(lead))
 
 
 def write_report(path: Path, html: str) -> Path:

@@ -1,11 +1,13 @@
-"""``tritonops study protocols``: HTTP JSON vs HTTP binary vs gRPC on one model and one server.
+"""``tritonops study protocols``: HTTP JSON vs HTTP binary vs gRPC on one server, for one or more payloads.
 
-The matrix {protocols} × {Poisson rates λ} runs open-loop through locust, repeated for a spread
-(protocol order rotates between repeats so no protocol always runs first), plus a closed-loop
-concurrency sweep per protocol through perf_analyzer (C++ client: the server's side of the
-story). The result is a table, a self-contained HTML report with SVG plots, and findings derived
-from the numbers: which protocol has the lowest tail latency where, which ones keep up with the
-offered load, what each puts on the wire.
+Each model given is a payload (its request size per protocol is measured with one real request).
+Per model, the matrix {protocols} × {Poisson rates λ} runs open-loop through locust, repeated for
+a spread (protocol order rotates between repeats so no protocol always runs first), plus a
+closed-loop concurrency sweep per protocol through perf_analyzer (C++ client: the server's side of
+the story). Every (model, protocol, λ) cell has its own wall-time bound: a cell that cannot drain
+in time is recorded as fell behind with what it achieved, and the study goes on; only Ctrl-C
+interrupts it. The result is a table, a self-contained HTML report with SVG plots, the findings
+and the verdicts against the claims (``perf.findings``), study.json and study.csv.
 """
 
 from __future__ import annotations
@@ -14,17 +16,39 @@ import csv
 import json
 import os
 import platform
-import statistics
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tritonclient.utils import InferenceServerException
 
-from tritonops.errors import TritonOpsError, UsageError
-from tritonops.perf.analyzer import PerfOptions, PerfRow, prepare_samples, require_perf_analyzer, sweep
-from tritonops.perf.inputs import check_samples_path
+from tritonops.client import TritonClient
+from tritonops.errors import ExternalToolError, TritonOpsError, UsageError
+from tritonops.names import check_model_name
+from tritonops.perf.analyzer import (
+    PerfOptions,
+    PerfRow,
+    library_hint,
+    prepare_samples,
+    require_perf_analyzer,
+    sweep,
+)
+from tritonops.perf.cache import CacheCell
+from tritonops.perf.findings import (
+    LABEL,
+    Cell,
+    Claim,
+    aggregate,
+    bytes_text,
+    claims,
+    derive_findings,
+    ms_text,
+    payload_size,
+)
+from tritonops.perf.inputs import Samples, check_samples_path
 from tritonops.perf.loadtest import (
     KEEPS_UP,
     MAX_RATE,
@@ -39,23 +63,31 @@ from tritonops.perf.loadtest import (
 )
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
-from tritonops.perf.target import fetch_model_io, open_target
+from tritonops.perf.target import ModelIO, Target, fetch_model_io, open_target
 from tritonops.progress import Progress
 from tritonops.units import check_number
 
-SCHEMA = "tritonops.study.protocols/1"
-LABEL = {"http-json": "HTTP JSON", "http-binary": "HTTP binary", "grpc": "gRPC"}
+SCHEMA = "tritonops.study.protocols/2"
 COLOR = {"http-json": "#d62728", "http-binary": "#1f77b4", "grpc": "#2ca02c"}
+VERDICT_MARK = {"supported": "✔ supported", "not supported": "✘ not supported", "mixed": "± mixed",
+                "inconclusive": "? inconclusive", "not measured": "– not measured"}
+
+
+def default_cell_timeout(duration_s: float) -> float:
+    """A cell's wall-time bound when none is given: its schedule plus as long again (at least 5 s) to
+    drain what is in flight. Longer than that, the cell fell behind."""
+    return duration_s + max(5.0, duration_s)
 
 
 @dataclass(frozen=True)
 class ProtocolStudyOptions:
-    model: str
+    models: tuple[str, ...]  # each model is one payload
     output_dir: Path
     rates: tuple[float, ...] = (25.0, 50.0, 100.0, 200.0)
     protocols: tuple[LoadProtocol, ...] = PROTOCOLS
     repeats: int = 3
     duration_s: float = 10.0
+    cell_timeout_s: float | None = None  # None: default_cell_timeout(duration_s)
     concurrency: tuple[int, ...] = (1, 2, 4, 8)
     measurement_interval_ms: int = 2000
     stability_percentage: float = 10.0
@@ -71,6 +103,13 @@ class ProtocolStudyOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if not self.models:
+            raise UsageError("study protocols needs a model", "e.g. tritonops study protocols mlp --serve repo/")
+        for m in self.models:
+            check_model_name(m)
+        twice = sorted({m for m in self.models if self.models.count(m) > 1})
+        if twice:
+            raise UsageError(f"model(s) given twice: {', '.join(twice)}", "name each model (payload) once")
         if self.samples is not None:  # before any server is asked
             check_samples_path(self.samples)
         if not self.rates:
@@ -83,198 +122,64 @@ class ProtocolStudyOptions:
                              f"use some of: {', '.join(PROTOCOLS)}")
         check_number(self.repeats, "--repeats", low=1, high=100, integer=True, hint="use --repeats 3 for a spread")
         check_number(self.duration_s, "--duration", low=1, high=24 * 3600, hint="use at least 1 s per cell")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One (protocol, λ) over all repeats: medians and the min–max spread."""
-
-    protocol: LoadProtocol
-    rate: float
-    runs: int
-    achieved_rate: float
-    achieved_ratio: float  # achieved / λ
-    achieved_vs_scheduled: float
-    errors: int
-    p50_ms: float | None
-    p90_ms: float | None
-    p99_ms: float | None
-    p50_range: tuple[float, float] | None
-    p99_range: tuple[float, float] | None
-    achieved_range: tuple[float, float]
-    request_bytes: int
-    response_bytes: int
+        if self.cell_timeout_s is not None:
+            check_number(self.cell_timeout_s, "--cell-timeout", low=self.duration_s, high=2 * 24 * 3600,
+                         hint=f"a cell needs its --duration ({self.duration_s:g} s) plus time to drain, "
+                              f"e.g. --cell-timeout {default_cell_timeout(self.duration_s):g}")
 
     @property
-    def keeps_up(self) -> bool:
-        return self.errors == 0 and self.achieved_vs_scheduled >= KEEPS_UP
+    def cell_timeout(self) -> float:
+        return default_cell_timeout(self.duration_s) if self.cell_timeout_s is None else self.cell_timeout_s
 
 
 @dataclass(frozen=True)
 class ProtocolStudyResult:
-    model: str
+    model: str  # the models, for display ("img, mlp")
     cells: tuple[Cell, ...]
     runs: tuple[LoadtestResult, ...]
     run_repeat: tuple[int, ...]
-    concurrency: dict[str, tuple[PerfRow, ...]]
-    payloads: dict[str, tuple[int, int]]
+    concurrency: dict[str, dict[str, tuple[PerfRow, ...]]]  # model -> protocol -> closed-loop rows
+    payloads: dict[str, dict[str, tuple[int, int]]]  # model -> protocol -> (request, response) bytes
     findings: tuple[str, ...]
     output_dir: Path
     files: dict[str, str]
-    interrupted: bool = False
+    interrupted: bool = False  # Ctrl-C only
     settings: dict[str, Any] = field(default_factory=dict)
+    models: tuple[str, ...] = ()
+    claims: tuple[Claim, ...] = ()
+    cache_cells: tuple[CacheCell, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA, "model": self.model, "interrupted": self.interrupted, "settings": self.settings,
-            "findings": list(self.findings),
-            "payload_bytes": {p: {"request": q, "response": r} for p, (q, r) in self.payloads.items()},
-            "cells": [{**asdict(c), "keeps_up": c.keeps_up} for c in self.cells],
-            "runs": [{"repeat": rep, **summary_row(r)} for r, rep in zip(self.runs, self.run_repeat, strict=True)],
-            "concurrency": {p: [asdict(r) for r in rows] for p, rows in self.concurrency.items()},
+            "schema": SCHEMA, "model": self.model, "models": list(self.models), "interrupted": self.interrupted,
+            "settings": self.settings, "claims": [asdict(c) for c in self.claims], "findings": list(self.findings),
+            "payload_bytes": {m: {p: {"request": q, "response": r} for p, (q, r) in sizes.items()}
+                              for m, sizes in self.payloads.items()},
+            "cells": [{**asdict(c), "keeps_up": c.keeps_up, "label": c.label} for c in self.cells],
+            "runs": [run_row(r, rep) for r, rep in zip(self.runs, self.run_repeat, strict=True)],
+            "concurrency": {m: {p: [asdict(r) for r in rows] for p, rows in by.items()}
+                            for m, by in self.concurrency.items()},
+            "cache": [asdict(c) for c in self.cache_cells],
             "files": self.files,
         }
 
 
-# ------------------------------------------------------------------------------------------- aggregation
-def _median(values: Sequence[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
+RUN_FIELDS = ("outcome", "generator_processes", "generator_cpu_ms_per_request", "generator_lag_p99_ms",
+              "generator_sent_vs_scheduled", "generator_saturated")
 
 
-def _range(values: Sequence[float]) -> tuple[float, float] | None:
-    return (min(values), max(values)) if values else None
-
-
-def aggregate(runs: Sequence[LoadtestResult]) -> list[Cell]:
-    cells = []
-    keys = sorted({(r.protocol, r.offered_rate) for r in runs}, key=lambda k: (PROTOCOLS.index(k[0]), k[1]))
-    for proto, rate in keys:
-        rs = [r for r in runs if r.protocol == proto and r.offered_rate == rate]
-        p50 = [r.latency_ms["p50"] for r in rs if r.latency_ms]
-        p90 = [r.latency_ms["p90"] for r in rs if r.latency_ms]
-        p99 = [r.latency_ms["p99"] for r in rs if r.latency_ms]
-        achieved = [r.achieved_rate for r in rs]
-        cells.append(Cell(
-            protocol=proto, rate=rate, runs=len(rs), achieved_rate=float(statistics.median(achieved)),
-            achieved_ratio=float(statistics.median(r.achieved_ratio for r in rs)),
-            achieved_vs_scheduled=float(statistics.median(r.achieved_vs_scheduled for r in rs)),
-            errors=sum(r.error_count for r in rs), p50_ms=_median(p50), p90_ms=_median(p90), p99_ms=_median(p99),
-            p50_range=_range(p50), p99_range=_range(p99), achieved_range=(min(achieved), max(achieved)),
-            request_bytes=rs[0].request_bytes, response_bytes=rs[0].response_bytes,
-        ))
-    return cells
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else (f"{v:.2f}" if v < 10 else f"{v:.1f}")
-
-
-def _rates_text(rates: Sequence[float]) -> str:
-    rates = sorted(rates)
-    if len(rates) == 1:
-        return f"{rates[0]:g} req/s"
-    return f"{rates[0]:g}–{rates[-1]:g} req/s"
-
-
-def derive_findings(cells: Sequence[Cell], concurrency: dict[str, tuple[PerfRow, ...]],
-                    payloads: dict[str, tuple[int, int]], repeats: int) -> list[str]:
-    """Plain sentences, each computed from the measured numbers (nothing here is a fixed claim)."""
-    findings: list[str] = []
-    rates = sorted({c.rate for c in cells})
-    protos = [p for p in PROTOCOLS if any(c.protocol == p for c in cells)]
-    by = {(c.protocol, c.rate): c for c in cells}
-
-    # 1. tail latency winner per rate, grouped over consecutive rates with the same verdict
-    verdicts: list[tuple[float, str, str]] = []
-    for rate in rates:
-        ok = [by[(p, rate)] for p in protos if (p, rate) in by and by[(p, rate)].keeps_up and by[(p, rate)].p99_ms]
-        if not ok:
-            verdicts.append((rate, "", "no protocol kept up"))
-            continue
-        ok.sort(key=lambda c: c.p99_ms or 0.0)
-        best = ok[0]
-        others = ok[1:]
-        if not others:
-            verdicts.append((rate, best.protocol, "only one kept up"))
-            continue
-        clear = repeats > 1 and best.p99_range is not None and all(
-            o.p99_range is not None and best.p99_range[1] < o.p99_range[0] for o in others)
-        verdicts.append((rate, best.protocol, "clear" if clear else "overlapping"))
-    i = 0
-    while i < len(verdicts):
-        j = i
-        while j + 1 < len(verdicts) and verdicts[j + 1][1:] == verdicts[i][1:]:
-            j += 1
-        group = [v[0] for v in verdicts[i:j + 1]]
-        winner, how = verdicts[i][1], verdicts[i][2]
-        if not winner:
-            findings.append(f"At {_rates_text(group)} no protocol kept up with the offered load.")
-        else:
-            parts = []
-            for rate in group:
-                row = sorted((by[(p, rate)] for p in protos if (p, rate) in by and by[(p, rate)].keeps_up),
-                             key=lambda c: c.p99_ms or 0.0)
-                parts.append(f"{rate:g}/s: " + ", ".join(f"{LABEL[c.protocol]} {_ms(c.p99_ms)}" for c in row))
-            detail = "; ".join(parts)
-            if how == "clear":
-                findings.append(f"At {_rates_text(group)}, {LABEL[winner]} has the lowest p99 latency, and its "
-                                f"range over {repeats} repeats does not overlap the others' (p99 ms — {detail}).")
-            elif how == "only one kept up":
-                findings.append(f"At {_rates_text(group)}, only {LABEL[winner]} kept up (p99 ms — {detail}).")
-            else:
-                findings.append(f"At {_rates_text(group)}, {LABEL[winner]} has the lowest median p99, but the "
-                                f"ranges over {repeats} repeat(s) overlap: no clear winner (p99 ms — {detail}).")
-        i = j + 1
-
-    # 2. who keeps up with the offered load
-    for p in protos:
-        behind = [by[(p, r)] for r in rates if (p, r) in by and not by[(p, r)].keeps_up]
-        if behind:
-            c = behind[0]
-            errs = f", {c.errors} errors" if c.errors else ""
-            findings.append(f"{LABEL[p]} fell behind from {c.rate:g} req/s: it achieved {c.achieved_rate:.0f}/s "
-                            f"({c.achieved_vs_scheduled:.0%} of the schedule{errs}).")
-    keep_all = [p for p in protos if all(by[(p, r)].keeps_up for r in rates if (p, r) in by)]
-    if keep_all and len(keep_all) == len(protos):
-        findings.append(f"Every protocol kept up with every offered rate up to {rates[-1]:g} req/s "
-                        f"(achieved ≥ {KEEPS_UP:.0%} of the schedule, no errors).")
-
-    # 3. wire size
-    if payloads:
-        req = {p: payloads[p][0] for p in protos if p in payloads}
-        resp = {p: payloads[p][1] for p in protos if p in payloads}
-        smallest = min(req, key=lambda p: req[p])
-        text = ", ".join(f"{LABEL[p]} {req[p]} B" for p in protos if p in req)
-        findings.append(f"Request size on the wire: {text}; responses: "
-                        + ", ".join(f"{LABEL[p]} {resp[p]} B" for p in protos if p in resp)
-                        + f". {LABEL[smallest]} is the most compact.")
-        if "http-json" in req and "http-binary" in req and req["http-binary"]:
-            findings.append(f"JSON tensors make HTTP requests {req['http-json'] / req['http-binary']:.2f}× the size "
-                            "of the binary tensor extension.")
-
-    # 4. closed-loop capacity (perf_analyzer)
-    peaks: dict[str, PerfRow] = {}
-    for proto, prows in concurrency.items():
-        measured = [r for r in prows if r.status == "ok" and r.throughput]
-        if measured:
-            peaks[proto] = max(measured, key=lambda r: r.throughput or 0.0)
-    if peaks:
-        order = sorted(peaks, key=lambda p: -(peaks[p].throughput or 0.0))
-        top = peaks[order[0]]
-        text = ", ".join(f"{LABEL[p]} {peaks[p].throughput:.0f}/s (concurrency {peaks[p].load:g})" for p in order)
-        findings.append(f"Closed-loop peak throughput with perf_analyzer's C++ client: {text}.")
-        if len(order) > 1 and peaks[order[1]].throughput:
-            gain = (top.throughput or 0.0) / (peaks[order[1]].throughput or 1.0) - 1
-            findings.append(f"{LABEL[order[0]]} leads the next protocol by {gain:.0%} at peak; "
-                            + ("under 5%, which one perf_analyzer sweep cannot tell apart from noise."
-                               if gain < 0.05 else "client and server share the cores, so this includes "
-                               "the client's cost of each protocol."))
-    return findings
+def run_row(r: LoadtestResult, repeat: int) -> dict[str, Any]:
+    """One open-loop run as a flat row (study.json's runs, study.csv)."""
+    g = r.generator
+    return {"model": r.model, "repeat": repeat, **summary_row(r), "outcome": r.outcome,
+            "generator_processes": g.processes, "generator_cpu_ms_per_request": g.cpu_ms_per_request,
+            "generator_lag_p99_ms": g.lag_p99_ms, "generator_sent_vs_scheduled": g.sent_vs_scheduled,
+            "generator_saturated": g.saturated}
 
 
 # ------------------------------------------------------------------------------------------- report
 def _figures(cells: Sequence[Cell], concurrency: dict[str, tuple[PerfRow, ...]],
-             payloads: dict[str, tuple[int, int]]) -> list[str]:
+             payloads: dict[str, tuple[int, int]], prefix: str = "") -> list[str]:
     protos = [p for p in PROTOCOLS if any(c.protocol == p for c in cells)]
     figs = []
 
@@ -289,15 +194,15 @@ def _figures(cells: Sequence[Cell], concurrency: dict[str, tuple[PerfRow, ...]],
         return out
 
     if cells:
-        figs.append(line_chart("p99 latency vs offered load (median, min–max over repeats)", "offered λ (req/s)",
-                               "p99 latency (ms)", series("p99_ms", "p99_range"), log_y=True))
-        figs.append(line_chart("p50 latency vs offered load (median, min–max over repeats)", "offered λ (req/s)",
-                               "p50 latency (ms)", series("p50_ms", "p50_range"), log_y=True))
-        figs.append(line_chart("Throughput vs offered load (dashed: achieved = offered)", "offered λ (req/s)",
+        figs.append(line_chart(f"{prefix}p99 latency vs offered load (median, min–max over repeats)",
+                               "offered λ (req/s)", "p99 latency (ms)", series("p99_ms", "p99_range"), log_y=True))
+        figs.append(line_chart(f"{prefix}p50 latency vs offered load (median, min–max over repeats)",
+                               "offered λ (req/s)", "p50 latency (ms)", series("p50_ms", "p50_range"), log_y=True))
+        figs.append(line_chart(f"{prefix}Throughput vs offered load (dashed: achieved = offered)", "offered λ (req/s)",
                                "achieved (req/s)", series("achieved_rate", "achieved_range"), diagonal=True))
     if payloads:
-        ps = [p for p in protos if p in payloads]
-        figs.append(bar_chart("Payload per request", "bytes", [LABEL[p] for p in ps],
+        ps = [p for p in PROTOCOLS if p in payloads]
+        figs.append(bar_chart(f"{prefix}Payload per request", "bytes", [LABEL[p] for p in ps],
                               [("request", [payloads[p][0] for p in ps]), ("response", [payloads[p][1] for p in ps])],
                               colors=("#7b5ea7", "#c9a227")))
     if concurrency:
@@ -309,131 +214,253 @@ def _figures(cells: Sequence[Cell], concurrency: dict[str, tuple[PerfRow, ...]],
                 p99.append(Series(LABEL[p], [r.load for r in ok],
                                   [None if r.p99_us is None else r.p99_us / 1000 for r in ok], color=COLOR[p]))
         if tput:
-            figs.append(line_chart("Closed loop: throughput vs concurrency (perf_analyzer)", "concurrency",
+            figs.append(line_chart(f"{prefix}Closed loop: throughput vs concurrency (perf_analyzer)", "concurrency",
                                    "inferences/s", tput))
-            figs.append(line_chart("Closed loop: p99 latency vs concurrency (perf_analyzer)", "concurrency",
+            figs.append(line_chart(f"{prefix}Closed loop: p99 latency vs concurrency (perf_analyzer)", "concurrency",
                                    "p99 latency (ms)", p99))
     return figs
 
 
-def _tables(cells: Sequence[Cell], concurrency: dict[str, tuple[PerfRow, ...]]) -> list[Table]:
-    rows = tuple((LABEL[c.protocol], f"{c.rate:g}", str(c.runs), f"{c.achieved_rate:.1f}",
-                  f"{c.achieved_vs_scheduled:.3f}", str(c.errors), _ms(c.p50_ms), _ms(c.p90_ms), _ms(c.p99_ms),
-                  "-" if c.p99_range is None else f"{_ms(c.p99_range[0])}–{_ms(c.p99_range[1])}",
-                  str(c.request_bytes), str(c.response_bytes), "yes" if c.keeps_up else "no") for c in cells)
-    tables = [Table(("protocol", "λ req/s", "repeats", "achieved/s", "achieved/scheduled", "errors", "p50 ms",
-                     "p90 ms", "p99 ms", "p99 range", "request B", "response B", "keeps up"), rows,
-                    "Open loop (locust, Poisson arrivals): medians over repeats")]
-    def ms(us: float | None) -> str:
-        return _ms(None if us is None else us / 1000)
+def _generator_text(c: Cell) -> str:
+    if c.generator_cpu_ms is None and c.generator_lag_p99_ms is None:
+        return f"{c.generator_processes} proc"
+    cpu = "-" if c.generator_cpu_ms is None else f"{c.generator_cpu_ms:.2f}"
+    lag = "-" if c.generator_lag_p99_ms is None else ms_text(c.generator_lag_p99_ms)
+    return f"{c.generator_processes} proc, {cpu} CPU ms/req, lag p99 {lag} ms"
 
-    crows = tuple((LABEL.get(p, p), f"{r.load:g}", r.status, "-" if r.throughput is None else f"{r.throughput:.1f}",
-                   ms(r.p50_us), ms(r.p99_us), ms(r.server_queue_us), ms(r.server_compute_infer_us))
-                  for p, rs in concurrency.items() for r in rs)
-    if crows:
-        tables.append(Table(("protocol", "concurrency", "status", "infer/s", "p50 ms", "p99 ms", "server queue ms",
-                             "server infer ms"), crows, "Closed loop (perf_analyzer)"))
-    return tables
+
+def cells_table(cells: Sequence[Cell], caption: str) -> Table:
+    rows = tuple((LABEL[c.protocol], f"{c.rate:g}", str(c.runs), f"{c.achieved_rate:.1f}",
+                  f"{c.achieved_vs_scheduled:.3f}", str(c.errors), ms_text(c.p50_ms), ms_text(c.p90_ms),
+                  ms_text(c.p99_ms), "-" if c.p99_range is None else f"{ms_text(c.p99_range[0])}–"
+                  f"{ms_text(c.p99_range[1])}", str(c.request_bytes), str(c.response_bytes), c.label,
+                  _generator_text(c)) for c in cells)
+    return Table(("protocol", "λ req/s", "repeats", "achieved/s", "achieved/scheduled", "errors", "p50 ms",
+                  "p90 ms", "p99 ms", "p99 range", "request B", "response B", "outcome", "load generator"), rows,
+                 caption)
+
+
+def _closed_table(concurrency: dict[str, tuple[PerfRow, ...]], caption: str) -> Table | None:
+    def ms(us: float | None) -> str:
+        return ms_text(None if us is None else us / 1000)
+
+    rows = tuple((LABEL.get(p, p), f"{r.load:g}", r.status, "-" if r.throughput is None else f"{r.throughput:.1f}",
+                  ms(r.p50_us), ms(r.p99_us), ms(r.server_queue_us), ms(r.server_compute_infer_us))
+                 for p, rs in concurrency.items() for r in rs)
+    if not rows:
+        return None
+    return Table(("protocol", "concurrency", "status", "infer/s", "p50 ms", "p99 ms", "server queue ms",
+                  "server infer ms"), rows, caption)
+
+
+def claims_table(found: Sequence[Claim]) -> Table:
+    """One row per claim and payload: the claim's verdict over all payloads, then each payload's and why."""
+    rows: list[tuple[str, ...]] = []
+    for c in found:
+        head = (c.claim, VERDICT_MARK[c.verdict])
+        if not c.evidence:
+            rows.append((*head, "-", "", c.summary))
+        for i, e in enumerate(c.evidence):
+            rows.append((*(head if i == 0 else ("", "")), f"{e.payload} ({bytes_text(e.payload_bytes)})",
+                         e.verdict, e.detail))
+    return Table(("claim", "verdict", "payload", "at this payload", "by how much"), tuple(rows),
+                 "The claims this study tests, against these measurements (spread: min–max over repeats)")
 
 
 def write_study_csv(runs: Sequence[LoadtestResult], repeats: Sequence[int], path: Path) -> Path:
+    rows = [run_row(r, rep) for r, rep in zip(runs, repeats, strict=True)]
+    names = list(dict.fromkeys(["model", "repeat", *SUMMARY_FIELDS, *RUN_FIELDS, *(k for row in rows for k in row)]))
     with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["repeat", *SUMMARY_FIELDS])
+        w = csv.DictWriter(f, fieldnames=names)
         w.writeheader()
-        for r, rep in zip(runs, repeats, strict=True):
-            w.writerow({"repeat": rep, **summary_row(r)})
+        w.writerows(rows)
     return path
 
 
 # ------------------------------------------------------------------------------------------- the study
-def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambda _: None) -> ProtocolStudyResult:
+@dataclass(frozen=True)
+class _Payload:
+    model: str
+    io: ModelIO
+    samples: Samples
+    sizes: dict[LoadProtocol, tuple[int, int]]
+
+
+def _closed_loop(o: ProtocolStudyOptions, m: _Payload, base: Path, target: Target, progress: Progress,
+                 rows: dict[str, tuple[PerfRow, ...]]) -> None:
+    """perf_analyzer's concurrency sweep per protocol, one point at a time: a point perf_analyzer fails
+    (HTTP JSON of an image-sized tensor can) is recorded as failed with its reason and the sweep goes on;
+    a missing library, a dead server and Ctrl-C still end it. The rows go into ``rows`` as they come."""
+    for p in o.protocols:
+        proto, fmt = ("grpc", "binary") if p == "grpc" else ("http", "json" if p == "http-json" else "binary")
+        got: list[PerfRow] = []
+        for c in o.concurrency:
+            try:
+                res = sweep(PerfOptions(
+                    model=m.model, output_dir=base / "concurrency" / p / f"c{c}", url=target.http_url,
+                    grpc_url=target.grpc_url, model_version=o.model_version, protocol=proto,  # type: ignore[arg-type]
+                    http_format=fmt, concurrency=(c,), batch_sizes=(o.batch_size,), samples=o.samples,  # type: ignore[arg-type]
+                    shapes=o.shapes, measurement_interval_ms=o.measurement_interval_ms,
+                    stability_percentage=o.stability_percentage, max_trials=o.max_trials), target, progress=progress)
+            except ExternalToolError as e:
+                if library_hint(e.output_tail) is not None:
+                    raise
+                got.append(PerfRow("concurrency", float(c), o.batch_size, proto, "failed",
+                                   note=f"{e.message}: {e.hint}" if e.hint else e.message))
+                continue
+            got.extend(res.rows)
+            rows[p] = tuple(got)
+            if res.interrupted:
+                raise KeyboardInterrupt
+        rows[p] = tuple(got)
+
+
+SETTLE_POLL_S = 0.5
+
+
+def wait_until_idle(target: Target, model: str, bound_s: float) -> float:
+    """After a cell that did not keep up, the server may still be working through requests the generator
+    gave up on, and the next cell would pay for them: wait (at most ``bound_s``) until the model's count of
+    finished inferences stops moving. Returns the seconds waited."""
+    t0 = time.monotonic()
+    last = None
+    with TritonClient(target.http_url, target.grpc_url, timeout_s=5) as client:
+        while time.monotonic() - t0 < bound_s:
+            try:
+                now = client.inference_counts(model)
+            except (InferenceServerException, OSError):
+                break  # no statistics: nothing to wait on (a dead server is reported by the next cell)
+            if now == last:
+                break
+            last = now
+            time.sleep(SETTLE_POLL_S)
+    return time.monotonic() - t0
+
+
+def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambda _: None,
+                       cache_cells: Sequence[CacheCell] = ()) -> ProtocolStudyResult:
+    """Run the study; ``cache_cells`` (the response-cache dimension, measured elsewhere) go into its claims."""
     o = options
     if o.concurrency:
         require_perf_analyzer()
     out = o.output_dir
     runs: list[LoadtestResult] = []
     run_repeat: list[int] = []
-    concurrency: dict[str, tuple[PerfRow, ...]] = {}
+    concurrency: dict[str, dict[str, tuple[PerfRow, ...]]] = {}
     interrupted = False
-    payloads: dict[str, tuple[int, int]] = {}
+    payloads: dict[str, dict[str, tuple[int, int]]] = {}
     with open_target(o.serve, o.url, o.grpc_url, progress) as target:
-        io = fetch_model_io(target, o.model, o.model_version)
-        samples = prepare_samples(io, o.samples, o.shapes, o.seed)
+        plans = []
+        for model in o.models:  # every model is checked before anything is measured
+            io = fetch_model_io(target, model, o.model_version)
+            plans.append((model, io, prepare_samples(io, o.samples, o.shapes, o.seed)))
         out.mkdir(parents=True, exist_ok=True)  # not before: a bad model, server or --samples writes nothing
-        first = {k: (np.stack([v] * o.batch_size) if io.batched else v) for k, v in samples.items[0].items()}
-        measured = measure_payloads(target, io, first, o.model_version)
-        payloads = {p: measured[p] for p in o.protocols}
+        payloaded = []
+        for model, io, samples in plans:
+            first = {k: (np.stack([v] * o.batch_size) if io.batched else v) for k, v in samples.items[0].items()}
+            sizes = measure_payloads(target, io, first, o.model_version)
+            payloaded.append(_Payload(model, io, samples, sizes))
+            payloads[model] = {p: sizes[p] for p in o.protocols}
         try:
-            for p in o.protocols if o.concurrency else ():
-                proto, fmt = ("grpc", "binary") if p == "grpc" else ("http", "json" if p == "http-json" else "binary")
-                res = sweep(PerfOptions(
-                    model=o.model, output_dir=out / "concurrency" / p, url=target.http_url, grpc_url=target.grpc_url,
-                    model_version=o.model_version, protocol=proto, http_format=fmt,  # type: ignore[arg-type]
-                    concurrency=o.concurrency, batch_sizes=(o.batch_size,), samples=o.samples, shapes=o.shapes,
-                    measurement_interval_ms=o.measurement_interval_ms, stability_percentage=o.stability_percentage,
-                    max_trials=o.max_trials), target, progress=progress)
-                concurrency[p] = res.rows
-                if res.interrupted:
-                    raise KeyboardInterrupt
-            for rep in range(o.repeats):
-                k = rep % len(o.protocols)
-                for p in (*o.protocols[k:], *o.protocols[:k]):  # rotate the order between repeats
-                    phases = [Phase(rate, o.duration_s, seed=o.seed + 1000 * rep + i, subdir=f"rate_{rate:g}")
-                              for i, rate in enumerate(o.rates)]
-                    progress(f"repeat {rep + 1}/{o.repeats}")
-                    got, stopped = run_locust(target, io, samples, p, phases, out / "runs" / f"r{rep + 1}_{p}",
-                                              batch_size=o.batch_size, max_inflight=o.max_inflight,
-                                              model_version=o.model_version, payloads=measured, progress=progress)
-                    runs.extend(got)
-                    run_repeat.extend([rep + 1] * len(got))
-                    if stopped:
-                        raise KeyboardInterrupt
+            for m in payloaded:
+                base = out if len(o.models) == 1 else out / "models" / m.model
+                if o.concurrency:
+                    _closed_loop(o, m, base, target, progress, concurrency.setdefault(m.model, {}))
+                for rep in range(o.repeats):
+                    k = rep % len(o.protocols)
+                    for p in (*o.protocols[k:], *o.protocols[:k]):  # rotate the order between repeats
+                        phases = [Phase(rate, o.duration_s, seed=o.seed + 1000 * rep + i, subdir=f"rate_{rate:g}")
+                                  for i, rate in enumerate(o.rates)]
+                        progress(f"{m.model}: repeat {rep + 1}/{o.repeats}")
+                        got, stopped = run_locust(target, m.io, m.samples, p, phases, base / "runs" / f"r{rep + 1}_{p}",
+                                                  batch_size=o.batch_size, max_inflight=o.max_inflight,
+                                                  model_version=o.model_version, payloads=m.sizes,
+                                                  cell_timeout_s=o.cell_timeout, progress=progress)
+                        runs.extend(got)
+                        run_repeat.extend([rep + 1] * len(got))
+                        if stopped:  # Ctrl-C (a slow cell is bounded by its timeout and recorded)
+                            raise KeyboardInterrupt
+                        if any(r.outcome != "kept-up" for r in got):
+                            progress(f"{m.model}: waiting for the server to finish the requests left over")
+                            wait_until_idle(target, m.model, o.cell_timeout)
         except KeyboardInterrupt:
             interrupted = True
         except TritonOpsError as e:  # e.g. the server died: keep what was measured, then report the error
-            _finish(o, runs, run_repeat, concurrency, payloads, True)
+            _finish(o, runs, run_repeat, concurrency, payloads, cache_cells, True)
             e.hint = f"{e.hint + '; ' if e.hint else ''}the runs that finished are in {out / 'report.html'}"
             raise
-    return _finish(o, runs, run_repeat, concurrency, payloads, interrupted)
+    return _finish(o, runs, run_repeat, concurrency, payloads, cache_cells, interrupted)
+
+
+def _missing(o: ProtocolStudyOptions, cells: Sequence[Cell]) -> list[str]:
+    """Cells the study planned but has no run for (a locust run that ended before its last phases)."""
+    have = {(c.model, c.protocol, c.rate) for c in cells}
+    out = []
+    for m in o.models:
+        for p in o.protocols:
+            rates = [r for r in o.rates if (m, p, r) not in have]
+            if rates:
+                out.append(f"{m}: {LABEL[p]} has no run at {', '.join(f'{r:g}' for r in rates)} req/s "
+                           f"(see the locust.log files under {o.output_dir})")
+    return out
 
 
 def _finish(o: ProtocolStudyOptions, runs: list[LoadtestResult], run_repeat: list[int],
-            concurrency: dict[str, tuple[PerfRow, ...]], payloads: dict[str, tuple[int, int]],
-            interrupted: bool) -> ProtocolStudyResult:
+            concurrency: dict[str, dict[str, tuple[PerfRow, ...]]], payloads: dict[str, dict[str, tuple[int, int]]],
+            cache_cells: Sequence[CacheCell], interrupted: bool) -> ProtocolStudyResult:
     out = o.output_dir
-    complete = [r for r in runs if not r.interrupted]
-    cells = aggregate(complete)
+    cells = aggregate(runs)
     findings = derive_findings(cells, concurrency, payloads, o.repeats)
+    found = claims(cells, concurrency, cache_cells, o.repeats)
     if interrupted:
-        findings.insert(0, "The study was interrupted: these numbers cover only the runs that finished.")
+        findings.insert(0, "The study was interrupted (Ctrl-C): these numbers cover only the runs that finished.")
+    else:
+        findings[:0] = _missing(o, cells)
     files = {"html": str(out / "report.html"), "json": str(out / "study.json"), "csv": str(out / "study.csv")}
-    settings = {"rates": list(o.rates), "protocols": list(o.protocols), "repeats": o.repeats,
-                "duration_s": o.duration_s, "concurrency": list(o.concurrency), "batch_size": o.batch_size,
+    settings = {"models": list(o.models), "rates": list(o.rates), "protocols": list(o.protocols),
+                "repeats": o.repeats, "duration_s": o.duration_s, "cell_timeout_s": o.cell_timeout,
+                "concurrency": list(o.concurrency), "batch_size": o.batch_size,
                 "measurement_interval_ms": o.measurement_interval_ms, "max_inflight": o.max_inflight}
-    result = ProtocolStudyResult(model=o.model, cells=tuple(cells), runs=tuple(runs), run_repeat=tuple(run_repeat),
-                                 concurrency=concurrency, payloads=payloads, findings=tuple(findings),
-                                 output_dir=out, files=files, interrupted=interrupted, settings=settings)
+    result = ProtocolStudyResult(
+        model=", ".join(o.models), cells=tuple(cells), runs=tuple(runs), run_repeat=tuple(run_repeat),
+        concurrency=concurrency, payloads=payloads, findings=tuple(findings), output_dir=out,
+        files=files, interrupted=interrupted, settings=settings, models=o.models, claims=tuple(found),
+        cache_cells=tuple(cache_cells))
     write_study_csv(runs, run_repeat, out / "study.csv")
     (out / "study.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
-    sections = [
-        Section("Open loop: Poisson arrivals (locust)", (
-            "Each cell sends requests at the arrival times of a Poisson process with rate λ, scheduled against a "
-            "clock (open loop), through tritonclient's Python clients under gevent. Latency is measured from each "
-            "request's actual send; achieved = successful responses within the window per second. A protocol "
-            "keeps up when it achieved at least 97% of the arrivals its schedule drew, without errors.",),
-            tuple(_figures(cells, {}, payloads)), tuple(_tables(cells, {}))),
-    ]
-    if concurrency:
-        sections.append(Section("Closed loop: concurrency sweep (perf_analyzer)", (
-            "perf_analyzer keeps N requests in flight per protocol (its C++ client is cheaper than Python's), "
-            "so this shows what the server sustains per protocol.",),
-            tuple(_figures([], concurrency, {})), tuple(_tables([], concurrency)[1:])))
-    meta = {"model": o.model, "machine": f"{platform.node()} {platform.machine()}, {_cpus()} CPUs",
-            "settings": json.dumps(settings), "raw results": str(out)}
-    html = render_report(f"Protocol study: {o.model}", "HTTP JSON vs HTTP binary vs gRPC, same model, same server",
-                         findings, sections, meta)
-    write_report(out / "report.html", html)
+    write_report(out / "report.html", _html(o, result))
     return result
+
+
+def _html(o: ProtocolStudyOptions, result: ProtocolStudyResult) -> str:
+    many = len(o.models) > 1
+    sections = []
+    for m in o.models:
+        mine = [c for c in result.cells if c.model == m]
+        prefix = f"{m}: " if many else ""
+        size = f" — {m}, {bytes_text(payload_size(mine, m))} per HTTP binary request" if many else ""
+        sections.append(Section(f"Open loop: Poisson arrivals (locust){size}", (
+            "Each cell sends requests at the arrival times of a Poisson process with rate λ, scheduled against a "
+            "clock (open loop). Latency is measured from each request's actual send; achieved = successful "
+            f"responses within the window per second. A cell kept up when it achieved at least {KEEPS_UP:.0%} of the "
+            "arrivals its schedule drew, without errors, and drained within its wall-time bound "
+            f"({o.cell_timeout:g} s); it fell behind otherwise. When the load generator itself could not keep the "
+            "schedule, the cell is marked generator saturated and says nothing about the protocol. A cell's "
+            "outcome is the worst over its repeats.",),
+            tuple(_figures(mine, {}, result.payloads.get(m, {}), prefix)),
+            (cells_table(mine, f"{prefix}Open loop (locust, Poisson arrivals): medians over repeats"),)))
+        closed = result.concurrency.get(m, {})
+        table = _closed_table(closed, f"{prefix}Closed loop (perf_analyzer)")
+        if table is not None:
+            sections.append(Section(f"Closed loop: concurrency sweep (perf_analyzer){' — ' + m if many else ''}", (
+                "perf_analyzer keeps N requests in flight per protocol (its C++ client is cheaper than Python's), "
+                "so this shows what the server sustains per protocol.",),
+                tuple(_figures([], closed, {}, prefix)), (table,)))
+    meta = {"models": ", ".join(o.models), "machine": f"{platform.node()} {platform.machine()}, {_cpus()} CPUs",
+            "settings": json.dumps(result.settings), "raw results": str(o.output_dir)}
+    subtitle = f"HTTP JSON vs HTTP binary vs gRPC, same {'payloads' if many else 'model'}, same server"
+    return render_report(f"Protocol study: {result.model}", subtitle, result.findings, sections, meta,
+                         lead=(claims_table(result.claims),))
 
 
 def _cpus() -> int:
