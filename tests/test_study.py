@@ -454,3 +454,57 @@ def test_study_protocols_cli_writes_a_report_that_renders(cli, mlp_repo, tmp_pat
         assert p["width"] >= 600 and p["height"] >= 300, p
         assert p["marks"] > 0 and p["drawn"] == p["marks"], p
         assert p["colored"] > 1000, p
+
+
+def test_presets_and_cache_options_are_checked_before_anything_runs(tmp_path):
+    o = ProtocolStudyOptions(models=("mlp",), presets=("small", "image"), output_dir=tmp_path)
+    assert o.all_models == ("mlp", "preset_small", "preset_image")
+    assert ProtocolStudyOptions(models=(), presets=("text",), output_dir=tmp_path).all_models == ("preset_text",)
+    with pytest.raises(UsageError, match="nosuch") as e:
+        ProtocolStudyOptions(models=(), presets=("nosuch",), output_dir=tmp_path)
+    assert "image-u8" in f"{e.value.message} {e.value.hint}"  # the error lists the presets
+    with pytest.raises(UsageError, match="--url"):
+        ProtocolStudyOptions(models=(), presets=("small",), url="127.0.0.1:8000", output_dir=tmp_path)
+    with pytest.raises(UsageError, match="given twice: preset_small"):
+        ProtocolStudyOptions(models=("preset_small",), presets=("small",), output_dir=tmp_path)
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(UsageError, match="--repeat-fraction"):
+            ProtocolStudyOptions(models=("mlp",), cache=True, repeat_fraction=bad, output_dir=tmp_path)
+    with pytest.raises(UsageError, match="--cache-rates"):
+        ProtocolStudyOptions(models=("mlp",), cache=True, cache_rates=(0.0,), output_dir=tmp_path)
+    assert not tmp_path.joinpath("presets_repository").exists()  # nothing was written
+
+
+@pytest.mark.server
+def test_presets_and_the_cache_dimension_in_one_study(cli, tmp_path):
+    """Presets built and served by the study itself, with the response cache off vs on: every cell is
+    reported, the cache cells carry the server's hits (only with the cache on), the cache claim is
+    decided from them, and the report (with its cache table) renders."""
+    out_dir = tmp_path / "study"
+    code, out, err = cli("study", "protocols", "--presets", "small,text", "--cache", "--repeat-fraction", "0.5",
+                         "--protocols", "grpc", "--rates", "20", "--repeats", "1", "--duration", "2",
+                         "--concurrency", "none", "--output-dir", out_dir)
+    assert code == 0, err
+    doc = json.loads((out_dir / "study.json").read_text())
+    assert doc["models"] == ["preset_small", "preset_text"] and not doc["interrupted"]
+    assert doc["settings"]["presets"] == ["small", "text"] and doc["settings"]["cache"] is True
+    assert sorted((c["model"], c["protocol"]) for c in doc["cells"]) == [("preset_small", "grpc"),
+                                                                          ("preset_text", "grpc")]
+    cache = doc["cache"]
+    # per payload one cell with the cache off and one with it on
+    assert sorted((c["protocol"], c["cache"]) for c in cache) == [("grpc", False), ("grpc", False),
+                                                                  ("grpc", True), ("grpc", True)]
+    assert len({c["request_bytes"] for c in cache}) == 2
+    for c in cache:
+        if c["cache"]:
+            assert c["hits"] > 0 and c["misses"] > 0, c
+        else:
+            assert c["hits"] == 0 and c["misses"] == 0, c
+    claim = {c["key"]: c for c in doc["claims"]}["cache-reduces-latency"]
+    assert claim["verdict"] != "not measured"
+    assert {e["payload_bytes"] for e in claim["evidence"]} == {c["request_bytes"] for c in cache}  # per payload
+    assert "cache on " in out and "claim:" in out
+    assert (out_dir / "presets_repository" / "preset_small" / "config.pbtxt").is_file()
+    html = (out_dir / "report.html").read_text()
+    assert "Response cache: off vs on" in html
+    render_check(out_dir / "report.html", tmp_path)

@@ -16,6 +16,7 @@ from tritonops.errors import ValidationFailed
 from tritonops.perf.analyzer import PerfOptions, run_perf
 from tritonops.perf.config_study import ConfigStudyOptions, run_config_study
 from tritonops.perf.loadtest import MAX_RATE, LoadtestOptions, run_loadtest
+from tritonops.perf.presets import PRESETS
 from tritonops.perf.study import ProtocolStudyOptions, run_protocol_study
 from tritonops.tune.gate import check_baseline, check_tolerance, load_baseline
 from tritonops.units import parse_values
@@ -59,6 +60,12 @@ sustains more load, a response cache pays off) derived from the numbers, plus st
 has its own wall-time bound (--cell-timeout): a cell that cannot drain is reported as fell behind and the study
 goes on; only Ctrl-C interrupts it.
 
+--presets adds payload presets (small: FP32 [16]; image: FP32 [3,224,224]; image-u8: UINT8 [224,224,3]; text: a
+sentence), built under the output directory and served by the study's own server (beside --serve's models, or
+alone). --cache adds the response-cache dimension: the same cells with Triton's response cache off and on, with
+--repeat-fraction of the payloads repeated, and the server's hits, misses and time per hit and per miss (with
+--serve the study starts its server with a cache; a --url server needs one and explicit model control).
+
 Examples:
 
   tritonops study protocols mlp --serve model_repository/
@@ -66,6 +73,8 @@ Examples:
   tritonops study protocols mlp --url 127.0.0.1:8000 --rates 50:400:50 --repeats 5 --duration 20
 
   tritonops study protocols mlp img --serve model_repository/ --rates 25,50,100,200 --cell-timeout 20
+
+  tritonops study protocols --presets small,image,image-u8,text --rates 25,100 --repeats 2 --cache
 """
 
 STUDY_CONFIG_HELP = """Compare the naive config, tritonops' generated config and variants of it under the same load.
@@ -269,7 +278,8 @@ def loadtest(
 
 @command("study protocols")
 def study_protocols(
-    models: Annotated[list[str], typer.Argument(help="Model name(s), as served; each model is one payload.")],
+    models: Annotated[list[str] | None, typer.Argument(
+        help="Model name(s), as served; each model is one payload.")] = None,
     serve: Annotated[Path | None, typer.Option(help="Start a server on this model repository.")] = None,
     url: Annotated[str | None, typer.Option(callback=url, help="HTTP HOST:PORT of a running server.")] = None,
     grpc_url: Annotated[str | None, typer.Option(callback=url, help="gRPC HOST:PORT [default: HTTP port + 1].")] = None,
@@ -294,12 +304,26 @@ def study_protocols(
     shape: Annotated[list[str] | None, typer.Option(help="NAME:DIMS for a variable-size input.")] = None,
     output_dir: Annotated[Path | None, typer.Option(callback=output_dir,
         help="[default: study_results/MODEL-protocols]")] = None,
+    presets: Annotated[str | None, typer.Option(
+        help=f"Payload presets to study beside the models (built and served by the study): comma list of "
+             f"{', '.join(PRESETS)}.")] = None,
+    cache: Annotated[bool, typer.Option("--cache", help="Also run the response-cache dimension: cache off vs on.")
+                     ] = False,
+    repeat_fraction: Annotated[float, typer.Option(callback=number(0, 1),
+        help="With --cache: the share of requests that repeat one payload.")] = 0.5,
+    cache_rates: Annotated[str | None, typer.Option(
+        help="With --cache: the λ of the cache cells [default: the lowest of --rates].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     conc = () if concurrency.strip().lower() in ("none", "0", "") else tuple(
         int(c) for c in _values(concurrency, "--concurrency", True))
+    names = tuple(models or ())
+    chosen = tuple(p.strip() for p in (presets or "").split(",") if p.strip())
+    label = "-".join((*names, *chosen)) or "presets"
     options = ProtocolStudyOptions(
-        models=tuple(models), output_dir=output_dir or Path("study_results") / f"{'-'.join(models)}-protocols",
+        models=names, presets=chosen, cache=cache, repeat_fraction=repeat_fraction,
+        cache_rates=_values(cache_rates, "--cache-rates", False) if cache_rates else (),
+        output_dir=output_dir or Path("study_results") / f"{label}-protocols",
         rates=_values(rates, "--rates", False), repeats=repeats, duration_s=duration, cell_timeout_s=cell_timeout,
         protocols=tuple(p.strip() for p in protocols.split(",") if p.strip()),  # type: ignore[misc]
         concurrency=conc, measurement_interval_ms=measurement_interval,
@@ -321,6 +345,10 @@ def study_protocols(
             rng = "-" if c.p99_range is None else f"{c.p99_range[0]:.2f}–{c.p99_range[1]:.2f}"
             out.print((f"{c.model:<12} " if many else "") + f"{c.protocol:<12} {c.rate:>6g} {c.achieved_rate:>9.1f} "
                       f"{_ms2(c.p50_ms):>7} {_ms2(c.p99_ms):>7} {rng:>13}  {c.label}", markup=False)
+        for cc in result.cache_cells:
+            hits = "" if not cc.cache else f", server hits/misses {cc.hits}/{cc.misses}"
+            out.print(f"cache {'on ' if cc.cache else 'off'} {cc.protocol:<12} {cc.rate:>6g} {cc.request_bytes:>9} B  "
+                      f"p50 {_ms2(cc.p50_ms)} ms  p99 {_ms2(cc.p99_ms)} ms{hits}  {cc.outcome}", markup=False)
         for claim in result.claims:
             out.print(f"claim: {claim.claim}: {claim.verdict} ({claim.summary})", markup=False)
         for f in result.findings:

@@ -36,7 +36,7 @@ from tritonops.perf.analyzer import (
     require_perf_analyzer,
     sweep,
 )
-from tritonops.perf.cache import CacheCell
+from tritonops.perf.cache import DEFAULT_CACHE_BYTES, CacheCell, run_cache_dimension
 from tritonops.perf.findings import (
     LABEL,
     Cell,
@@ -61,6 +61,7 @@ from tritonops.perf.loadtest import (
     run_locust,
     summary_row,
 )
+from tritonops.perf.presets import preset, preset_samples, write_preset_repository
 from tritonops.perf.report import Section, Table, render_report, write_report
 from tritonops.perf.svg import Series, bar_chart, line_chart
 from tritonops.perf.target import ModelIO, Target, fetch_model_io, open_target
@@ -68,6 +69,7 @@ from tritonops.progress import Progress
 from tritonops.units import check_number
 
 SCHEMA = "tritonops.study.protocols/2"
+PRESET_SAMPLES = 8  # distinct requests per preset payload (realistic values, perf/presets.py)
 COLOR = {"http-json": "#d62728", "http-binary": "#1f77b4", "grpc": "#2ca02c"}
 VERDICT_MARK = {"supported": "✔ supported", "not supported": "✘ not supported", "mixed": "± mixed",
                 "inconclusive": "? inconclusive", "not measured": "– not measured"}
@@ -83,6 +85,10 @@ def default_cell_timeout(duration_s: float) -> float:
 class ProtocolStudyOptions:
     models: tuple[str, ...]  # each model is one payload
     output_dir: Path
+    presets: tuple[str, ...] = ()  # payload presets (perf/presets.py): built and served beside the models
+    cache: bool = False  # the response-cache dimension: cache off vs on with repeat_fraction repeated payloads
+    repeat_fraction: float = 0.5
+    cache_rates: tuple[float, ...] = ()  # λ of the cache cells; () = the lowest of ``rates``
     rates: tuple[float, ...] = (25.0, 50.0, 100.0, 200.0)
     protocols: tuple[LoadProtocol, ...] = PROTOCOLS
     repeats: int = 3
@@ -103,11 +109,22 @@ class ProtocolStudyOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.models:
-            raise UsageError("study protocols needs a model", "e.g. tritonops study protocols mlp --serve repo/")
+        if not self.models and not self.presets:
+            raise UsageError("study protocols needs a model or a payload preset",
+                             "e.g. tritonops study protocols mlp --serve repo/, or --presets small,image")
         for m in self.models:
             check_model_name(m)
-        twice = sorted({m for m in self.models if self.models.count(m) > 1})
+        for name in self.presets:
+            preset(name)  # an unknown preset: the list of presets in the error
+        if self.presets and self.url is not None:
+            raise UsageError("--presets builds its models and serves them itself, so it cannot use --url",
+                             "drop --url (with --serve REPO the presets are served beside REPO's models)")
+        check_number(self.repeat_fraction, "--repeat-fraction", low=0, high=1,
+                     hint="the share of repeated payloads in a cache cell, e.g. --repeat-fraction 0.5")
+        for r in self.cache_rates:
+            check_number(r, "--cache-rates", low=0, low_open=True, high=MAX_RATE, hint="e.g. --cache-rates 25")
+        everything = self.all_models
+        twice = sorted({m for m in everything if everything.count(m) > 1})
         if twice:
             raise UsageError(f"model(s) given twice: {', '.join(twice)}", "name each model (payload) once")
         if self.samples is not None:  # before any server is asked
@@ -126,6 +143,11 @@ class ProtocolStudyOptions:
             check_number(self.cell_timeout_s, "--cell-timeout", low=self.duration_s, high=2 * 24 * 3600,
                          hint=f"a cell needs its --duration ({self.duration_s:g} s) plus time to drain, "
                               f"e.g. --cell-timeout {default_cell_timeout(self.duration_s):g}")
+
+    @property
+    def all_models(self) -> tuple[str, ...]:
+        """The models the study measures: the ones named, then the presets' models."""
+        return (*self.models, *(preset(n).model for n in dict.fromkeys(self.presets)))
 
     @property
     def cell_timeout(self) -> float:
@@ -337,9 +359,10 @@ def wait_until_idle(target: Target, model: str, bound_s: float) -> float:
     return time.monotonic() - t0
 
 
-def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambda _: None,
-                       cache_cells: Sequence[CacheCell] = ()) -> ProtocolStudyResult:
-    """Run the study; ``cache_cells`` (the response-cache dimension, measured elsewhere) go into its claims."""
+def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambda _: None) -> ProtocolStudyResult:
+    """Run the study: per payload (a model named, or a preset's model), the closed loop, the open-loop
+    matrix and, with ``cache``, the response-cache cells. Presets are built into a repository under the
+    output directory and served by the server this study starts (beside ``serve``'s models, or alone)."""
     o = options
     if o.concurrency:
         require_perf_analyzer()
@@ -349,11 +372,25 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
     concurrency: dict[str, dict[str, tuple[PerfRow, ...]]] = {}
     interrupted = False
     payloads: dict[str, dict[str, tuple[int, int]]] = {}
-    with open_target(o.serve, o.url, o.grpc_url, progress) as target:
+    cache_cells: list[CacheCell] = []
+    serve: Path | None = o.serve
+    extra: tuple[Path, ...] = ()
+    if o.presets:
+        repo = out / "presets_repository"
+        write_preset_repository(repo, o.presets, progress)
+        if o.serve is None:
+            serve = repo
+        else:
+            extra = (repo,)
+    preset_of = {preset(n).model: n for n in o.presets}
+    with open_target(serve, o.url, o.grpc_url, progress, cache_size_bytes=DEFAULT_CACHE_BYTES if o.cache else None,
+                     explicit=o.cache, extra_repositories=extra) as target:
         plans = []
-        for model in o.models:  # every model is checked before anything is measured
+        for model in o.all_models:  # every model is checked before anything is measured
             io = fetch_model_io(target, model, o.model_version)
-            plans.append((model, io, prepare_samples(io, o.samples, o.shapes, o.seed)))
+            samples = (preset_samples(preset_of[model], PRESET_SAMPLES, o.seed) if model in preset_of
+                       else prepare_samples(io, o.samples, o.shapes, o.seed))
+            plans.append((model, io, samples))
         out.mkdir(parents=True, exist_ok=True)  # not before: a bad model, server or --samples writes nothing
         payloaded = []
         for model, io, samples in plans:
@@ -363,7 +400,7 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
             payloads[model] = {p: sizes[p] for p in o.protocols}
         try:
             for m in payloaded:
-                base = out if len(o.models) == 1 else out / "models" / m.model
+                base = out if len(o.all_models) == 1 else out / "models" / m.model
                 if o.concurrency:
                     _closed_loop(o, m, base, target, progress, concurrency.setdefault(m.model, {}))
                 for rep in range(o.repeats):
@@ -383,6 +420,15 @@ def run_protocol_study(options: ProtocolStudyOptions, progress: Progress = lambd
                         if any(r.outcome != "kept-up" for r in got):
                             progress(f"{m.model}: waiting for the server to finish the requests left over")
                             wait_until_idle(target, m.model, o.cell_timeout)
+                if o.cache:
+                    got_cache = run_cache_dimension(
+                        target, m.io, m.samples, protocols=o.protocols, rates=o.cache_rates or (min(o.rates),),
+                        repeats=o.repeats, duration_s=o.duration_s, repeat_fraction=o.repeat_fraction,
+                        out_dir=base / "cache", seed=o.seed, batch_size=o.batch_size, max_inflight=o.max_inflight,
+                        model_version=o.model_version, cell_timeout_s=o.cell_timeout, progress=progress)
+                    cache_cells.extend(got_cache)
+                    if any(c.outcome == "interrupted" for c in got_cache):
+                        raise KeyboardInterrupt
         except KeyboardInterrupt:
             interrupted = True
         except TritonOpsError as e:  # e.g. the server died: keep what was measured, then report the error
@@ -396,7 +442,7 @@ def _missing(o: ProtocolStudyOptions, cells: Sequence[Cell]) -> list[str]:
     """Cells the study planned but has no run for (a locust run that ended before its last phases)."""
     have = {(c.model, c.protocol, c.rate) for c in cells}
     out = []
-    for m in o.models:
+    for m in o.all_models:
         for p in o.protocols:
             rates = [r for r in o.rates if (m, p, r) not in have]
             if rates:
@@ -417,14 +463,17 @@ def _finish(o: ProtocolStudyOptions, runs: list[LoadtestResult], run_repeat: lis
     else:
         findings[:0] = _missing(o, cells)
     files = {"html": str(out / "report.html"), "json": str(out / "study.json"), "csv": str(out / "study.csv")}
-    settings = {"models": list(o.models), "rates": list(o.rates), "protocols": list(o.protocols),
+    settings = {"models": list(o.all_models), "presets": list(o.presets), "cache": o.cache,
+                "repeat_fraction": o.repeat_fraction if o.cache else None,
+                "cache_rates": list(o.cache_rates or (min(o.rates),)) if o.cache else [],
+                "rates": list(o.rates), "protocols": list(o.protocols),
                 "repeats": o.repeats, "duration_s": o.duration_s, "cell_timeout_s": o.cell_timeout,
                 "concurrency": list(o.concurrency), "batch_size": o.batch_size,
                 "measurement_interval_ms": o.measurement_interval_ms, "max_inflight": o.max_inflight}
     result = ProtocolStudyResult(
-        model=", ".join(o.models), cells=tuple(cells), runs=tuple(runs), run_repeat=tuple(run_repeat),
+        model=", ".join(o.all_models), cells=tuple(cells), runs=tuple(runs), run_repeat=tuple(run_repeat),
         concurrency=concurrency, payloads=payloads, findings=tuple(findings), output_dir=out,
-        files=files, interrupted=interrupted, settings=settings, models=o.models, claims=tuple(found),
+        files=files, interrupted=interrupted, settings=settings, models=o.all_models, claims=tuple(found),
         cache_cells=tuple(cache_cells))
     write_study_csv(runs, run_repeat, out / "study.csv")
     (out / "study.json").write_text(json.dumps(result.to_dict(), indent=2, default=str) + "\n")
@@ -432,10 +481,23 @@ def _finish(o: ProtocolStudyOptions, runs: list[LoadtestResult], run_repeat: lis
     return result
 
 
+def cache_table(cells: Sequence[CacheCell]) -> Table:
+    rows = tuple((LABEL[c.protocol], f"{c.rate:g}", "on" if c.cache else "off", f"{c.repeat_fraction:g}",
+                  bytes_text(c.request_bytes), str(c.runs), f"{c.achieved_rate:.1f}", ms_text(c.p50_ms),
+                  ms_text(c.p99_ms), "-" if c.p99_range is None else f"{ms_text(c.p99_range[0])}–"
+                  f"{ms_text(c.p99_range[1])}", f"{c.hits}/{c.misses}", ms_text(c.hit_ms), ms_text(c.miss_ms),
+                  c.outcome) for c in cells)
+    return Table(("protocol", "λ req/s", "cache", "repeated", "request", "repeats", "achieved/s", "p50 ms", "p99 ms",
+                  "p99 range", "hits/misses (server)", "server ms per hit", "server ms per miss", "outcome"), rows,
+                 "Response cache off vs on (client latency: medians over repeats; hits, misses and their times: "
+                 "the server's model statistics)")
+
+
 def _html(o: ProtocolStudyOptions, result: ProtocolStudyResult) -> str:
-    many = len(o.models) > 1
+    models = o.all_models
+    many = len(models) > 1
     sections = []
-    for m in o.models:
+    for m in models:
         mine = [c for c in result.cells if c.model == m]
         prefix = f"{m}: " if many else ""
         size = f" — {m}, {bytes_text(payload_size(mine, m))} per HTTP binary request" if many else ""
@@ -456,7 +518,14 @@ def _html(o: ProtocolStudyOptions, result: ProtocolStudyResult) -> str:
                 "perf_analyzer keeps N requests in flight per protocol (its C++ client is cheaper than Python's), "
                 "so this shows what the server sustains per protocol.",),
                 tuple(_figures([], closed, {}, prefix)), (table,)))
-    meta = {"models": ", ".join(o.models), "machine": f"{platform.node()} {platform.machine()}, {_cpus()} CPUs",
+    if result.cache_cells:
+        sections.append(Section("Response cache: off vs on", (
+            f"The same open-loop cells with Triton's response cache off and on (switched with a config override "
+            f"through the model-control API; the repository is not written). A share of "
+            f"{o.repeat_fraction:g} of each cell's requests repeat one payload (hits after the first); the others "
+            "are fresh payloads (misses). Latency is the client's; hits, misses and server time per hit and per "
+            "miss come from the server's model statistics.",), (), (cache_table(result.cache_cells),)))
+    meta = {"models": ", ".join(models), "machine": f"{platform.node()} {platform.machine()}, {_cpus()} CPUs",
             "settings": json.dumps(result.settings), "raw results": str(o.output_dir)}
     subtitle = f"HTTP JSON vs HTTP binary vs gRPC, same {'payloads' if many else 'model'}, same server"
     return render_report(f"Protocol study: {result.model}", subtitle, result.findings, sections, meta,

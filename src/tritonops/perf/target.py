@@ -100,13 +100,14 @@ def fetch_model_io(target: Target, model: str, version: str = "") -> ModelIO:
 @contextlib.contextmanager
 def open_target(serve: Path | None, url: str | None, grpc_url: str | None, progress: Progress,
                 models: tuple[str, ...] = (), *, cache_size_bytes: int | None = None,
-                explicit: bool = False) -> Iterator[Target]:
+                explicit: bool = False, extra_repositories: tuple[Path, ...] = ()) -> Iterator[Target]:
     """Start a server on ``serve`` (a model repository) or use the one at ``url``.
 
     ``grpc_url`` defaults to the HTTP port + 1, Triton's default layout (8000/8001). For ``serve``
     only: ``cache_size_bytes`` gives the server a response cache (``--cache-config local,size=N``),
     ``explicit`` model control with every model loaded at start (configs can then be swapped
-    through the load API, as the cache dimension and tune do)."""
+    through the load API, as the cache dimension and tune do); ``extra_repositories`` are served
+    beside ``serve`` (the protocol study's payload presets)."""
     if serve is not None and url is not None:
         raise UsageError("give either --serve REPO or --url HOST:PORT, not both", "drop one of them")
     if serve is None:
@@ -120,7 +121,8 @@ def open_target(serve: Path | None, url: str | None, grpc_url: str | None, progr
         raise UsageError(f"model repository '{serve}' is not a directory", "give --serve PATH/TO/model_repository")
     progress(f"starting tritonserver on {serve}")
     options = ServerOptions(repository=serve, cache_size_bytes=cache_size_bytes, explicit=explicit,
-                            load_models=("*",) if explicit else ())
+                            load_models=("*",) if explicit else (),
+                            extra_args=tuple(f"--model-repository={r.absolute()}" for r in extra_repositories))
     with TritonServer(options) as server:
         def alive() -> bool:
             return server.running() and http_alive(server.http_url)
