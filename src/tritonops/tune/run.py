@@ -209,10 +209,10 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
                          "give one load: drop --request-rate, or concurrency: from the space file")
     with tune_target(o, say) as (target, pid), TritonClient(target.http_url, target.grpc_url,
                                                             timeout_s=LOAD_TIMEOUT_S) as client:
+        memory = _memory(o, target, pid)  # refused before the server is asked anything
         version = client.check_reachable()
         models = discover(client, o.model)
         check_explicit(client, models)
-        memory = _memory(o, target, pid)
         if o.resume:  # the configs served before the first run, which a crash may have left changed
             models = _originals_from(read_header(out), models)
         spaces = {name: space_for(cfg, space_file, ensemble_batch=models.ensemble_batch, kind=o.instance_kind)

@@ -151,8 +151,9 @@ def _vary(c: Candidate, dim: str, value: Any) -> Candidate:
 def quick(ctx: SearchContext, start: Setting, max_passes: int = 2) -> Score:
     """Coordinate descent from ``start``: per model (bottleneck first), per parameter, keep the best value."""
     current = dict(start)
-    best = ctx.evaluate(current)
+    best = score(setting_key(start), list(ctx.journal), ctx.objective)
     try:
+        best = ctx.evaluate(current)  # --max-measurements may stop the search within the start's own sweep
         for _ in range(max_passes):
             improved = False
             for model in ctx.bottleneck_order(best):
@@ -180,8 +181,9 @@ def grid(spaces: Mapping[str, ModelSpace]) -> list[Setting]:
 
 
 def brute(ctx: SearchContext, start: Setting) -> Score:
-    best = ctx.evaluate(dict(start))
+    best = score(setting_key(start), list(ctx.journal), ctx.objective)
     try:
+        best = ctx.evaluate(dict(start))
         for setting in grid(ctx.spaces):
             s = ctx.evaluate(setting)
             if better(s, best, ctx.objective):
