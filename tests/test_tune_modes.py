@@ -261,6 +261,7 @@ def test_request_rates_are_offered_with_poisson_arrivals_and_resume_refuses_the_
     assert w["request_rate"] in (100, 200, 400) and w["concurrency"] is None
     assert w["throughput"] >= 0.97 * w["request_rate"]  # a point where the server kept up
     assert "offered" in data["summary"] and w["memory_mb"] > 0  # a --url on this machine: its memory too
+    assert "Achieved vs offered throughput" in (out / "report.html").read_text()
     assert _served_config(server) == before
     code, _, err = cli("tune", "--resume", out, "--url", server.http_url, "--grpc-url", server.grpc_url,
                        "--concurrency", "1,4")
@@ -313,6 +314,18 @@ def test_a_memory_limit_for_a_server_elsewhere_is_refused_before_anything_runs(c
                        tmp_path / "out")
     assert code == 2 and "cannot be measured: it is not on this machine" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="a GPU server loads KIND_GPU candidates")
+def test_instance_kind_gpu_on_a_server_without_gpus_says_the_server_refused_it(cli, server, tmp_path):
+    before = _served_config(server)
+    code, _, err = cli(*_on(server, _readme_example("--instance-kind"), tmp_path, "--concurrency", "1",
+                            "--output-dir", tmp_path / "out"))
+    assert code == 1, err
+    assert "no candidate was measured successfully (g1_b8_db_d0_p8: the server refused this config:" in err
+    _, journal = _journal(tmp_path / "out")
+    assert journal and all(c["kind"] == "gpu" for m in journal for c in m["candidates"].values())
+    assert _served_config(server) == before  # the refused load left the original config serving
 
 
 @pytest.mark.gpu

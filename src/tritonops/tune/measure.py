@@ -117,13 +117,16 @@ def _from_row(row: PerfRow, setting: str, load: Load, round_: int, attempts: int
                        memory_mb=memory_mb)
 
 
-def measure(target: Target, model: str, setting: str, load: Load, round_: int, settings: MeasureSettings,
+def measure(target: Target, model: str, setting: str, load: Load | int, round_: int, settings: MeasureSettings,
             work_dir: Path, probe: StatsProbe | None, progress: Progress,
             memory: MemoryProbe | None = None) -> Measurement:
-    """Measure ``model`` (as loaded now) at ``load``; retried, never raising for a bad measurement.
+    """Measure ``model`` (as loaded now) at ``load`` (a plain int: that concurrency); retried, never
+    raising for a bad measurement.
 
     Raises KeyboardInterrupt on Ctrl-C, ServerError when the server died, ExternalToolError when
     perf_analyzer itself cannot run (a missing library)."""
+    if isinstance(load, int):
+        load = Load(load)
     note = ""
     start = time.monotonic()
     where = f"{setting} at {load.describe()}"

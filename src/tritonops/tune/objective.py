@@ -168,8 +168,9 @@ def score(setting: str, ms: Sequence[Measurement], objective: Objective) -> Scor
     final = [m for m in mine if m.round > 0]
     use = final or [m for m in mine if m.round == 0]
     pts = points_of(use, o.percentile)
-    if not pts:
-        return Score(setting, None, None, None, None, False, None, (), bool(final), why="nothing measured")
+    if not pts:  # why: the last failure's note (a refused config, a timeout)
+        note = next((m.note for m in reversed(use) if m.note), "") or "nothing measured"
+        return Score(setting, None, None, None, None, False, None, (), bool(final), why=note)
     sampled = [m.memory_mb for m in mine if m.status == "ok" and m.memory_mb is not None]
     memory = max(sampled) if sampled else None
     over = o.max_memory_mb is not None and (memory is None or memory > o.max_memory_mb)
@@ -257,7 +258,8 @@ class Ranking:
         w = self.winner
         o = self.objective
         if w is None:
-            return "no candidate was measured successfully"
+            first = next((s for s in self.scores if s.why), None)
+            return "no candidate was measured successfully" + (f" ({first.setting}: {first.why})" if first else "")
         if not w.met:
             if w.over_memory:
                 closeness = (f"server memory {w.memory_mb:.0f} MB" if w.memory_mb is not None
