@@ -30,7 +30,7 @@ from tritonops.pbtxt import config_to_json, dict_to_config, read_config
 from tritonops.tune.measure import Measurement
 from tritonops.tune.memory import listening_pid, memory_probe, tree_rss_mb
 from tritonops.tune.objective import Objective, rank
-from tritonops.tune.promote import promote
+from tritonops.tune.promote import RECORD_SCHEMA, promote
 from tritonops.tune.space import apply_candidate, candidate_of, derive_space
 
 README = Path(__file__).parents[1] / "README.md"
@@ -102,6 +102,7 @@ def test_a_candidate_over_the_memory_limit_is_infeasible_whatever_its_numbers():
     (("--request-rate", "0,100"), "--request-rate"),
     (("--request-rate", "fast"), "cannot parse --request-rate 'fast'"),
     (("--instance-kind", "tpu"), "--instance-kind 'tpu' is not cpu or gpu"),
+    (("--request-rate", "100", "--concurrency", "1,4"), "give either --concurrency or --request-rate, not both"),
     (("--percentile", "p90"), "--percentile 'p90' is not p50, p95 or p99"),
     (("--percentile", "p95", "--p99-ms", "20"), "--percentile p95 and the budget --p99-ms disagree"),
 ])
@@ -307,6 +308,21 @@ def test_a_memory_limit_no_candidate_meets_names_the_closest_and_each_candidate_
     assert all(m["memory_mb"] > 1 for m in journal if m["status"] == "ok")
     html = (out / "report.html").read_text()
     assert "server memory MB" in html and "no: server memory" in html
+
+
+def test_the_ci_gate_compares_a_request_rate_record_at_its_offered_rate(cli, server, tmp_path):
+    record = tmp_path / "tune-record.json"
+    record.write_text(json.dumps({"schema": RECORD_SCHEMA, "model": "mlp",
+                                  "objective": {"kind": "throughput", "percentile": "p99", "budget_ms": 1000.0},
+                                  "winner": {"setting": "i1_b8_db_d0", "throughput": 1e9, "latency_ms": 1e-6,
+                                             "concurrency": None, "request_rate": 50.0}}))
+    args = ("perf", "mlp", "--url", server.http_url, "--grpc-url", server.grpc_url, *FAST,
+            "--output-dir", tmp_path / "perf", "--baseline", record)
+    code, _, err = cli(*args, "--request-rate", "50")
+    assert code == 7, err
+    assert "p99 at request rate 50/s rose" in err and "throughput within p99 <= 1000 ms dropped" in err
+    code, _, err = cli(*args, "--concurrency", "1")  # a concurrency sweep has no point at the record's rate
+    assert code == 7 and "p99 at" not in err, err
 
 
 def test_a_memory_limit_for_a_server_elsewhere_is_refused_before_anything_runs(cli, tmp_path):

@@ -134,6 +134,8 @@ def tune(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     rates = _rates(request_rate)
+    if rates and concurrency is not None:
+        raise UsageError("give either --concurrency or --request-rate, not both", "one load mode per run")
     if percentile is not None and percentile not in ("p50", "p95", "p99"):
         raise UsageError(f"--percentile '{percentile}' is not p50, p95 or p99", "e.g. --percentile p95")
     if resume is not None:
