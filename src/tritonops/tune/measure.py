@@ -66,6 +66,7 @@ class Measurement:
     steps: dict[str, dict[str, float | None]] = field(default_factory=dict)
     request_rate: float | None = None
     memory_mb: float | None = None
+    window_ms: int | None = None  # perf_analyzer's measurement window asked for (a retry may double it)
 
     @property
     def load(self) -> float:
@@ -109,12 +110,12 @@ class Load:
 
 
 def _from_row(row: PerfRow, setting: str, load: Load, round_: int, attempts: int, seconds: float,
-              steps: dict[str, dict[str, float | None]], memory_mb: float | None) -> Measurement:
+              steps: dict[str, dict[str, float | None]], memory_mb: float | None, window_ms: int) -> Measurement:
     return Measurement(setting=setting, concurrency=load.concurrency, round=round_, status="ok",
                        throughput=row.throughput, p50_ms=_ms(row.p50_us), p95_ms=_ms(row.p95_us),
                        p99_ms=_ms(row.p99_us), avg_ms=_ms(row.avg_us), attempts=attempts,
                        seconds=round(seconds, 2), steps=steps, request_rate=load.request_rate,
-                       memory_mb=memory_mb)
+                       memory_mb=memory_mb, window_ms=window_ms)
 
 
 def measure(target: Target, model: str, setting: str, load: Load | int, round_: int, settings: MeasureSettings,
@@ -159,7 +160,8 @@ def measure(target: Target, model: str, setting: str, load: Load | int, round_: 
         ok = [r for r in res.rows if r.status == "ok" and r.throughput is not None]
         if ok:
             steps = probe.delta() if probe is not None else {}
-            return _from_row(ok[-1], setting, load, round_, attempt, time.monotonic() - start, steps, peak.mb)
+            return _from_row(ok[-1], setting, load, round_, attempt, time.monotonic() - start, steps, peak.mb,
+                             settings.measurement_interval_ms)
         note = next((r.note for r in res.rows if r.note), "no stable measurement")
         progress(f"{where}: {note}" + ("; retrying" if attempt <= settings.retries else ""))
     return Measurement(setting=setting, concurrency=load.concurrency, round=round_, status="failed",

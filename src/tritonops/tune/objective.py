@@ -6,7 +6,10 @@
   (``--at-throughput N``), the lowest latency among the points that reach N inferences/s.
 - Measured at offered request rates (``--request-rate``), a point counts only where the server kept
   up (achieved >= 97% of the offered rate; beyond that its queue, and so its latency, only grows);
-  there a throughput target is reached at 97% of it.
+  there a throughput target is reached at 97% of it. Poisson arrivals make the count of requests in
+  a measurement itself random (relative spread 1/sqrt(N) for N expected requests), so where a
+  measurement holds too few requests for 3% to be told from chance the allowance is 3 of those
+  spreads instead (100/s over three 300 ms windows: N = 90, 32%).
 - ``max_memory_mb``: a candidate whose server memory (its peak over its measurements) is above it is
   infeasible, whatever its numbers.
 
@@ -18,6 +21,7 @@ throughput; over the memory limit: the least memory).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,16 +34,30 @@ Kind = Literal["throughput", "latency"]
 Percentile = Literal["p50", "p95", "p99"]
 KEPT_UP = 0.97  # request-rate mode: the share of the offered rate a point must achieve to count
 REACHED = 0.97  # request-rate mode: the share of --at-throughput that reaches it
+NOISE_SPREADS = 3.0  # Poisson counting noise allowed for, in relative standard deviations
+STABLE_WINDOWS = 3  # perf_analyzer reports the average over its last three (stable) windows
 
 
-def kept_up(throughput: float, request_rate: float | None) -> bool:
+def allowance(request_rate: float | None, window_ms: int | None, share: float = KEPT_UP) -> float:
+    """The shortfall below an offered rate that still counts as keeping up: 1 - ``share``, or the
+    Poisson counting noise of a measurement that holds few requests, whichever is larger."""
+    if request_rate is None:
+        return 0.0
+    if not window_ms:
+        return 1.0 - share
+    expected = request_rate * window_ms / 1000.0 * STABLE_WINDOWS
+    return max(1.0 - share, NOISE_SPREADS / math.sqrt(max(expected, 1.0)))
+
+
+def kept_up(throughput: float, request_rate: float | None, window_ms: int | None = None) -> bool:
     """At an offered request rate: the server answered (nearly) as fast as requests were offered."""
-    return request_rate is None or throughput >= KEPT_UP * request_rate
+    return request_rate is None or throughput >= (1.0 - allowance(request_rate, window_ms)) * request_rate
 
 
-def reaches(throughput: float, target: float, request_rate: bool) -> bool:
-    """Whether ``throughput`` reaches a ``--at-throughput`` target (at request rates: 97% of it)."""
-    return throughput >= target * (REACHED if request_rate else 1.0)
+def reaches(throughput: float, target: float, request_rate: float | None, window_ms: int | None = None) -> bool:
+    """Whether ``throughput`` reaches a ``--at-throughput`` target (at a request rate: 97% of it, or
+    within the counting noise of the measurement)."""
+    return throughput >= target * (1.0 - allowance(request_rate, window_ms, REACHED))
 
 
 @dataclass(frozen=True)
@@ -103,6 +121,7 @@ class Point:
     runs: int
     request_rate: float | None = None
     memory_mb: float | None = None  # the peak over its measurements
+    window_ms: int | None = None  # the shortest perf_analyzer window of its measurements
 
     @property
     def load(self) -> float:
@@ -110,7 +129,10 @@ class Point:
 
     @property
     def kept_up(self) -> bool:
-        return kept_up(self.throughput, self.request_rate)
+        return kept_up(self.throughput, self.request_rate, self.window_ms)
+
+    def reaches(self, target: float) -> bool:
+        return reaches(self.throughput, target, self.request_rate, self.window_ms)
 
 
 @dataclass(frozen=True)
@@ -150,9 +172,10 @@ def points_of(ms: Iterable[Measurement], percentile: Percentile) -> tuple[Point,
     pts = []
     for _, group in sorted(by_load.items()):
         mem = [m.memory_mb for m in group if m.memory_mb is not None]
+        windows = [m.window_ms for m in group if m.window_ms]
         pts.append(Point(group[0].concurrency, float(statistics.median(m.throughput or 0.0 for m in group)),
                          float(statistics.median(m.latency_ms(percentile) or 0.0 for m in group)), len(group),
-                         group[0].request_rate, max(mem) if mem else None))
+                         group[0].request_rate, max(mem) if mem else None, min(windows) if windows else None))
     return tuple(pts)
 
 
@@ -189,13 +212,13 @@ def score(setting: str, ms: Sequence[Measurement], objective: Objective) -> Scor
         return _at(setting, p.latency_ms, p, met, closest, pts, bool(final), memory, over, why)
     if o.kind == "latency":
         target = o.at_throughput or 0.0
-        reaching = [p for p in valid if reaches(p.throughput, target, o.request_rate) and within(p)]
+        reaching = [p for p in valid if p.reaches(target) and within(p)]
         if reaching and not over:
             p = min(reaching, key=lambda p: p.latency_ms)
             return _at(setting, p.latency_ms, p, True, closest, pts, bool(final), memory, over)
         p = max(valid or pts, key=lambda p: p.throughput)
         why = mem_why or f"reached {p.throughput:.1f} of {o.at_throughput:g} infer/s" + (
-            "" if not any(reaches(q.throughput, target, o.request_rate) for q in valid) else " only over the budget")
+            "" if not any(q.reaches(target) for q in valid) else " only over the budget")
         return _at(setting, None, p, False, closest, pts, bool(final), memory, over, why)
     ok = [p for p in valid if within(p)]
     if not ok or over:

@@ -116,9 +116,9 @@ class SearchContext:
                 break  # higher loads only queue more
             if points is not None:
                 continue
-            if not kept_up(tput, load.request_rate):
+            if not kept_up(tput, load.request_rate, m.window_ms):
                 break  # fell behind: a higher rate only falls further behind
-            if o.at_throughput is not None and reaches(tput, o.at_throughput, load.request_rate is not None):
+            if o.at_throughput is not None and reaches(tput, o.at_throughput, load.request_rate, m.window_ms):
                 break  # the target is reached: higher loads only add latency
             if load.request_rate is None and best_tput and tput < best_tput * SATURATION_GAIN:
                 break  # saturated
