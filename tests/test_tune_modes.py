@@ -271,7 +271,8 @@ def test_request_rates_are_offered_with_poisson_arrivals_and_resume_refuses_the_
                             and "--concurrency-range" not in c for c in commands)
     w = data["ranking"]["winner"]
     assert w["request_rate"] in (100, 200, 400) and w["concurrency"] is None
-    assert w["throughput"] >= 0.97 * w["request_rate"]  # a point where the server kept up
+    expected = w["request_rate"] * 0.3 * 3  # requests in three 300 ms windows
+    assert w["throughput"] >= (1 - max(0.03, 3 / expected ** 0.5)) * w["request_rate"]  # the server kept up
     assert "offered" in data["summary"] and w["memory_mb"] > 0  # a --url on this machine: its memory too
     assert "Achieved vs offered throughput" in (out / "report.html").read_text()
     assert _served_config(server) == before
