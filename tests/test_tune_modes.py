@@ -92,6 +92,13 @@ def test_min_latency_at_a_throughput_picks_the_lowest_latency_among_points_that_
     assert not next(s for s in rated.scores if s.setting == "e").met
 
 
+def test_a_finalist_whose_re_measured_point_went_over_the_budget_keeps_its_lower_loads():
+    ms = [_m("a", 4, 400, 3), _m("a", 16, 900, 9), _m("a", 16, 950, 30, round_=1), _m("a", 16, 940, 28, round_=2)]
+    r = rank(ms, Objective("throughput", "p99", 10.0))
+    assert r.met and r.winner is not None and r.winner.final
+    assert (r.winner.value, r.winner.concurrency) == (400, 4)  # not the search's 900/s at 16, which the finals refuted
+
+
 def test_a_candidate_over_the_memory_limit_is_infeasible_whatever_its_numbers():
     ms = [_m("big", 4, 900, 2, memory=600), _m("big", 8, 950, 3, memory=640), _m("small", 4, 500, 2, memory=300)]
     r = rank(ms, Objective("throughput", "p99", 10.0, max_memory_mb=500))

@@ -13,8 +13,8 @@
 - ``max_memory_mb``: a candidate whose server memory (its peak over its measurements) is above it is
   infeasible, whatever its numbers.
 
-A candidate's score comes from its final-round measurements when it has any (the median over the
-interleaved rounds), else from the search's. When no candidate meets the objective, the ranking says
+A candidate's score comes from its final-round measurements at the loads they re-measured (the
+median over the interleaved rounds), and from the search's at the others. When no candidate meets the objective, the ranking says
 so and names the closest (for a budget: the lowest latency; for a throughput target: the highest
 throughput; over the memory limit: the least memory).
 """
@@ -189,7 +189,10 @@ def score(setting: str, ms: Sequence[Measurement], objective: Objective) -> Scor
     o = objective
     mine = [m for m in ms if m.setting == setting]
     final = [m for m in mine if m.round > 0]
-    use = final or [m for m in mine if m.round == 0]
+    # At a load the final rounds re-measured, they decide; the search's points at other loads still
+    # count (a finalist whose re-measured point went over the budget keeps its lower loads).
+    again = {m.load for m in final}
+    use = [*final, *(m for m in mine if m.round == 0 and m.load not in again)]
     pts = points_of(use, o.percentile)
     if not pts:  # why: the last failure's note (a refused config, a timeout)
         note = next((m.note for m in reversed(use) if m.note), "") or "nothing measured"
