@@ -14,9 +14,9 @@
   infeasible, whatever its numbers.
 
 A candidate's score comes from its final-round measurements at the loads they re-measured (the
-median over the interleaved rounds), and from the search's at the others. When no candidate meets the objective, the ranking says
-so and names the closest (for a budget: the lowest latency; for a throughput target: the highest
-throughput; over the memory limit: the least memory).
+median over the interleaved rounds), and from the search's at the others. When no candidate meets
+the objective, the ranking says so and names the closest (for a budget: the lowest latency; for a
+throughput target: the highest throughput; over the memory limit: the least memory).
 """
 
 from __future__ import annotations
