@@ -307,7 +307,8 @@ def test_a_killed_run_resumes_without_repeating_a_measurement(cli, server, space
 def _readme_tune() -> tuple[list[str], str]:
     text = (Path(__file__).parents[1] / "README.md").read_text()
     body = text.split("## tune\n", 1)[1].split("\n## ", 1)[0]
-    commands = [ln.split("  #", 1)[0].strip() for ln in re.findall(r"```bash\n(.*?)```", body, re.S)[0].splitlines()]
+    block = re.findall(r"```bash\n(.*?)```", body, re.S)[0].replace("\\\n", " ")
+    commands = [ln.split("  #", 1)[0].strip() for ln in block.splitlines()]
     return [c for c in commands if c.startswith("tritonops ")], re.findall(r"```yaml\n(.*?)```", body, re.S)[0]
 
 
@@ -326,6 +327,10 @@ def test_the_readme_run_promotes_the_winner_with_its_record_and_check_passes(cli
     assert code == 0, err
     data = json.loads(stdout)["data"]
     winner = Candidate.from_dict(data["winner"]["mlp"])
+    # --max-memory-mb with --serve: the pid of the server tune started, sampled under load, per candidate
+    assert data["settings"]["memory"].startswith("the tritonserver process tune started")
+    scored = [s for s in data["ranking"]["scores"] if s["points"]]
+    assert scored and all(0 < s["memory_mb"] <= 4096 and not s["over_memory"] for s in scored)
     if data["winner"] == data["start"]:  # the served config won the final rounds: nothing to write
         assert data["promoted"] == {} and (local / "mlp" / "config.pbtxt").read_text() == old_text
     else:

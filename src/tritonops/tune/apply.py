@@ -92,6 +92,9 @@ def check_explicit(client: TritonClient, models: TunedModels, hint: str = EXPLIC
                              f"({first_line(text)})", hint) from None
         raise ServerError(f"the server refused to reload '{name}': {first_line(text)}",
                           "check the server log") from None
+    except OSError as e:  # it went away (crashed, or was stopped) between the index and the reload
+        raise ServerError(f"the server at {client.http_url} went away while '{name}' was reloaded: {e}",
+                          "check the server log; nothing was measured or written") from None
 
 
 class Applier:

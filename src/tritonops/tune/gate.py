@@ -106,18 +106,23 @@ def check_baseline(result: PerfResult, path: Path, tolerance: float = DEFAULT_TO
                                 f"{what} {'dropped' if change < 0 else 'rose'} {abs(change) * 100:.1f}% "
                                 f"({base_tput:.1f} -> {now:.1f} infer/s)"
                                 + ("" if ok else f", more than the {tolerance * 100:g}% tolerance")))
-    base_lat, conc = winner.get("latency_ms"), winner.get("concurrency")
-    at = [r for r in rows if conc is not None and int(r.load) == int(conc)]
+    base_lat, conc, rate = winner.get("latency_ms"), winner.get("concurrency"), winner.get("request_rate")
+    # the winner's load: a concurrency, or (a record of a --request-rate run) an offered rate
+    at = [r for r in rows if (rate is None and conc is not None and r.mode == "concurrency"
+                              and int(r.load) == int(conc))
+          or (rate is not None and r.mode == "request_rate" and abs(r.load - float(rate)) < 1e-6)]
+    where = f"concurrency {conc}" if rate is None else f"request rate {float(rate):g}/s"
     if base_lat and at:
         lat = _latency_ms(at[-1], pct)
         if lat is not None:
             change = (lat - base_lat) / base_lat
             ok = change <= tolerance
             checks.append(GateCheck(pct, float(base_lat), lat, change, ok,
-                                    f"{pct} at concurrency {conc} {'rose' if change > 0 else 'fell'} "
+                                    f"{pct} at {where} {'rose' if change > 0 else 'fell'} "
                                     f"{abs(change) * 100:.1f}% ({base_lat:.2f} -> {lat:.2f} ms)"
                                     + ("" if ok else f", more than the {tolerance * 100:g}% tolerance")))
     if not checks:
+        flag = f"--concurrency {conc or 1}" if rate is None else f"--request-rate {float(rate):g}"
         raise UsageError(f"the perf run measured nothing comparable with {path}",
-                         f"sweep the record's concurrency (--concurrency {conc or 1}) at batch size 1")
+                         f"sweep the record's load ({flag}) at batch size 1")
     return GateResult(path, tolerance, tuple(checks))

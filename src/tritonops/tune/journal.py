@@ -2,7 +2,8 @@
 
 The first line is the header: the options of the run and the fingerprint of its space and
 objective. ``--resume DIR`` reads the header back (so it needs no other option), refuses a journal
-of another model or space, and hands the search every measurement already made, so none is repeated.
+of another model, space or load mode (concurrencies or request rates), and hands the search every
+measurement already made, so none is repeated.
 A line cut short by a crash is ignored.
 """
 
@@ -20,16 +21,17 @@ from tritonops.tune.measure import Measurement
 
 JOURNAL_NAME = "journal.jsonl"
 SCHEMA = "tritonops.tune.journal/1"
+LOAD_WORDS = {"concurrency": "concurrencies (--concurrency)", "request_rate": "request rates (--request-rate)"}
 
 
 @dataclass
 class Journal:
     path: Path
     header: dict[str, Any]
-    measurements: dict[tuple[str, int, int], Measurement] = field(default_factory=dict)
+    measurements: dict[tuple[str, float, int], Measurement] = field(default_factory=dict)
     settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # setting key -> {model: candidate}
 
-    def get(self, key: tuple[str, int, int]) -> Measurement | None:
+    def get(self, key: tuple[str, float, int]) -> Measurement | None:
         return self.measurements.get(key)
 
     def append(self, m: Measurement, candidates: Mapping[str, Any]) -> None:
@@ -87,9 +89,15 @@ def resume_journal(directory: Path, header: dict[str, Any]) -> Journal:
     if old.get("model") != header.get("model"):
         raise UsageError(f"the journal in {directory} is for model '{old.get('model')}', not '{header.get('model')}'",
                          "resume with the model it was started for, or start a new run in another --output-dir")
+    old_mode, new_mode = old.get("load_mode", "concurrency"), header.get("load_mode", "concurrency")
+    if old_mode != new_mode:
+        raise UsageError(f"the journal in {directory} was measured at {LOAD_WORDS.get(old_mode, old_mode)}, not at "
+                         f"{LOAD_WORDS.get(new_mode, new_mode)}",
+                         f"resume without a load option (tritonops tune --resume {directory}: the journal names its "
+                         "loads), or start a new run in another --output-dir")
     if old.get("fingerprint") != header.get("fingerprint"):
         raise UsageError(f"the journal in {directory} was measured over another search space or objective "
-                         "(the model's config, the space file, the concurrencies or the budget changed)",
+                         "(the model's config, the space file, the loads, the objective or its limits changed)",
                          "start a new run in another --output-dir")
     j = Journal(directory / JOURNAL_NAME, old)
     for rec in _records(j.path)[1:]:

@@ -2,7 +2,8 @@
 
 Throughput vs latency of the candidates with the Pareto front and the budget line, the effect of
 each parameter (the best score reached with each value), and for an ensemble the per-step queue and
-compute time of the winner against the starting config."""
+compute time of the winner against the starting config. Measured at request rates, achieved vs
+offered throughput per candidate; with memory measurements, each candidate's server memory."""
 
 from __future__ import annotations
 
@@ -49,8 +50,25 @@ def _scatter(r: TuneResult) -> str:
         top = max(p[1] for p in allpts)
         series.append(Series(f"budget {pct} = {o.budget_ms:g} ms", [o.budget_ms, o.budget_ms], [0.0, top],
                              dashed=True, color="#d62728"))
-    return line_chart(f"Throughput vs {pct} latency (one line per candidate, over concurrency)",
+    over = "offered request rate" if o.request_rate else "concurrency"
+    return line_chart(f"Throughput vs {pct} latency (one line per candidate, over {over})",
                       f"{pct} latency (ms)", "inferences/s", series, log_x=True)
+
+
+def _offered(r: TuneResult) -> list[str]:
+    """Request-rate mode: achieved vs offered throughput (on the diagonal: the server kept up)."""
+    if not r.ranking.objective.request_rate:
+        return []
+    series = []
+    for s in [s for s in r.ranking.scores if s.points][:TOP_SERIES]:
+        pts = sorted(s.points, key=lambda p: p.load)
+        series.append(Series(s.setting, [p.load for p in pts], [p.throughput for p in pts]))
+    return [line_chart("Achieved vs offered throughput (Poisson arrivals; the diagonal: kept up)",
+                       "offered requests/s", "achieved inferences/s", series, diagonal=True)]
+
+
+def _load_of(m: dict[str, Any]) -> float:
+    return float(m["request_rate"] if m.get("request_rate") is not None else m["concurrency"])
 
 
 def _effects(r: TuneResult) -> list[str]:
@@ -92,7 +110,7 @@ def _steps(r: TuneResult) -> tuple[list[str], list[Table]]:
 
     def steps_of(setting: str) -> dict[str, dict[str, Any]]:
         ms = [m for m in r.measurements if m["setting"] == setting and m["status"] == "ok" and m.get("steps")]
-        return max(ms, key=lambda m: m["concurrency"])["steps"] if ms else {}
+        return max(ms, key=_load_of)["steps"] if ms else {}
 
     start = steps_of(r.start_key)
     best = steps_of(winner.setting) if winner else {}
@@ -109,7 +127,7 @@ def _steps(r: TuneResult) -> tuple[list[str], list[Table]]:
     rows = tuple((n, _f(val(start, n, "queue_us")), _f(val(start, n, "compute_us")), _f(val(best, n, "queue_us")),
                   _f(val(best, n, "compute_us"))) for n in names)
     return [fig], [Table(("step", "start queue ms", "start compute ms", "winner queue ms", "winner compute ms"),
-                         rows, "Triton's statistics around the highest-concurrency measurement of each")]
+                         rows, "Triton's statistics around the highest-load measurement of each")]
 
 
 def write_tune_report(r: TuneResult, path: Path) -> Path:
@@ -126,13 +144,18 @@ def write_tune_report(r: TuneResult, path: Path) -> Path:
                         "within the budget.")
     if r.promoted:
         findings.append(f"Promoted into the repository: {', '.join(sorted(r.promoted))}.")
-    rows = tuple((s.setting, "yes" if s.met else "no", _f(s.throughput, 1), _f(s.latency_ms),
-                  str(s.concurrency or "-"), "final" if s.final else "search") for s in r.ranking.scores)
-    table = Table(("candidate", "meets budget", "infer/s", f"{o.percentile} ms", "concurrency", "scored from"),
-                  rows, o.describe())
+    memory = any(s.memory_mb is not None for s in r.ranking.scores)
+    rows = tuple((s.setting, "yes" if s.met else f"no: {s.why}" if s.why else "no", _f(s.throughput, 1),
+                  _f(s.latency_ms), "-" if s.load is None else f"{s.load:g}",
+                  *((_f(s.memory_mb, 0),) if memory else ()), "final" if s.final else "search")
+                 for s in r.ranking.scores)
+    load = "offered req/s" if o.request_rate else "concurrency"
+    table = Table(("candidate", "meets objective", "infer/s", f"{o.percentile} ms", load,
+                   *(("server memory MB",) if memory else ()), "scored from"), rows, o.describe())
     step_figs, step_tables = _steps(r)
     sections = [
-        Section("Candidates", (f"Strategy {r.strategy}; objective: {o.describe()}.",), (_scatter(r),), (table,)),
+        Section("Candidates", (f"Strategy {r.strategy}; objective: {o.describe()}.",),
+                (_scatter(r), *_offered(r)), (table,)),
         Section("Effect of each parameter", (), tuple(_effects(r)), ()),
     ]
     if step_figs:

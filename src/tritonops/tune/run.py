@@ -22,12 +22,15 @@ from tritonops.server import ServerOptions, TritonServer
 from tritonops.tune.apply import LOAD_TIMEOUT_S, StatsProbe, TunedModels, applied, check_explicit, discover
 from tritonops.tune.journal import Journal, new_journal, read_header, resume_journal
 from tritonops.tune.measure import MeasureSettings
+from tritonops.tune.memory import MemoryProbe, memory_probe
 from tritonops.tune.objective import Kind, Objective, Percentile, rank
 from tritonops.tune.promote import promote
 from tritonops.tune.report import write_tune_report
 from tritonops.tune.result import TuneResult
 from tritonops.tune.search import SearchContext, Setting, Strategy, brute, final_rounds, quick, setting_key
 from tritonops.tune.space import Candidate, fingerprint, read_space_file, space_for
+
+LoadMode = Literal["concurrency", "request_rate"]
 
 DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32)
 
@@ -57,12 +60,20 @@ class TuneOptions:
     shapes: tuple[str, ...] = ()
     promote: bool = False
     resume: bool = False
+    request_rate: tuple[float, ...] = ()  # offered rates (Poisson arrivals) instead of the concurrency sweep
+    at_throughput: float | None = None  # --objective latency: the lowest latency at this throughput
+    max_memory_mb: float | None = None  # candidates whose server memory is above it are infeasible
+    instance_kind: Literal["cpu", "gpu"] | None = None  # None: the kind each model is served with
 
     def __post_init__(self) -> None:
         if self.samples is not None:  # before any server is asked
             check_samples_path(self.samples)
         check_model_name(self.model)
-        Objective(self.objective, self.percentile, self.budget_ms)
+        self.objective_spec  # noqa: B018 (constructing it checks the objective and its limits)
+        if any(not r > 0 for r in self.request_rate):
+            raise UsageError("--request-rate needs positive values", "e.g. --request-rate 100,200,400")
+        if self.instance_kind not in (None, "cpu", "gpu"):
+            raise UsageError(f"--instance-kind '{self.instance_kind}' is not cpu or gpu", "use --instance-kind gpu")
         if self.strategy not in ("quick", "brute"):
             raise UsageError(f"--strategy '{self.strategy}' is not quick or brute", "use --strategy quick")
         if not self.concurrency or any(c < 1 for c in self.concurrency):
@@ -86,8 +97,13 @@ class TuneOptions:
         return self.output_dir or Path("out") / "tune" / self.model
 
     @property
+    def load_mode(self) -> LoadMode:
+        return "request_rate" if self.request_rate else "concurrency"
+
+    @property
     def objective_spec(self) -> Objective:
-        return Objective(self.objective, self.percentile, self.budget_ms)
+        return Objective(self.objective, self.percentile, self.budget_ms, self.at_throughput, self.max_memory_mb,
+                         bool(self.request_rate))
 
     def measure_settings(self) -> MeasureSettings:
         return MeasureSettings(protocol=self.protocol, measurement_interval_ms=self.measurement_interval_ms,
@@ -106,8 +122,11 @@ PATH_FIELDS = ("output_dir", "serve", "space_file", "samples")
 SERVER_FIELDS = ("serve", "url", "grpc_url", "promote")
 
 
-def resume_options(directory: Path, **server: Any) -> TuneOptions:
-    """The options of the run whose journal is in ``directory``, with the server given now (if any)."""
+def resume_options(directory: Path, *, concurrency: tuple[int, ...] | None = None,
+                   request_rate: tuple[float, ...] = (), **server: Any) -> TuneOptions:
+    """The options of the run whose journal is in ``directory``, with the server given now (if any).
+    Loads given now (``concurrency``, ``request_rate``) replace the saved ones, so that a journal
+    measured at other loads, or in the other mode, is refused rather than silently continued."""
     saved = read_header(directory).get("options", {})
     kwargs: dict[str, Any] = {}
     names = {f.name for f in fields(TuneOptions)}
@@ -122,18 +141,23 @@ def resume_options(directory: Path, **server: Any) -> TuneOptions:
     if "serve" in given or "url" in given:  # the server given now replaces the saved one
         kwargs.update(serve=None, url=None, grpc_url=None)
     kwargs.update(given)
+    if request_rate:
+        kwargs.update(request_rate=tuple(request_rate), concurrency=DEFAULT_CONCURRENCY)
+    elif concurrency is not None:
+        kwargs.update(concurrency=tuple(concurrency), request_rate=())
     kwargs["output_dir"] = directory
     kwargs["resume"] = True
     return TuneOptions(**kwargs)
 
 
 @contextlib.contextmanager
-def tune_target(options: TuneOptions, progress: Progress) -> Iterator[Target]:
-    """``--serve``: a local server in explicit mode with the model loaded; ``--url``: the running one."""
+def tune_target(options: TuneOptions, progress: Progress) -> Iterator[tuple[Target, int | None]]:
+    """``--serve``: a local server in explicit mode with the model loaded; ``--url``: the running one.
+    With the target comes the server's pid when tune started it (for its memory), else None."""
     if options.url is not None:
         http = normalize_url(options.url)
         grpc = normalize_url(options.grpc_url, "--grpc-url") if options.grpc_url else grpc_beside(http)
-        yield Target(http_url=http, grpc_url=grpc, alive=lambda: http_alive(http))
+        yield Target(http_url=http, grpc_url=grpc, alive=lambda: http_alive(http)), None
         return
     repo = options.serve
     assert repo is not None
@@ -146,7 +170,17 @@ def tune_target(options: TuneOptions, progress: Progress) -> Iterator[Target]:
     with TritonServer(ServerOptions(repository=repo, explicit=True, load_models=(options.model,))) as server:
         yield Target(http_url=server.http_url, grpc_url=server.grpc_url, metrics_url=server.metrics_url,
                      alive=lambda: server.running() and http_alive(server.http_url),
-                     log_tail=lambda: server.log_tail(30), served_by_us=True)
+                     log_tail=lambda: server.log_tail(30), served_by_us=True), server.pid
+
+
+def _memory(options: TuneOptions, target: Target, pid: int | None) -> MemoryProbe | None:
+    """The server's memory is measured whenever it can be; with --max-memory-mb it must be."""
+    try:
+        return memory_probe(target.http_url, pid)
+    except UsageError:
+        if options.max_memory_mb is not None:
+            raise
+        return None
 
 
 def _originals_from(header: dict[str, Any], models: TunedModels) -> TunedModels:
@@ -170,21 +204,27 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
     require_perf_analyzer()
     space_file = read_space_file(o.space_file) if o.space_file is not None else None
     out = o.out
-    with tune_target(o, say) as target, TritonClient(target.http_url, target.grpc_url,
-                                                      timeout_s=LOAD_TIMEOUT_S) as client:
+    if space_file is not None and space_file.concurrency and o.request_rate:
+        raise UsageError(f"{space_file.path} sets concurrency: and --request-rate was given",
+                         "give one load: drop --request-rate, or concurrency: from the space file")
+    with tune_target(o, say) as (target, pid), TritonClient(target.http_url, target.grpc_url,
+                                                            timeout_s=LOAD_TIMEOUT_S) as client:
+        memory = _memory(o, target, pid)  # refused before the server is asked anything
         version = client.check_reachable()
         models = discover(client, o.model)
         check_explicit(client, models)
         if o.resume:  # the configs served before the first run, which a crash may have left changed
             models = _originals_from(read_header(out), models)
-        spaces = {name: space_for(cfg, space_file, ensemble_batch=models.ensemble_batch)
+        spaces = {name: space_for(cfg, space_file, ensemble_batch=models.ensemble_batch, kind=o.instance_kind)
                   for name, cfg in models.originals.items()}
         concurrency = (space_file.concurrency if space_file and space_file.concurrency else None) or o.concurrency
-        start: Setting = models.start()
+        start: Setting = {m: c.placed(o.instance_kind) for m, c in models.start().items()}
         objective = o.objective_spec
-        fp = fingerprint(spaces, {"objective": objective.to_dict(), "concurrency": list(concurrency),
+        loads = {"load_mode": o.load_mode, "concurrency": [] if o.request_rate else list(concurrency),
+                 "request_rate": list(o.request_rate)}
+        fp = fingerprint(spaces, {"objective": objective.to_dict(), **loads,
                                   "start": {m: c.to_dict() for m, c in start.items()}, "strategy": o.strategy})
-        header = {"model": o.model, "fingerprint": fp, "options": o.to_dict(),
+        header = {"model": o.model, "fingerprint": fp, "options": o.to_dict(), "load_mode": o.load_mode,
                   "originals": {n: json.loads(config_to_json(c)) for n, c in models.originals.items()}}
         journal = resume_journal(out, header) if o.resume else new_journal(out, header)
         say(f"tuning {o.model}: {objective.describe()}, {o.strategy} search over "
@@ -199,7 +239,8 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
                 ctx = SearchContext(target=target, model=o.model, applier=applier, journal=journal, spaces=spaces,
                                     concurrency=concurrency, objective=objective, settings=o.measure_settings(),
                                     work_dir=out / "runs", progress=say, probe=probe,
-                                    max_measurements=o.max_measurements)
+                                    max_measurements=o.max_measurements, request_rates=o.request_rate,
+                                    memory=memory)
                 try:
                     (quick if o.strategy == "quick" else brute)(ctx, start)
                     searched = rank([m for m in journal if m.round == 0], objective, ctx.evaluated)
@@ -230,7 +271,8 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
                                "html": str(out / "report.html")},
         interrupted=interrupted, restore_failed=restore_failed, server_version=version,
         wall_s=time.monotonic() - started, ensemble_steps=models.ensemble_steps,
-        settings={"concurrency": list(concurrency), "measure": o.measure_settings().to_dict(),
+        settings={**loads, "measure": o.measure_settings().to_dict(),
+                  "memory": memory.source if memory is not None else None, "instance_kind": o.instance_kind,
                   "final_candidates": o.final_candidates, "final_rounds": o.final_rounds,
                   "max_measurements": o.max_measurements, "target": target.http_url},
         candidates=dict(journal.settings))

@@ -1,13 +1,15 @@
-"""Search strategies: ``quick`` (coordinate descent that reuses every measurement, with early
-stopping) and ``brute`` (the full grid, the ground truth), then the final interleaved rounds.
+"""Search strategies: ``quick`` (coordinate descent that reuses every measurement, with early stopping)
+and ``brute`` (the full grid, the ground truth), then the final interleaved rounds.
 
 A *setting* maps every tuned model to a candidate (one model, or an ensemble's composing models).
-Evaluating a setting loads it (apply.py) and sweeps the concurrencies; a point already in the
-journal is reused, never measured again, so ``--resume`` continues where a run stopped. The sweep
-stops early once the latency budget is exceeded or throughput stops growing (higher concurrencies
-only add queueing). Quick walks one parameter at a time, keeping what improves the objective; for
-an ensemble it walks the step with the largest queue + compute time first (the bottleneck), taken
-from Triton's per-model statistics around the last measurement.
+Evaluating a setting loads it (apply.py) and sweeps the concurrencies (or the offered request
+rates); a point already in the journal is reused, never measured again, so ``--resume`` continues
+where a run stopped. The sweep stops early once the latency budget is exceeded, throughput stops
+growing (higher concurrencies only add queueing), the server falls behind an offered rate, or a
+throughput target (``--at-throughput``) is reached (higher loads only add latency). Quick walks one
+parameter at a time, keeping what improves the objective; for an ensemble it walks the step with the
+largest queue + compute time first (the bottleneck), taken from Triton's per-model statistics around
+the last measurement.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from tritonops.perf.target import Target
 from tritonops.progress import Progress
 from tritonops.tune.apply import Applier, CandidateRefused, StatsProbe
 from tritonops.tune.journal import Journal
-from tritonops.tune.measure import Measurement, MeasureSettings, measure
-from tritonops.tune.objective import Objective, Score, better, score
+from tritonops.tune.measure import Load, Measurement, MeasureSettings, measure
+from tritonops.tune.memory import MemoryProbe
+from tritonops.tune.objective import Objective, Score, better, kept_up, reaches, score
 from tritonops.tune.space import Candidate, ModelSpace
 
 Strategy = Literal["quick", "brute"]
@@ -59,17 +62,21 @@ class SearchContext:
     progress: Progress
     probe: StatsProbe | None = None
     max_measurements: int | None = None
+    request_rates: tuple[float, ...] = ()  # measure at these offered rates instead of the concurrencies
+    memory: MemoryProbe | None = None
     measured: int = 0  # perf_analyzer measurements this run made (reused ones not counted)
     reused: int = 0
     evaluated: list[str] = field(default_factory=list)
 
-    def sweep_points(self) -> tuple[int, ...]:
-        if self.objective.kind == "latency":
-            return (1,)
-        return self.concurrency
+    def sweep_points(self) -> tuple[Load, ...]:
+        if self.request_rates:
+            return tuple(Load(request_rate=r) for r in self.request_rates)
+        if self.objective.kind == "latency" and self.objective.at_throughput is None:
+            return (Load(1),)
+        return tuple(Load(c) for c in self.concurrency)
 
-    def _point(self, setting: Setting, key: str, c: int, round_: int) -> Measurement:
-        known = self.journal.get((key, c, round_))
+    def _point(self, setting: Setting, key: str, load: Load, round_: int) -> Measurement:
+        known = self.journal.get((key, load.value, round_))
         if known is not None:
             self.reused += 1
             return known
@@ -78,35 +85,44 @@ class SearchContext:
         try:
             self.applier.apply(setting)
         except CandidateRefused as e:
-            m = Measurement(setting=key, concurrency=c, round=round_, status="failed",
-                            note=f"the server refused this config: {e}")
+            m = Measurement(setting=key, concurrency=load.concurrency, round=round_, status="failed",
+                            note=f"the server refused this config: {e}", request_rate=load.request_rate)
             self.journal.append(m, setting_dict(setting))
             return m
-        self.progress(f"measuring {key} at concurrency {c}" + (f" (final round {round_})" if round_ else ""))
-        m = measure(self.target, self.model, key, c, round_, self.settings,
-                    self.work_dir / key.replace(",", "+").replace("=", "-") / f"r{round_}_c{c}", self.probe,
-                    self.progress)
+        self.progress(f"measuring {key} at {load.describe()}" + (f" (final round {round_})" if round_ else ""))
+        tag = f"c{load.concurrency}" if load.request_rate is None else f"r{load.request_rate:g}"
+        m = measure(self.target, self.model, key, load, round_, self.settings,
+                    self.work_dir / key.replace(",", "+").replace("=", "-") / f"r{round_}_{tag}", self.probe,
+                    self.progress, self.memory)
         self.measured += 1
         self.journal.append(m, setting_dict(setting))
         return m
 
-    def evaluate(self, setting: Setting, round_: int = 0, points: Sequence[int] | None = None) -> Score:
+    def evaluate(self, setting: Setting, round_: int = 0, points: Sequence[Load] | None = None) -> Score:
         key = setting_key(setting)
         if key not in self.evaluated:
             self.evaluated.append(key)
         best_tput = 0.0
-        for c in points or self.sweep_points():
-            m = self._point(setting, key, c, round_)
+        o = self.objective
+        for load in points or self.sweep_points():
+            m = self._point(setting, key, load, round_)
             if m.status != "ok":
                 if m.note.startswith("the server refused"):
                     break
                 continue
-            lat = m.latency_ms(self.objective.percentile)
-            if self.objective.budget_ms is not None and lat is not None and lat > self.objective.budget_ms:
-                break  # higher concurrency only queues more
-            if points is None and best_tput and (m.throughput or 0.0) < best_tput * SATURATION_GAIN:
+            lat = m.latency_ms(o.percentile)
+            tput = m.throughput or 0.0
+            if o.budget_ms is not None and lat is not None and lat > o.budget_ms:
+                break  # higher loads only queue more
+            if points is not None:
+                continue
+            if not kept_up(tput, load.request_rate, m.window_ms):
+                break  # fell behind: a higher rate only falls further behind
+            if o.at_throughput is not None and reaches(tput, o.at_throughput, load.request_rate, m.window_ms):
+                break  # the target is reached: higher loads only add latency
+            if load.request_rate is None and best_tput and tput < best_tput * SATURATION_GAIN:
                 break  # saturated
-            best_tput = max(best_tput, m.throughput or 0.0)
+            best_tput = max(best_tput, tput)
         return score(key, list(self.journal), self.objective)
 
     def bottleneck_order(self, best: Score) -> list[str]:
@@ -117,7 +133,7 @@ class SearchContext:
         ms = [m for m in self.journal if m.setting == best.setting and m.status == "ok" and m.steps]
         if not ms:
             return models
-        last = max(ms, key=lambda m: m.concurrency)
+        last = max(ms, key=lambda m: m.load)
 
         def cost(name: str) -> float:
             s = last.steps.get(name, {})
@@ -135,8 +151,9 @@ def _vary(c: Candidate, dim: str, value: Any) -> Candidate:
 def quick(ctx: SearchContext, start: Setting, max_passes: int = 2) -> Score:
     """Coordinate descent from ``start``: per model (bottleneck first), per parameter, keep the best value."""
     current = dict(start)
-    best = ctx.evaluate(current)
+    best = score(setting_key(start), list(ctx.journal), ctx.objective)
     try:
+        best = ctx.evaluate(current)  # --max-measurements may stop the search within the start's own sweep
         for _ in range(max_passes):
             improved = False
             for model in ctx.bottleneck_order(best):
@@ -164,8 +181,9 @@ def grid(spaces: Mapping[str, ModelSpace]) -> list[Setting]:
 
 
 def brute(ctx: SearchContext, start: Setting) -> Score:
-    best = ctx.evaluate(dict(start))
+    best = score(setting_key(start), list(ctx.journal), ctx.objective)
     try:
+        best = ctx.evaluate(dict(start))
         for setting in grid(ctx.spaces):
             s = ctx.evaluate(setting)
             if better(s, best, ctx.objective):
@@ -176,11 +194,11 @@ def brute(ctx: SearchContext, start: Setting) -> Score:
 
 
 def final_rounds(ctx: SearchContext, finalists: Sequence[tuple[Setting, Score]], rounds: int) -> None:
-    """Re-measure the finalists at their best concurrency, interleaved (round r starts at finalist r)."""
+    """Re-measure the finalists at their best load, interleaved (round r starts at finalist r)."""
     if len(finalists) < 2 or rounds < 1:
         return
     for r in range(1, rounds + 1):
         k = (r - 1) % len(finalists)
         for setting, s in (*finalists[k:], *finalists[:k]):
-            c = s.concurrency or 1
-            ctx.evaluate(setting, round_=r, points=(c,))
+            load = Load(request_rate=s.request_rate) if s.request_rate is not None else Load(s.concurrency or 1)
+            ctx.evaluate(setting, round_=r, points=(load,))

@@ -28,6 +28,7 @@ from tritonops.specfile import Where, check_keys, coerce, from_mapping, read_yam
 THREADS_PARAMETER = "intra_op_thread_count"
 MAX_DEFAULT_BATCH = 64  # powers of two up to this when the model itself sets no smaller limit
 DEFAULT_QUEUE_DELAYS_US = (0, 500)
+GPU_INSTANCES_PER_DEVICE = 2  # more instances per GPU rarely pay for their memory
 
 
 def machine_cpus() -> int:
@@ -38,8 +39,14 @@ def is_onnx(cfg: ModelConfig) -> bool:
     return cfg.platform == "onnxruntime_onnx" or cfg.backend == "onnxruntime"
 
 
-def is_gpu(cfg: ModelConfig) -> bool:
-    return any(g.kind == mc.ModelInstanceGroup.KIND_GPU for g in cfg.instance_group)
+# Candidate.kind: model_config.proto's instance kinds, lower case without KIND_.
+INSTANCE_KINDS = ("auto", "gpu", "cpu", "model")
+DEVICE_KINDS = ("gpu", "auto")  # the kinds whose groups may list gpus
+KIND_TAG = {"cpu": "i", "gpu": "g", "auto": "a", "model": "m"}
+
+
+def kind_name(kind: int) -> str:
+    return mc.ModelInstanceGroup.Kind.Name(kind).removeprefix("KIND_").lower()
 
 
 def powers_of_two(limit: int) -> tuple[int, ...]:
@@ -54,7 +61,9 @@ def powers_of_two(limit: int) -> tuple[int, ...]:
 class Candidate:
     """One config of one model. ``max_batch_size`` 0 means the model does not batch; ``threads`` 0
     leaves ONNX Runtime's intra-op thread count as the config has it; ``preferred`` are the dynamic
-    batcher's preferred batch sizes (empty: none)."""
+    batcher's preferred batch sizes (empty: none). ``kind`` is the instance kind the model is served
+    with (``gpu``: ``instances`` is the count per device, on ``gpus``; empty: every GPU the server sees);
+    it is where the model runs, not a value the search varies."""
 
     instances: int
     max_batch_size: int
@@ -62,11 +71,22 @@ class Candidate:
     queue_delay_us: int = 0
     threads: int = 0
     preferred: tuple[int, ...] = ()
+    kind: str = "cpu"
+    gpus: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in INSTANCE_KINDS:
+            raise UsageError(f"instance kind '{self.kind}' is not one of {', '.join(INSTANCE_KINDS)}",
+                             "use --instance-kind cpu or gpu")
 
     @property
     def key(self) -> str:
-        """A short stable name: ``i2_b8_db_d500_t1`` (``nodb`` without dynamic batching)."""
-        parts = [f"i{self.instances}", f"b{self.max_batch_size}"]
+        """A short stable name: ``i2_b8_db_d500_t1`` (``nodb`` without dynamic batching; ``g2_gpu0-1``:
+        two KIND_GPU instances on each of GPUs 0 and 1)."""
+        parts = [f"{KIND_TAG[self.kind]}{self.instances}"]
+        if self.gpus:
+            parts.append("gpu" + "-".join(map(str, self.gpus)))
+        parts.append(f"b{self.max_batch_size}")
         if self.dynamic_batching:
             parts += ["db", f"d{self.queue_delay_us}"]
             if self.preferred:
@@ -78,13 +98,14 @@ class Candidate:
         return "_".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"preferred": list(self.preferred), "key": self.key}
+        return asdict(self) | {"preferred": list(self.preferred), "gpus": list(self.gpus), "key": self.key}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Candidate:
         return cls(instances=int(d["instances"]), max_batch_size=int(d["max_batch_size"]),
                    dynamic_batching=bool(d["dynamic_batching"]), queue_delay_us=int(d.get("queue_delay_us", 0)),
-                   threads=int(d.get("threads", 0)), preferred=tuple(int(p) for p in d.get("preferred", ())))
+                   threads=int(d.get("threads", 0)), preferred=tuple(int(p) for p in d.get("preferred", ())),
+                   kind=str(d.get("kind", "cpu")), gpus=tuple(int(g) for g in d.get("gpus", ())))
 
     def normalized(self) -> Candidate:
         """Fields that mean nothing for this combination dropped, so equal configs have one key."""
@@ -93,12 +114,39 @@ class Candidate:
             c = replace(c, queue_delay_us=0, preferred=())
         if c.max_batch_size == 0:
             c = replace(c, dynamic_batching=False, queue_delay_us=0, preferred=())
-        return replace(c, preferred=tuple(p for p in c.preferred if p <= max(c.max_batch_size, 1)))
+        if c.kind not in DEVICE_KINDS:
+            c = replace(c, gpus=())
+        return replace(c, preferred=tuple(p for p in c.preferred if p <= max(c.max_batch_size, 1)),
+                       gpus=tuple(sorted(set(c.gpus))))
+
+    def placed(self, kind: str | None) -> Candidate:
+        """This candidate served as ``kind`` instances (``--instance-kind``; None: as it is)."""
+        return self if kind is None or kind == self.kind else replace(self, kind=kind).normalized()
+
+
+def _placement(cfg: ModelConfig) -> tuple[str, int, tuple[int, ...]]:
+    """(kind, instances, gpus) of a config's instance groups. GPU groups place ``count`` instances on
+    each device they list (a group without ``gpus``: on every GPU), so their count is per device: the
+    most any listed device gets. A config without groups is KIND_AUTO with one instance."""
+    groups = list(cfg.instance_group)
+    if not groups:
+        return "auto", 1, ()
+    device = [g for g in groups if g.kind in (mc.ModelInstanceGroup.KIND_GPU, mc.ModelInstanceGroup.KIND_AUTO)
+              and (g.kind == mc.ModelInstanceGroup.KIND_GPU or g.gpus)]
+    if not device:
+        return kind_name(groups[0].kind), sum(max(g.count, 1) for g in groups), ()
+    everywhere = sum(max(g.count, 1) for g in device if not g.gpus)
+    per: dict[int, int] = {}
+    for g in device:
+        for d in g.gpus:
+            per[d] = per.get(d, 0) + max(g.count, 1)
+    count = max((n + everywhere for n in per.values()), default=everywhere)
+    return kind_name(device[0].kind), count, tuple(sorted(per))
 
 
 def candidate_of(cfg: ModelConfig) -> Candidate:
     """The candidate a config already is (the starting point of the search)."""
-    count = sum(max(g.count, 1) for g in cfg.instance_group) or 1
+    kind, count, gpus = _placement(cfg)
     threads = cfg.parameters[THREADS_PARAMETER].string_value if THREADS_PARAMETER in cfg.parameters else ""
     db = cfg.HasField("dynamic_batching")
     return Candidate(
@@ -106,20 +154,25 @@ def candidate_of(cfg: ModelConfig) -> Candidate:
         queue_delay_us=int(cfg.dynamic_batching.max_queue_delay_microseconds) if db else 0,
         threads=int(threads) if threads.isdigit() else 0,
         preferred=tuple(int(p) for p in cfg.dynamic_batching.preferred_batch_size) if db else (),
+        kind=kind, gpus=gpus,
     ).normalized()
 
 
 def apply_candidate(cfg: ModelConfig, cand: Candidate) -> ModelConfig:
-    """``cfg`` with the candidate's instances, batching and threads (a copy; protobuf, no text)."""
+    """``cfg`` with the candidate's instances (of the candidate's kind, on its gpus), batching and
+    threads (a copy; protobuf, no text). The first instance group's other fields (its name, rate
+    limiter, host policy) are kept."""
     new = copy.deepcopy(cfg)
     new.max_batch_size = cand.max_batch_size
-    kind = cfg.instance_group[0].kind if cfg.instance_group else mc.ModelInstanceGroup.KIND_CPU
-    gpus = list(cfg.instance_group[0].gpus) if cfg.instance_group else []
+    g = mc.ModelInstanceGroup()
+    if cfg.instance_group:
+        g.CopyFrom(cfg.instance_group[0])
     del new.instance_group[:]
-    g = new.instance_group.add()
     g.count = cand.instances
-    g.kind = kind
-    g.gpus.extend(gpus)
+    g.kind = mc.ModelInstanceGroup.Kind.Value(f"KIND_{cand.kind.upper()}")
+    del g.gpus[:]
+    g.gpus.extend(cand.gpus if cand.kind in DEVICE_KINDS else ())
+    new.instance_group.append(g)
     if cand.dynamic_batching and cand.max_batch_size > 0:
         new.dynamic_batching.max_queue_delay_microseconds = cand.queue_delay_us
         del new.dynamic_batching.preferred_batch_size[:]
@@ -141,6 +194,9 @@ class ModelSpace:
     queue_delays_us: tuple[int, ...] = DEFAULT_QUEUE_DELAYS_US
     threads: tuple[int, ...] = (0,)
     preferred_batch_sizes: bool = False  # also try preferred = [max_batch_size]
+    # Where every candidate runs (not searched): the model's instance kind, for GPUs its devices.
+    kind: str = "cpu"
+    gpus: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("instances", "max_batch_sizes", "dynamic_batching", "queue_delays_us", "threads"):
@@ -170,7 +226,8 @@ class ModelSpace:
                     for d in self.queue_delays_us:
                         for t in self.threads:
                             for p in self.values()["preferred"]:
-                                c = Candidate(i, b, db, d, t, (b,) if p and b > 0 else ()).normalized()
+                                c = Candidate(i, b, db, d, t, (b,) if p and b > 0 else (), self.kind,
+                                              self.gpus).normalized()
                                 seen.setdefault(c.key, c)
         return list(seen.values())
 
@@ -188,24 +245,26 @@ def model_limit(cfg: ModelConfig) -> int:
     return max(int(cfg.max_batch_size), MAX_DEFAULT_BATCH)
 
 
-def derive_space(cfg: ModelConfig, cpus: int | None = None) -> ModelSpace:
-    """The default space of a model on this machine."""
+def derive_space(cfg: ModelConfig, cpus: int | None = None, kind: str | None = None) -> ModelSpace:
+    """The default space of a model on this machine; ``kind`` (``--instance-kind``) replaces the
+    model's instance kind. GPU instances are counted per device, on the devices the config lists."""
     cpus = cpus or machine_cpus()
-    start = candidate_of(cfg)
+    start = candidate_of(cfg).placed(kind)
     limit = model_limit(cfg)
     if limit == 0:
         batches: tuple[int, ...] = (0,)
     else:
         batches = tuple(sorted({*powers_of_two(limit), start.max_batch_size}))
         batches = tuple(b for b in batches if b >= min(4, batches[-1])) or batches  # tiny batches rarely win
-    gpu = is_gpu(cfg)
-    instances = tuple(range(1, (2 if gpu else max(cpus, 1)) + 1))
+    gpu = start.kind == "gpu"
+    instances = tuple(range(1, (GPU_INSTANCES_PER_DEVICE if gpu else max(cpus, 1)) + 1))
     threads: tuple[int, ...] = (0,)
     if is_onnx(cfg) and not gpu:
         threads = tuple(sorted({1, *powers_of_two(cpus)}))
     return ModelSpace(instances=instances, max_batch_sizes=batches,
                       dynamic_batching=(True, False) if limit else (False,),
-                      queue_delays_us=DEFAULT_QUEUE_DELAYS_US if limit else (0,), threads=threads)
+                      queue_delays_us=DEFAULT_QUEUE_DELAYS_US if limit else (0,), threads=threads,
+                      kind=start.kind, gpus=start.gpus)
 
 
 def check_space(space: ModelSpace, cfg: ModelConfig, where: str) -> None:
@@ -279,10 +338,11 @@ def read_space_file(path: Path) -> SpaceFile:
 
 
 def space_for(cfg: ModelConfig, spaces: SpaceFile | None, cpus: int | None = None, *,
-              ensemble_batch: int = 0) -> ModelSpace:
+              ensemble_batch: int = 0, kind: str | None = None) -> ModelSpace:
     """The derived space with the file's fields for this model laid over it, checked against the model.
-    ``ensemble_batch``: the max_batch_size of the ensemble that calls this model, which no step may go below."""
-    base = derive_space(cfg, cpus)
+    ``ensemble_batch``: the max_batch_size of the ensemble that calls this model, which no step may go below;
+    ``kind``: the instance kind to tune it as (``--instance-kind``; None: the model's own)."""
+    base = derive_space(cfg, cpus, kind)
     if ensemble_batch:
         kept = tuple(b for b in base.max_batch_sizes if b >= ensemble_batch) or (ensemble_batch,)
         base = replace(base, max_batch_sizes=kept)
