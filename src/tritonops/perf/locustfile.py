@@ -61,6 +61,7 @@ from tritonops.repository import write_atomic
 
 CONFIG_ENV = "TRITONOPS_LOADTEST_CONFIG"
 ERROR_TEXT = 120  # characters of a server's message kept per error kind
+UNFINISHED = "Unfinished: no response within the cell's time bound"
 SYNC_POLL_S = 0.005
 SYNC_MARGIN_S = 0.05  # the common start lies this far after the last process got ready
 
@@ -264,6 +265,9 @@ class TritonOpenLoopUser(User):
         except Exception as e:
             text = message_of(e)
             error = f"{type(e).__name__}: {text[:ERROR_TEXT]}" if text != type(e).__name__ else text
+        except gevent.GreenletExit:  # killed in flight at the end of the phase's time bound
+            records.rows.append((scheduled, sent - t0, time.monotonic() - sent, UNFINISHED))
+            raise
         latency = time.monotonic() - sent
         records.rows.append((scheduled, sent - t0, latency, error))
         if not error:
@@ -314,7 +318,7 @@ class TritonOpenLoopUser(User):
             stopped_early = False
         finally:
             unfinished = len(pool)
-            pool.kill(block=False)
+            pool.kill(timeout=1.0)  # blocks until they have recorded themselves as unfinished
             elapsed = time.monotonic() - t0
             records.dump(phase["records_path"], {
                 "protocol": self.protocol, "rate": rate, "duration_s": duration, "scheduled": scheduled + not_sent,
