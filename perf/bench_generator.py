@@ -58,17 +58,16 @@ def ceiling(target: Target, io, samples, protocol: str, out: Path, a: argparse.N
     results, _ = run_locust(target, io, samples, protocol,  # type: ignore[arg-type]
                             [Phase(r, a.cell_s, seed=i, subdir=f"ramp_{r:g}") for i, r in enumerate(ramp)],
                             out / f"{label}_ramp", **kw)
-    lo = hi = None
     for r in results:
         print(line(label, r), flush=True)
-        if keeps(r) and hi is None:
-            lo = r.offered_rate
-        elif hi is None:
-            hi = r.offered_rate
-    if lo is None:
+    kept = [r.offered_rate for r in results if keeps(r)]
+    if not kept:
         return 0.0
-    if hi is None:
+    lo = max(kept)  # a noisy miss below the highest λ kept does not end the search
+    above = [r.offered_rate for r in results if r.offered_rate > lo]
+    if not above:
         return lo  # kept up to the top of the ramp: the ceiling is at least this
+    hi = min(above)
     for step in range(a.bisect):
         mid = math.sqrt(lo * hi)
         got, _ = run_locust(target, io, samples, protocol, [Phase(mid, a.cell_s, seed=100 + step)],  # type: ignore[arg-type]
@@ -86,7 +85,7 @@ def main() -> int:
     ap.add_argument("--concurrency", default="1,2,4,8,16,32")
     ap.add_argument("--interval-ms", type=int, default=2000, help="perf_analyzer measurement window")
     ap.add_argument("--cell-s", type=float, default=3.0, help="seconds of Poisson load per cell")
-    ap.add_argument("--start", type=float, default=250.0, help="first λ of the geometric ramp")
+    ap.add_argument("--start", type=float, default=125.0, help="first λ of the geometric ramp")
     ap.add_argument("--steps", type=int, default=6, help="λ doublings in the ramp")
     ap.add_argument("--bisect", type=int, default=4, help="bisection steps after the ramp")
     ap.add_argument("--processes", type=int, default=None, help="generator processes [default: automatic]")
