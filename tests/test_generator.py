@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import math
+import os
 import threading
 import time
 import urllib.request
@@ -38,7 +40,16 @@ from tritonops.client import (
 from tritonops.pbtxt import config_to_text
 from tritonops.perf.analyzer import prepare_samples
 from tritonops.perf.inputs import Samples
-from tritonops.perf.loadtest import Phase, request_bodies, request_tensors, run_locust
+from tritonops.perf.loadtest import (
+    PROCESS_RATE,
+    Phase,
+    generator_cores,
+    generator_cost,
+    generator_processes,
+    request_bodies,
+    request_tensors,
+    run_locust,
+)
 from tritonops.perf.poisson import ks_exponential
 from tritonops.perf.target import ModelIO, Target, fetch_model_io, http_alive
 
@@ -313,3 +324,24 @@ def test_request_tensors_of_a_model_that_does_not_batch_are_the_samples():
     items = ({"X": np.ones((2, 2), np.float32)}, {"X": np.zeros((2, 2), np.float32)})
     requests = request_tensors(Samples(items, "generated"), io, batch_size=4)
     assert [r["X"].shape for r in requests] == [(2, 2), (2, 2)] and requests[1]["X"].sum() == 0
+
+
+def test_process_count_follows_the_rate_up_to_the_cores_left_after_a_local_server():
+    cpus = len(os.sched_getaffinity(0))
+    assert generator_cores("127.0.0.1:8000") == generator_cores("localhost:8000") == max(1, cpus - 1)
+    assert generator_cores("10.1.2.3:8000") == cpus
+    assert generator_processes(10.0, "grpc", cores=4) == 1
+    assert generator_processes(2500.0, "http-binary", cores=4) == math.ceil(2500 / PROCESS_RATE["http-binary"])
+    assert generator_processes(9000.0, "grpc", cores=1) == 1
+
+
+def test_generator_cost_counts_refusals_at_max_inflight_as_the_servers_backlog():
+    # 100 arrivals: 90 sent, 8 refused because 256 requests were outstanding, 2 never sent in time
+    summary = {"scheduled": 100, "sent": 90, "errors": {"ClientSaturated": 8}, "lag_ms": {"p99": 4.0}}
+    g = generator_cost(summary, cpu_s=0.045, processes=2)
+    assert (g.processes, g.sent_vs_scheduled, g.lag_p99_ms) == (2, 0.98, 4.0)
+    assert g.cpu_ms_per_request == pytest.approx(0.5) and g.saturated  # 0.98 < 0.99
+    kept = generator_cost({**summary, "sent": 92}, cpu_s=0.0, processes=1)
+    assert not kept.saturated and kept.sent_vs_scheduled == 1.0
+    late = generator_cost({**summary, "sent": 92, "lag_ms": {"p99": 10.5}}, cpu_s=0.0, processes=1)
+    assert late.saturated
