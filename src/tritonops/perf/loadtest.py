@@ -60,7 +60,7 @@ GENERATOR_LAG_MS = 10.0
 # ``processes=None`` starts ceil(λ / this) processes, up to the cores left after the server. The previous
 # generator kept it up to 700/s at ≈0.4 ms CPU/request (perf/RESULTS.md (c)); the prepared bodies cost
 # ≈0.25–0.35 ms (HTTP) per request in perf/bench_generator.py's runs, so 1000/s; re-measure on a quiet
-# machine (the runs recorded so far were on two cores at load 7–17, where no rate kept 10 ms).
+# machine (the runs recorded so far were on two shared cores at load 2.6–17, where lag set the ceiling).
 PROCESS_RATE: dict[LoadProtocol, float] = {"http-json": 1000.0, "http-binary": 1000.0, "grpc": 1000.0}
 MAX_PROCESSES = 64
 # What one (protocol, λ) cell came to: the server kept up; the server fell behind (achieved < KEEPS_UP of the
