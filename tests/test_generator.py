@@ -11,6 +11,9 @@ import http.server
 import json
 import math
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -345,3 +348,28 @@ def test_generator_cost_counts_refusals_at_max_inflight_as_the_servers_backlog()
     assert not kept.saturated and kept.sent_vs_scheduled == 1.0
     late = generator_cost({**summary, "sent": 92, "lag_ms": {"p99": 10.5}}, cpu_s=0.0, processes=1)
     assert late.saturated
+
+
+@pytest.mark.server
+def test_ctrl_c_reaches_every_generator_process_and_keeps_what_they_measured(server, tmp_path):
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")])}
+    main = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "sys.argv[0] = 'tritonops'; runpy.run_module('tritonops', run_name='__main__')")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", main, "loadtest", "mlp", "--url", server.http_url, "--grpc-url", server.grpc_url,
+         "--rate", "60", "--duration", "60", "--processes", "2", "--output-dir", str(tmp_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    start = served(server, "mlp")
+    for _ in range(600):  # interrupt once the load has really started
+        if served(server, "mlp") >= start + 60 or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    doc = json.loads((tmp_path / "loadtest.json").read_text())
+    assert doc["interrupted"] is True and doc["outcome"] == "interrupted" and doc["generator"]["processes"] == 2
+    assert doc["ok"] > 0 and doc["duration_s"] < 30
+    records = json.loads((tmp_path / "records.json").read_text())
+    assert records["meta"]["processes"] == 2 and len(records["records"]) == doc["scheduled"]
