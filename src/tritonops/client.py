@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -230,9 +231,27 @@ def http_request_body(inputs: Mapping[str, np.ndarray], outputs: Sequence[str], 
     return bytes(body), header_len
 
 
-def grpc_request_bytes(model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], *, version: str = "",
-                       types: Mapping[str, str] | None = None) -> int:
-    """The size of the gRPC ``ModelInferRequest`` message for these tensors (raw contents)."""
+GRPC_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"  # the unary call tritonclient.grpc's infer makes
+GRPC_MAX_MESSAGE_BYTES = 2**31 - 1  # tritonclient.grpc's channel limit (INT32_MAX) both ways
+
+
+def infer_path(model: str, version: str = "") -> str:
+    """The HTTP path of an inference request, as tritonclient.http builds it."""
+    name = urllib.parse.quote(model)
+    return f"/v2/models/{name}/versions/{version}/infer" if version else f"/v2/models/{name}/infer"
+
+
+def http_request_headers(header_len: int | None) -> dict[str, str]:
+    """The headers tritonclient.http adds to an inference request: the JSON header's length when
+    binary tensors follow it (:func:`http_request_body`), none for an all-JSON body."""
+    return {} if header_len is None else {"Inference-Header-Content-Length": str(header_len)}
+
+
+def grpc_request_message(model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], *,
+                         version: str = "", types: Mapping[str, str] | None = None) -> bytes:
+    """The serialized gRPC ``ModelInferRequest`` tritonclient.grpc's ``infer`` sends for these
+    tensors (raw input contents, no request id, no sequence), byte for byte: a load generator sends
+    it as it is through ``GRPC_INFER_METHOD``."""
     req = service_pb2.ModelInferRequest(model_name=model, model_version=version)
     for name, arr in inputs.items():
         t = req.inputs.add()
@@ -243,7 +262,13 @@ def grpc_request_bytes(model: str, inputs: Mapping[str, np.ndarray], outputs: Se
         req.raw_input_contents.append(bytes(raw))
     for o in outputs:
         req.outputs.add().name = o
-    return int(req.ByteSize())
+    return bytes(req.SerializeToString())
+
+
+def grpc_request_bytes(model: str, inputs: Mapping[str, np.ndarray], outputs: Sequence[str], *, version: str = "",
+                       types: Mapping[str, str] | None = None) -> int:
+    """The size of the gRPC ``ModelInferRequest`` message for these tensors (raw contents)."""
+    return len(grpc_request_message(model, inputs, outputs, version=version, types=types))
 
 
 # ------------------------------------------------------------------------------------------ the index

@@ -15,7 +15,7 @@ from tritonops.envelope import INTERRUPTED_EXIT_CODE, ErrorInfo
 from tritonops.errors import ValidationFailed
 from tritonops.perf.analyzer import PerfOptions, run_perf
 from tritonops.perf.config_study import ConfigStudyOptions, run_config_study
-from tritonops.perf.loadtest import MAX_RATE, LoadtestOptions, run_loadtest
+from tritonops.perf.loadtest import MAX_PROCESSES, MAX_RATE, LoadtestOptions, run_loadtest
 from tritonops.perf.presets import PRESETS
 from tritonops.perf.study import ProtocolStudyOptions, run_protocol_study
 from tritonops.tune.gate import check_baseline, check_tolerance, load_baseline
@@ -245,6 +245,9 @@ def loadtest(
                      ] = None,
     seed: Annotated[int, typer.Option(callback=number(0, 2**32 - 1),
         help="Seed of the arrival schedule and generated data.")] = 0,
+    processes: Annotated[int | None, typer.Option(callback=number(1, MAX_PROCESSES),
+        help="Load generator processes, each a Poisson stream at rate/N [default: as many as the rate needs, "
+             "up to the cores left after the server].")] = None,
     output_dir: Annotated[Path | None, typer.Option(callback=output_dir,
         help="Where results go [default: loadtest_results/MODEL].")
                           ] = None,
@@ -254,7 +257,7 @@ def loadtest(
         model=model, output_dir=output_dir or Path("loadtest_results") / model, rate=rate,
         protocol=protocol, duration_s=duration, serve=serve, url=url, grpc_url=grpc_url,  # type: ignore[arg-type]
         model_version=model_version, batch_size=batch_size, max_inflight=max_inflight, samples=samples,
-        shapes=tuple(shape or ()), seed=seed,
+        shapes=tuple(shape or ()), seed=seed, processes=processes,
     )
     with spinner(not as_json) as progress:
         r = run_loadtest(options, progress)
@@ -270,6 +273,14 @@ def loadtest(
             out.print(f"latency ms: p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p95 {lat['p95']:.2f}  "
                       f"p99 {lat['p99']:.2f}  (send lag p99 {r.lag_ms.get('p99', 0):.2f})", markup=False)
         out.print(f"payload bytes: request {r.request_bytes}, response {r.response_bytes}")
+        g = r.generator
+        cpu = "-" if g.cpu_ms_per_request is None else f"{g.cpu_ms_per_request:.3f}"
+        kept = "-" if g.sent_vs_scheduled is None else f"{g.sent_vs_scheduled:.3f}"
+        state = (f"generator saturated at {r.sent_rate:.0f}/s" if g.saturated
+                 else "fell behind" if r.outcome == "fell-behind" else r.outcome)
+        out.print(f"generator: {g.processes} process{'es' if g.processes > 1 else ''}, {cpu} ms CPU/request, "
+                  f"sent on time {kept} of scheduled, send lag p99 {r.lag_ms.get('p99', 0):.2f} ms; {state}",
+                  markup=False)
         out.print(f"ok {r.ok} of {r.scheduled} scheduled; errors {r.error_count}")
         for kind, n in r.errors.items():
             out.print(f"  {n:>6}  {kind}", markup=False)

@@ -33,9 +33,10 @@ def arrival_times(rate: float, duration_s: float, rng: np.random.Generator) -> n
 
 
 class PoissonSchedule:
-    """An endless iterator of arrival offsets (seconds since the start of the load)."""
+    """An endless iterator of arrival offsets (seconds since the start of the load). ``seed`` may be a
+    sequence (``(seed, stream)``): independent streams of one load each draw their own arrivals."""
 
-    def __init__(self, rate: float, seed: int | None = None) -> None:
+    def __init__(self, rate: float, seed: int | Sequence[int] | None = None) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
