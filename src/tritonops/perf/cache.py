@@ -34,7 +34,15 @@ from tritonops.client import TritonClient, first_line, input_types
 from tritonops.errors import ServerError, UsageError
 from tritonops.pbtxt import ModelConfig
 from tritonops.perf.inputs import Samples, serialize_bytes
-from tritonops.perf.loadtest import LoadProtocol, LoadtestResult, Outcome, Phase, measure_payloads, run_locust
+from tritonops.perf.loadtest import (
+    REQUESTS_FILE,
+    LoadProtocol,
+    LoadtestResult,
+    Outcome,
+    Phase,
+    measure_payloads,
+    run_locust,
+)
 from tritonops.perf.target import ModelIO, Target
 from tritonops.progress import Progress
 from tritonops.tune.apply import Applier, CandidateRefused, TunedModels, check_explicit
@@ -49,7 +57,6 @@ NO_CACHE_HINT = ("start the server with a response cache and explicit model cont
                  f"local,size={DEFAULT_CACHE_BYTES} --model-control-mode explicit), or use --serve REPO")
 EXPLICIT_HINT = ("the cache dimension switches the response cache with Triton's model control API: start the "
                  "server with --model-control-mode=explicit (tritonops serve REPO --explicit), or use --serve REPO")
-INPUT_DATA_FILE = "input_data.json"  # what run_locust writes the payloads of a cell to
 OUTCOME_ORDER: tuple[Outcome, ...] = ("kept-up", "fell-behind", "generator-saturated", "interrupted")
 
 
@@ -432,7 +439,7 @@ def run_cache_dimension(target: Target, io: ModelIO, samples: Samples, *, protoc
                         stats = CacheStats.read(client, io.name).minus(before)
                         # The cell's payloads (hundreds of MB for images; the seed in Samples.source
                         # makes them again): kept, a study's cells would fill the disk.
-                        (out_dir / name / INPUT_DATA_FILE).unlink(missing_ok=True)
+                        (out_dir / name / REQUESTS_FILE).unlink(missing_ok=True)
                         runs.extend(CacheRun(protocol, rate, enable, r, stats) for r in got)
                         if stopped:
                             return aggregate_cache_runs(runs, repeat_fraction)

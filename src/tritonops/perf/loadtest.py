@@ -53,6 +53,7 @@ LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 MAX_RATE = 10_000.0  # requests/s
 # A cell "keeps up" when the server answered what the schedule offered (this share of it), without errors.
 KEEPS_UP = 0.97
+REQUESTS_FILE = "requests.bin"  # a run's request bodies, as the generator processes read them
 # The generator keeps its schedule when it sent this share of the arrivals, with send lag p99 under GENERATOR_LAG_MS.
 GENERATOR_SENT = 0.99
 GENERATOR_LAG_MS = 10.0
@@ -392,7 +393,7 @@ def run_locust(target: Target, io: ModelIO, samples: Samples, protocol: LoadProt
         "model": io.name, "version": model_version, "http_url": target.http_url, "grpc_url": target.grpc_url,
         "max_inflight": max_inflight, "outputs": [s.name for s in io.outputs],
         "drain_timeout_s": drain_timeout_s, "pause_s": pause_s,
-        "requests_file": str(out_dir / "requests.bin"), "requests": _write_requests(bodies, out_dir / "requests.bin"),
+        "requests_file": str(out_dir / REQUESTS_FILE), "requests": _write_requests(bodies, out_dir / REQUESTS_FILE),
         "path": infer_path(io.name, model_version), "streams": n, "sync_dir": str(sync_dir),
         "start_timeout_s": start_timeout_s, "sync_timeout_s": sync_timeout_s,
     }
