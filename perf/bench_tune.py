@@ -31,12 +31,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, wide_mlp
-from _model_analyzer import (
+from ma_peer import (
     DEFAULT_VENV,
     Limits,
     MARun,
     best_row,
     ensure_model_analyzer,
+    failure_line,
     ma_config,
     read_inference_csv,
     run_model_analyzer,
@@ -47,6 +48,7 @@ from _model_analyzer import (
 from tritonops.build import BuildOptions, build
 from tritonops.client import TritonClient
 from tritonops.ensemble import build_ensemble_file
+from tritonops.errors import TritonOpsError
 from tritonops.pbtxt import ModelConfig
 from tritonops.perf.target import Target, http_alive
 from tritonops.server import ServerOptions, TritonServer
@@ -157,7 +159,9 @@ def main() -> int:
     # ---- tritonops: brute (ground truth) then quick, on one server
     with TritonServer(ServerOptions(repository=repo, explicit=True, load_models=(a.model,))) as server:
         with TritonClient(server.http_url, server.grpc_url, timeout_s=60) as client:
-            originals = dict(discover(client, a.model).originals)  # what MA's variants map onto
+            served = discover(client, a.model)
+        originals = dict(served.originals)  # what MA's variants map onto
+        steps = served.ensemble_steps
         for strategy in ("brute", "quick"):
             say(f"tritonops {strategy}: starting")
             t0 = time.monotonic()
@@ -181,7 +185,7 @@ def main() -> int:
         ma_out = out / f"ma_{mode}"
         cfg = ma_config(model=a.model, repository=repo, out=ma_out, mode=mode, budget_ms=budget, limits=bench.limits,
                         tritonserver=tritonserver, perf_analyzer=perf_analyzer, interval_ms=a.interval_ms,
-                        stability=a.stability)
+                        stability=a.stability, composing=steps)
         say(f"MA {mode}: starting (log {ma_out / 'model-analyzer.log'})")
         run = run_model_analyzer(exe, cfg, ma_out, wrappers, mode, a.ma_timeout, say)
         row, setting = ma_row(run, budget, originals)
@@ -220,11 +224,11 @@ def ma_row(run: MARun, budget: float, originals: dict[str, ModelConfig]) -> tupl
     rows = read_inference_csv(csv_path) if csv_path.exists() else []
     best = best_row(rows, budget)
     setting: Setting = {}
-    note = "" if run.rc == 0 else f"exit code {run.rc} (see {run.log})"
+    note = "" if run.rc == 0 else f"exit code {run.rc}: {failure_line(run.log)}"
     if best is not None:
         try:
             setting = variant_candidates(run.out / "output_repository", best.variant, originals)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, TritonOpsError) as e:
             note = f"{note}; its winner's config could not be read: {e}".lstrip("; ")
     elif not rows:
         note = f"{note}; no results CSV".lstrip("; ")

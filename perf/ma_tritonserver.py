@@ -6,7 +6,7 @@ so the server Model Analyzer measures has exactly the environment, backend direc
 onnxruntime backend) and bind address that tritonops' own runs get, with no second copy of that set-up.
 Flags it does not know are passed on to tritonserver unchanged.
 
-Started by the shell wrapper that perf/_model_analyzer.py writes (it sets PYTHONPATH and the interpreter).
+Started by the shell wrapper that perf/ma_peer.py writes (it sets PYTHONPATH and the interpreter).
 """
 
 from __future__ import annotations

@@ -88,12 +88,18 @@ class Limits:
 
 
 def ma_config(*, model: str, repository: Path, out: Path, mode: str, budget_ms: float, limits: Limits,
-              tritonserver: Path, perf_analyzer: Path, interval_ms: int, stability: float) -> dict[str, Any]:
-    """The YAML TOOLCHAIN.md's working recipe describes, with the bench's budget and limits."""
+              tritonserver: Path, perf_analyzer: Path, interval_ms: int, stability: float,
+              composing: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The YAML TOOLCHAIN.md's working recipe describes, with the bench's budget and limits.
+
+    CPU-only is said explicitly: MA infers it for the profiled model without a GPU, but an ensemble's
+    composing models get KIND_GPU variants unless they are listed in ``cpu_only_composing_models``."""
     http, grpc, metrics = free_port(), free_port(), free_port()
+    extra: dict[str, Any] = {"cpu_only_composing_models": list(composing)} if composing else {}
     return {
         "model_repository": str(repository.absolute()),
-        "profile_models": [model],
+        "profile_models": {model: {"cpu_only": True}},
+        **extra,
         "constraints": {"perf_latency_p99": {"max": budget_ms}},
         "objectives": ["perf_throughput"],
         "triton_launch_mode": "local",
@@ -173,6 +179,17 @@ def run_model_analyzer(exe: Path, config: dict[str, Any], out: Path, wrappers: P
     return MARun(mode=mode, rc=rc, wall_s=wall,
                  server_starts=_count_lines(wrappers / SERVER_STARTS) - starts0,
                  perf_analyzer_runs=_count_lines(wrappers / PA_RUNS, "-m ") - runs0, out=out, log=log)
+
+
+def failure_line(log: Path) -> str:
+    """Why MA stopped: its last line that reads like an error."""
+    if not log.exists():
+        return ""
+    lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+    for ln in reversed(lines):
+        if any(w in ln for w in ("not supported", "Error", "error", "Exception", "Please use")):
+            return ln[:200]
+    return lines[-1][:200] if lines else ""
 
 
 # ------------------------------------------------------------------------------------ its results
