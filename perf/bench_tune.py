@@ -216,7 +216,8 @@ def tritonops_row(strategy: str, r: TuneResult, wall: float) -> Row:
     own = (f"{w.throughput:.0f}/s at p99 {w.latency_ms:.1f} ms, c={w.concurrency}"
            if w is not None and w.throughput is not None and w.latency_ms is not None else r.ranking.summary())
     return Row(tool=f"tritonops {strategy}", winner=setting_key(r.winner) if r.winner else "-", own_view=own,
-               measurements=r.measured, perf_analyzer_runs=attempts, server_starts=0, wall_s=wall)
+               measurements=r.measured, perf_analyzer_runs=attempts, server_starts=0, wall_s=wall,
+               note="" if r.ranking.met else "its search met no config within the budget: the closest one")
 
 
 def ma_row(run: MARun, budget: float, originals: dict[str, ModelConfig]) -> tuple[Row, Setting]:
@@ -224,7 +225,7 @@ def ma_row(run: MARun, budget: float, originals: dict[str, ModelConfig]) -> tupl
     rows = read_inference_csv(csv_path) if csv_path.exists() else []
     best = best_row(rows, budget)
     setting: Setting = {}
-    note = "" if run.rc == 0 else f"exit code {run.rc}: {failure_line(run.log)}"
+    note = run.note or ("" if run.rc == 0 else f"exit code {run.rc}: {failure_line(run.log)}")
     if best is not None:
         try:
             setting = variant_candidates(run.out / "output_repository", best.variant, originals)

@@ -135,6 +135,7 @@ class MARun:
     perf_analyzer_runs: int
     out: Path
     log: Path
+    note: str = ""  # why the bench stopped it, if it did
 
 
 def _count_lines(path: Path, must_contain: str = "") -> int:
@@ -143,6 +144,7 @@ def _count_lines(path: Path, must_contain: str = "") -> int:
     return sum(1 for line in path.read_text().splitlines() if must_contain in line)
 
 
+STUCK_LINES = 5000
 PROGRESS_WORDS = ("Profiling ", "Creating model config", "Saved checkpoint", "Found ", "error", "Error",
                   "refus", "not supported", "Exiting", "Done")
 
@@ -158,17 +160,27 @@ def run_model_analyzer(exe: Path, config: dict[str, Any], out: Path, wrappers: P
     runs0 = _count_lines(wrappers / PA_RUNS, "-m ")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     t0 = time.monotonic()
+    note = ""
     with log.open("w") as fh:
         proc = subprocess.Popen([str(exe), "profile", "-f", str(cfg_path)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, cwd=out, start_new_session=True)
         assert proc.stdout is not None
+        last, idle = "", 0
         try:
             for line in proc.stdout:
                 fh.write(line)
-                if any(w in line for w in PROGRESS_WORDS):
-                    say(f"MA {mode}: {line.strip()[:160]}")
+                idle = 0 if "Profiling " in line else idle + 1
+                text = line.strip()
+                if any(w in line for w in PROGRESS_WORDS) and text != last:
+                    say(f"MA {mode}: {text[:160]}")
+                    last = text
                 if time.monotonic() - t0 > timeout_s:
-                    say(f"MA {mode}: over {timeout_s:.0f} s, stopping it")
+                    note = f"stopped after {timeout_s:.0f} s (--ma-timeout)"
+                elif idle > STUCK_LINES:
+                    # Seen with max_instance_count 1: quick search revisits its configs forever.
+                    note = f"stopped: no new measurement in {STUCK_LINES} log lines (it revisits the configs it has)"
+                if note:
+                    say(f"MA {mode}: {note}")
                     proc.send_signal(signal.SIGINT)
                     break
             rc = proc.wait(timeout=120)
@@ -178,7 +190,7 @@ def run_model_analyzer(exe: Path, config: dict[str, Any], out: Path, wrappers: P
     wall = time.monotonic() - t0
     return MARun(mode=mode, rc=rc, wall_s=wall,
                  server_starts=_count_lines(wrappers / SERVER_STARTS) - starts0,
-                 perf_analyzer_runs=_count_lines(wrappers / PA_RUNS, "-m ") - runs0, out=out, log=log)
+                 perf_analyzer_runs=_count_lines(wrappers / PA_RUNS, "-m ") - runs0, out=out, log=log, note=note)
 
 
 def failure_line(log: Path) -> str:

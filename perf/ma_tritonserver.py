@@ -54,8 +54,8 @@ def main(argv: list[str]) -> int:
     _stop_when_orphaned()
 
     def ready(server: TritonServer) -> None:
-        print(f"ma_tritonserver: ready (pid {server.pid}) {' '.join(server.command(Path('BACKENDS'))[1:])}",
-              flush=True)
+        print(f"ma_tritonserver: tritonserver pid {server.pid} ready on {server.http_url} (log {server.log_path}); "
+              f"passed on: {' '.join(rest) or 'nothing'}", flush=True)
 
     try:
         return serve(options, ready)
