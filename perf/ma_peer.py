@@ -247,22 +247,28 @@ def best_row(rows: list[MARow], budget_ms: float) -> MARow | None:
 
 def variant_candidates(output_repository: Path, variant: str, originals: dict[str, ModelConfig]
                        ) -> dict[str, Candidate]:
-    """The tune library's candidate per tuned model for an MA variant.
+    """The tune library's candidate per tuned model for the "Model Config Path" of an MA result row.
 
-    A plain model: the variant's config. An ensemble: the ensemble variant's steps name the composing
-    variants (or the models themselves); step i of the variant is step i of the served ensemble."""
-    cfg = read_config(output_repository / variant / "config.pbtxt")
-    if cfg.platform != "ensemble":
-        (name,) = originals
-        return {name: candidate_of(cfg)}
+    A plain model: ``mlp_config_3``, the variant's config. An ensemble: ``ens_config_0: tok_config_1,
+    enc_config_2`` (MA 1.58 lists the composing variants after the colon), each composing variant's config
+    mapped back to the served model it varies; a composing model MA did not vary keeps the served config."""
+    top, _, composing = variant.partition(":")
+    if not composing.strip():
+        cfg = read_config(output_repository / top.strip() / "config.pbtxt")
+        if cfg.platform != "ensemble":
+            (name,) = originals
+            return {name: candidate_of(cfg)}
+        names = [step.model_name for step in cfg.ensemble_scheduling.step]
+    else:
+        names = [n.strip() for n in composing.split(",") if n.strip()]
     got: dict[str, Candidate] = {}
-    for step in cfg.ensemble_scheduling.step:
-        base = base_name(step.model_name, originals)
+    for name in names:
+        base = base_name(name, originals)
         if base is None or base in got:
             continue
-        path = output_repository / step.model_name / "config.pbtxt"
+        path = output_repository / name / "config.pbtxt"
         got[base] = candidate_of(read_config(path)) if path.exists() else candidate_of(originals[base])
-    for name, original in originals.items():  # a step MA left alone keeps the served config
+    for name, original in originals.items():
         got.setdefault(name, candidate_of(original))
     return got
 

@@ -80,5 +80,7 @@ ensemble_scheduling {
     assert got["encoder"] == Candidate(2, 16, True, preferred=(16,))
     assert got["encoder_big"] == Candidate(1, 32, True, preferred=(16,))
     assert got["tokenizer"] == Candidate(1, 16, True, preferred=(16,))  # the step MA left as served
+    listed = variant_candidates(tmp_path, "emb_config_2: encoder_config_1, encoder_big_config_5", originals)
+    assert listed == got  # the CSV's form for ensembles names the composing variants itself
     assert base_name("encoder_big_config_5", originals) == "encoder_big"
     assert base_name("pooling_config_0", originals) is None
