@@ -85,6 +85,7 @@ class Limits:
     max_instances: int
     max_batch: int
     max_concurrency: int
+    min_batch: int = 1  # an ensemble's steps cannot go below the ensemble's own max_batch_size
 
 
 def ma_config(*, model: str, repository: Path, out: Path, mode: str, budget_ms: float, limits: Limits,
@@ -115,6 +116,7 @@ def ma_config(*, model: str, repository: Path, out: Path, mode: str, budget_ms: 
         "checkpoint_directory": str(out / "checkpoints"),
         "run_config_search_mode": mode,
         "run_config_search_max_instance_count": limits.max_instances,
+        "run_config_search_min_model_batch_size": limits.min_batch,
         "run_config_search_max_model_batch_size": limits.max_batch,
         "run_config_search_max_concurrency": limits.max_concurrency,
         "perf_analyzer_timeout": 120,
