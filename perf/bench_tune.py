@@ -289,8 +289,10 @@ def ratio(a: float, b: float) -> str:
 def report(a: argparse.Namespace, bench: Bench, budget: float, rounds: int, rows: dict[str, Row],
            contenders: dict[str, Setting], by_key: dict[str, float], out: Path, points: Points) -> None:
     print(f"\nmachine: {machine()}")
-    print(f"model {a.model}, p99 budget {budget:g} ms, limits: max instances {bench.limits.max_instances}, max batch "
-          f"{bench.limits.max_batch}, max concurrency {bench.limits.max_concurrency}; final rounds: {rounds} at "
+    lim = bench.limits
+    low = f" (min {lim.min_batch})" if lim.min_batch > 1 else ""
+    print(f"model {a.model}, p99 budget {budget:g} ms, limits: max instances {lim.max_instances}, max batch "
+          f"{lim.max_batch}{low}, max concurrency {lim.max_concurrency}; final rounds: {rounds} at "
           f"concurrency {list(bench.concurrency)}, {a.interval_ms} ms windows, stability {a.stability:g} %")
     head = (f"{'tool':<16} {'re-measured best/s':>18} {'measurements':>12} {'pa runs':>7} {'starts':>6} "
             f"{'wall s':>7}  winner (the tool's own view)")
