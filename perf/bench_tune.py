@@ -39,6 +39,7 @@ from ma_peer import (
     ensure_model_analyzer,
     failure_line,
     ma_config,
+    read_checkpoint,
     read_inference_csv,
     run_model_analyzer,
     variant_candidates,
@@ -226,17 +227,24 @@ def tritonops_row(strategy: str, r: TuneResult, wall: float) -> Row:
 
 def ma_row(run: MARun, budget: float, originals: dict[str, ModelConfig]) -> tuple[Row, Setting]:
     csv_path = run.out / "export" / "results" / "metrics-model-inference.csv"
-    rows = read_inference_csv(csv_path) if csv_path.exists() else []
+    checkpoint = run.out / "checkpoints" / "0.ckpt"
+    note = run.note or ("" if run.rc == 0 else f"exit code {run.rc}: {failure_line(run.log)}")
+    if csv_path.exists():
+        rows = read_inference_csv(csv_path)
+    elif checkpoint.exists():  # MA writes its tables only when it ends by itself
+        rows = read_checkpoint(checkpoint, budget)
+        note = f"{note}; no results CSV: its winner is the best so far in its checkpoint".lstrip("; ")
+    else:
+        rows = []
     best = best_row(rows, budget)
     setting: Setting = {}
-    note = run.note or ("" if run.rc == 0 else f"exit code {run.rc}: {failure_line(run.log)}")
     if best is not None:
         try:
             setting = variant_candidates(run.out / "output_repository", best.variant, originals)
         except (OSError, ValueError, TritonOpsError) as e:
             note = f"{note}; its winner's config could not be read: {e}".lstrip("; ")
     elif not rows:
-        note = f"{note}; no results CSV".lstrip("; ")
+        note = f"{note}; no results".lstrip("; ")
     else:
         note = f"{note}; no measured config within the budget".lstrip("; ")
     own = f"{best.variant}: {best.throughput:.0f}/s at p99 {best.p99_ms:.1f} ms, c={best.concurrency}" if best else "-"

@@ -17,6 +17,7 @@ tune library's ``Candidate`` per model (``candidate_of``), so the bench can load
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shlex
 import signal
@@ -238,6 +239,30 @@ def read_inference_csv(path: Path) -> list[MARow]:
                              p99_ms=float(r[ip]), satisfies=r[isat].strip().lower() in ("yes", "true")))
         except ValueError:
             continue
+    return out
+
+
+def read_checkpoint(path: Path, budget_ms: float) -> list[MARow]:
+    """The measurements in MA's checkpoint (``checkpoints/0.ckpt``), for a run that wrote no results CSV
+    (stopped, or interrupted: MA writes its tables only at the end). ``satisfies``: p99 within the budget.
+
+    Layout of MA 1.58: ``ResultManager.results._results[model][variant] = [run config, {key: measurement}]``."""
+    data = json.loads(path.read_text())
+    out: list[MARow] = []
+    for variants in data.get("ResultManager.results", {}).get("_results", {}).values():
+        for variant, (run_config, measurements) in variants.items():
+            composing = [v.get("variant_name", "") for mrc in run_config.get("_model_run_configs", [])
+                         for v in mrc.get("_composing_config_variants") or []]
+            name = f"{variant}: {', '.join(composing)}" if composing else variant
+            for m in measurements.values():
+                for mc in m.get("_model_config_measurements", [])[:1]:
+                    metrics = {k: v.get("_value") for k, v in mc.get("_non_gpu_data", [])}
+                    c = mc.get("_model_specific_pa_params", {}).get("concurrency-range")
+                    tp, p99 = metrics.get("perf_throughput"), metrics.get("perf_latency_p99")
+                    if c is None or tp is None or p99 is None:
+                        continue
+                    out.append(MARow(variant=name, concurrency=int(c), throughput=float(tp), p99_ms=float(p99),
+                                     satisfies=float(p99) <= budget_ms))
     return out
 
 
