@@ -5,6 +5,7 @@ header and a variant's ``config.pbtxt``); no Model Analyzer or server runs in th
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from tritonops.pbtxt import parse_config_text
 from tritonops.tune import Candidate
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "perf"))
-from ma_peer import base_name, best_row, read_inference_csv, variant_candidates
+from ma_peer import base_name, best_row, read_checkpoint, read_inference_csv, variant_candidates
 
 CSV = """Model,Batch,Concurrency,Model Config Path,Instance Group,Max Batch Size,Satisfies Constraints,\
 Throughput (infer/sec),p99 Latency (ms)
@@ -84,3 +85,28 @@ ensemble_scheduling {
     assert listed == got  # the CSV's form for ensembles names the composing variants itself
     assert base_name("encoder_big_config_5", originals) == "encoder_big"
     assert base_name("pooling_config_0", originals) is None
+
+
+def _measurement(concurrency: int, throughput: float, p99: float) -> dict[str, object]:
+    return {"_model_variants_name": "x", "_model_config_measurements": [{
+        "_model_specific_pa_params": {"batch-size": 1, "concurrency-range": concurrency},
+        "_non_gpu_data": [["perf_latency_p99", {"_value": p99, "_timestamp": 0}],
+                          ["perf_throughput", {"_value": throughput, "_timestamp": 0}]]}]}
+
+
+def test_a_stopped_run_is_read_from_its_checkpoint(tmp_path: Path) -> None:
+    plain = {"_model_run_configs": [{"_model_name": "mlp", "_composing_config_variants": []}]}
+    ensemble = {"_model_run_configs": [{"_model_name": "emb", "_composing_config_variants": [
+        {"variant_name": "tok_config_0"}, {"variant_name": "enc_config_3"}]}]}
+    data = {"ResultManager.results": {"_results": {
+        "mlp": {"mlp_config_0": [plain, {"a": _measurement(2, 1194.5, 13.9), "b": _measurement(8, 3000.0, 25.0)}],
+                "mlp_config_4": [plain, {"a": _measurement(8, 3134.9, 10.2)}]},
+        "emb": {"emb_config_1": [ensemble, {"a": _measurement(4, 250.0, 90.0)}]}}}}
+    path = tmp_path / "0.ckpt"
+    path.write_text(json.dumps(data))
+    rows = read_checkpoint(path, 20.0)
+    assert [(r.variant, r.concurrency, r.satisfies) for r in rows] == [
+        ("mlp_config_0", 2, True), ("mlp_config_0", 8, False), ("mlp_config_4", 8, True),
+        ("emb_config_1: tok_config_0, enc_config_3", 4, False)]
+    best = best_row(rows, 20.0)
+    assert best is not None and (best.variant, best.throughput) == ("mlp_config_4", 3134.9)
