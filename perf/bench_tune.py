@@ -139,20 +139,51 @@ def main() -> int:
     ap.add_argument("--ma-venv", type=Path, default=DEFAULT_VENV, help="Model Analyzer's own virtualenv")
     ap.add_argument("--ma-timeout", type=float, default=1800.0, help="seconds per Model Analyzer run")
     ap.add_argument("--out", type=Path, default=None, help="default perf/results/tune_MODEL")
+    ap.add_argument("--remeasure", action="store_true",
+                    help="only the final rounds again, on the searches a previous run left under --out")
     a = ap.parse_args()
     bench = BENCHES[a.model](a.smoke)
     budget = a.budget_ms if a.budget_ms is not None else bench.budget_ms
     rounds = a.rounds if a.rounds is not None else (1 if a.smoke else 3)
     out: Path = (a.out or ROOT / "perf" / "results" / f"tune_{a.model}{'_smoke' if a.smoke else ''}").absolute()
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
     t_all = time.monotonic()
 
     def say(msg: str) -> None:
         print(f"[{time.monotonic() - t_all:6.0f} s] {msg}", flush=True)
 
-    exe = ensure_model_analyzer(a.ma_venv, say)
     repo = out / "repository"
+    if a.remeasure:
+        with TritonServer(ServerOptions(repository=repo, explicit=True, load_models=(a.model,))) as server, \
+                TritonClient(server.http_url, server.grpc_url, timeout_s=60) as client:
+            originals = dict(discover(client, a.model).originals)
+        rows, winners, start = reload_searches(out, budget, originals)
+        shutil.copy2(out / "summary.json", out / f"summary.before-remeasure-{int(time.time())}.json")
+        say(f"machine: {machine()}")
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        rows, winners, start = searches(a, bench, budget, out, repo, say)
+        if not rows:
+            return 130
+
+    # ---- the final rounds: every winner and the starting config, same settings, same load
+    contenders = {**winners, "start": start}
+    with TritonServer(ServerOptions(repository=repo, explicit=True, load_models=(a.model,))) as server:
+        settings = MeasureSettings(measurement_interval_ms=a.interval_ms, stability_percentage=a.stability)
+        points = remeasure(server, a.model, contenders, bench.concurrency, rounds, settings, out / ("final_again" if a.remeasure else "final"), say)
+    best = best_within(points, budget)
+    by_key = {name: best.get(setting_key(s), 0.0) for name, s in contenders.items()}
+    for name, row in rows.items():
+        row.remeasured = by_key.get(name, 0.0)
+    report(a, bench, budget, rounds, rows, contenders, by_key, out, points)
+    say(f"done in {time.monotonic() - t_all:.0f} s; everything is under {out}")
+    return 0
+
+
+def searches(a: argparse.Namespace, bench: Bench, budget: float, out: Path, repo: Path, say: Any
+             ) -> tuple[dict[str, Row], dict[str, Setting], Setting]:
+    """tritonops brute and quick on one server, then MA quick and brute: rows, winners, the start."""
+    exe = ensure_model_analyzer(a.ma_venv, say)
     say(f"building {a.model} into {repo}")
     build_repository(a.model, repo, out)
     (out / "space.yaml").write_text(bench.space)
@@ -176,7 +207,7 @@ def main() -> int:
                 space_file=out / "space.yaml", measurement_interval_ms=a.interval_ms,
                 stability_percentage=a.stability), progress=lambda m, s=strategy: say(f"tritonops {s}: {m}"))
             if r.interrupted:
-                return 130
+                return {}, {}, {}
             wall = time.monotonic() - t0
             rows[f"tritonops {strategy}"] = tritonops_row(strategy, r, wall)
             winners[f"tritonops {strategy}"] = r.winner
@@ -200,19 +231,7 @@ def main() -> int:
         say(f"MA {mode}: rc {run.rc}, winner {row.winner} ({row.own_view}), {row.measurements} measurements, "
             f"{run.perf_analyzer_runs} perf_analyzer runs, {run.server_starts} server starts, {run.wall_s:.0f} s"
             + (f"; {row.note}" if row.note else ""))
-
-    # ---- the final rounds: every winner and the starting config, same settings, same load
-    contenders = {**winners, "start": start}
-    with TritonServer(ServerOptions(repository=repo, explicit=True, load_models=(a.model,))) as server:
-        settings = MeasureSettings(measurement_interval_ms=a.interval_ms, stability_percentage=a.stability)
-        points = remeasure(server, a.model, contenders, bench.concurrency, rounds, settings, out / "final", say)
-    best = best_within(points, budget)
-    by_key = {name: best.get(setting_key(s), 0.0) for name, s in contenders.items()}
-    for name, row in rows.items():
-        row.remeasured = by_key.get(name, 0.0)
-    report(a, bench, budget, rounds, rows, contenders, by_key, out, points)
-    say(f"done in {time.monotonic() - t_all:.0f} s; everything is under {out}")
-    return 0
+    return rows, winners, start
 
 
 def tritonops_row(strategy: str, r: TuneResult, wall: float) -> Row:
@@ -226,31 +245,60 @@ def tritonops_row(strategy: str, r: TuneResult, wall: float) -> Row:
 
 
 def ma_row(run: MARun, budget: float, originals: dict[str, ModelConfig]) -> tuple[Row, Setting]:
-    csv_path = run.out / "export" / "results" / "metrics-model-inference.csv"
-    checkpoint = run.out / "checkpoints" / "0.ckpt"
-    note = run.note or ("" if run.rc == 0 else f"exit code {run.rc}: {failure_line(run.log)}")
+    run_note = run.note or ("" if run.rc == 0 else f"exit code {run.rc}: {failure_line(run.log)}")
+    row = Row(tool=f"MA {run.mode}", winner="-", own_view="-", measurements=0,
+              perf_analyzer_runs=run.perf_analyzer_runs, server_starts=run.server_starts, wall_s=run.wall_s,
+              note=run_note)
+    return row, ma_winner(row, run.out, budget, originals)
+
+
+def ma_winner(row: Row, ma_out: Path, budget: float, originals: dict[str, ModelConfig]) -> Setting:
+    """MA's winner from its results (the CSV, else its checkpoint); ``row`` gets its own view of it."""
+    csv_path = ma_out / "export" / "results" / "metrics-model-inference.csv"
+    checkpoint = ma_out / "checkpoints" / "0.ckpt"
+    notes = [row.note] if row.note else []
     if csv_path.exists():
         rows = read_inference_csv(csv_path)
     elif checkpoint.exists():  # MA writes its tables only when it ends by itself
         rows = read_checkpoint(checkpoint, budget)
-        note = f"{note}; no results CSV: its winner is the best so far in its checkpoint".lstrip("; ")
+        notes.append("no results CSV: its winner is the best so far in its checkpoint")
     else:
         rows = []
     best = best_row(rows, budget)
     setting: Setting = {}
     if best is not None:
         try:
-            setting = variant_candidates(run.out / "output_repository", best.variant, originals)
+            setting = variant_candidates(ma_out / "output_repository", best.variant, originals)
         except (OSError, ValueError, TritonOpsError) as e:
-            note = f"{note}; its winner's config could not be read: {e}".lstrip("; ")
-    elif not rows:
-        note = f"{note}; no results".lstrip("; ")
+            notes.append(f"its winner's config could not be read: {e}")
     else:
-        note = f"{note}; no measured config within the budget".lstrip("; ")
-    own = f"{best.variant}: {best.throughput:.0f}/s at p99 {best.p99_ms:.1f} ms, c={best.concurrency}" if best else "-"
-    return Row(tool=f"MA {run.mode}", winner=setting_key(setting) if setting else "-", own_view=own,
-               measurements=len(rows), perf_analyzer_runs=run.perf_analyzer_runs, server_starts=run.server_starts,
-               wall_s=run.wall_s, note=note), setting
+        notes.append("no results" if not rows else "no measured config within the budget")
+    row.own_view = (f"{best.variant}: {best.throughput:.0f}/s at p99 {best.p99_ms:.1f} ms, c={best.concurrency}"
+                    if best else "-")
+    row.winner = setting_key(setting) if setting else "-"
+    row.measurements = len(rows)
+    row.note = "; ".join(notes)
+    return setting
+
+
+def reload_searches(out: Path, budget: float, originals: dict[str, ModelConfig]
+                    ) -> tuple[dict[str, Row], dict[str, Setting], Setting]:
+    """``--remeasure``: the rows and winners of the searches a previous run left under ``out``."""
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {d["tool"]: Row(**d) for d in summary["rows"]}
+    winners: dict[str, Setting] = {}
+    start: Setting = {}
+    for strategy in ("brute", "quick"):
+        tune = json.loads((out / f"tritonops_{strategy}" / "tune.json").read_text())
+        winners[f"tritonops {strategy}"] = {m: Candidate.from_dict(c) for m, c in tune["winner"].items()}
+        start = {m: Candidate.from_dict(c) for m, c in tune["start"].items()}
+    for mode in ("quick", "brute"):
+        row = rows[f"MA {mode}"]
+        row.note = row.note.split("; no results", 1)[0].split("; no measured", 1)[0]
+        setting = ma_winner(row, out / f"ma_{mode}", budget, originals)
+        if setting:
+            winners[f"MA {mode}"] = setting
+    return rows, winners, start
 
 
 Points = dict[tuple[str, int], list[tuple[float, float]]]
