@@ -170,7 +170,8 @@ def main() -> int:
     contenders = {**winners, "start": start}
     with TritonServer(ServerOptions(repository=repo, explicit=True, load_models=(a.model,))) as server:
         settings = MeasureSettings(measurement_interval_ms=a.interval_ms, stability_percentage=a.stability)
-        points = remeasure(server, a.model, contenders, bench.concurrency, rounds, settings, out / ("final_again" if a.remeasure else "final"), say)
+        final_dir = out / ("final_again" if a.remeasure else "final")
+        points = remeasure(server, a.model, contenders, bench.concurrency, rounds, settings, final_dir, say)
     best = best_within(points, budget)
     by_key = {name: best.get(setting_key(s), 0.0) for name, s in contenders.items()}
     for name, row in rows.items():
