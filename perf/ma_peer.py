@@ -147,7 +147,7 @@ def _count_lines(path: Path, must_contain: str = "") -> int:
     return sum(1 for line in path.read_text().splitlines() if must_contain in line)
 
 
-STUCK_LINES = 5000
+STUCK_S = 240.0  # a real measurement, server restart included, takes well under a minute here
 PROGRESS_WORDS = ("Profiling ", "Creating model config", "Saved checkpoint", "Found ", "error", "Error",
                   "refus", "not supported", "Exiting", "Done")
 
@@ -168,20 +168,23 @@ def run_model_analyzer(exe: Path, config: dict[str, Any], out: Path, wrappers: P
         proc = subprocess.Popen([str(exe), "profile", "-f", str(cfg_path)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, cwd=out, start_new_session=True)
         assert proc.stdout is not None
-        last, idle = "", 0
+        last, measured_at = "", time.monotonic()
         try:
             for line in proc.stdout:
                 fh.write(line)
-                idle = 0 if "Profiling " in line else idle + 1
+                now = time.monotonic()
+                if "Profiling " in line:
+                    measured_at = now
                 text = line.strip()
                 if any(w in line for w in PROGRESS_WORDS) and text != last:
                     say(f"MA {mode}: {text[:160]}")
                     last = text
-                if time.monotonic() - t0 > timeout_s:
+                if now - t0 > timeout_s:
                     note = f"stopped after {timeout_s:.0f} s (--ma-timeout)"
-                elif idle > STUCK_LINES:
-                    # Seen with max_instance_count 1: quick search revisits its configs forever.
-                    note = f"stopped: no new measurement in {STUCK_LINES} log lines (it revisits the configs it has)"
+                elif now - measured_at > STUCK_S:
+                    # Seen in --smoke (max_instance_count 1): quick search revisits its configs without end,
+                    # printing 'Found existing model config' ~1000 times a second.
+                    note = f"stopped: no new measurement for {STUCK_S:.0f} s (it kept revisiting the configs it has)"
                 if note:
                     say(f"MA {mode}: {note}")
                     proc.send_signal(signal.SIGINT)
