@@ -141,6 +141,8 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="default perf/results/tune_MODEL")
     ap.add_argument("--remeasure", action="store_true",
                     help="only the final rounds again, on the searches a previous run left under --out")
+    ap.add_argument("--rerun-ma", choices=("quick", "brute"), action="append", default=[],
+                    help="with --remeasure: run this Model Analyzer search again first (repeatable)")
     a = ap.parse_args()
     bench = BENCHES[a.model](a.smoke)
     budget = a.budget_ms if a.budget_ms is not None else bench.budget_ms
@@ -155,10 +157,17 @@ def main() -> int:
     if a.remeasure:
         with TritonServer(ServerOptions(repository=repo, explicit=True, load_models=(a.model,))) as server, \
                 TritonClient(server.http_url, server.grpc_url, timeout_s=60) as client:
-            originals = dict(discover(client, a.model).originals)
+            served = discover(client, a.model)
+        originals = dict(served.originals)
         rows, winners, start = reload_searches(out, budget, originals)
         shutil.copy2(out / "summary.json", out / f"summary.before-remeasure-{int(time.time())}.json")
         say(f"machine: {machine()}")
+        for mode in a.rerun_ma:
+            winners.pop(f"MA {mode}", None)
+            rows[f"MA {mode}"], setting = run_ma(a, ensure_model_analyzer(a.ma_venv, say), bench, budget, out, repo,
+                                                 originals, served.ensemble_steps, mode, say)
+            if setting:
+                winners[f"MA {mode}"] = setting
     else:
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
@@ -216,23 +225,30 @@ def searches(a: argparse.Namespace, bench: Bench, budget: float, out: Path, repo
             say(f"tritonops {strategy}: {r.ranking.summary()} ({r.measured} measurements, {wall:.0f} s)")
 
     # ---- Model Analyzer: quick then brute, each launching its own servers
-    wrappers = out / "ma_wrappers"
-    tritonserver, perf_analyzer = write_wrappers(wrappers)
     for mode in ("quick", "brute"):
-        ma_out = out / f"ma_{mode}"
-        cfg = ma_config(model=a.model, repository=repo, out=ma_out, mode=mode, budget_ms=budget, limits=bench.limits,
-                        tritonserver=tritonserver, perf_analyzer=perf_analyzer, interval_ms=a.interval_ms,
-                        stability=a.stability, composing=steps)
-        say(f"MA {mode}: starting (log {ma_out / 'model-analyzer.log'})")
-        run = run_model_analyzer(exe, cfg, ma_out, wrappers, mode, a.ma_timeout, say)
-        row, setting = ma_row(run, budget, originals)
+        row, setting = run_ma(a, exe, bench, budget, out, repo, originals, steps, mode, say)
         rows[f"MA {mode}"] = row
         if setting:
             winners[f"MA {mode}"] = setting
-        say(f"MA {mode}: rc {run.rc}, winner {row.winner} ({row.own_view}), {row.measurements} measurements, "
-            f"{run.perf_analyzer_runs} perf_analyzer runs, {run.server_starts} server starts, {run.wall_s:.0f} s"
-            + (f"; {row.note}" if row.note else ""))
     return rows, winners, start
+
+
+def run_ma(a: argparse.Namespace, exe: Path, bench: Bench, budget: float, out: Path, repo: Path,
+           originals: dict[str, ModelConfig], steps: tuple[str, ...], mode: str, say: Any) -> tuple[Row, Setting]:
+    """One Model Analyzer search (it starts and restarts its servers itself); its row and winner."""
+    tritonserver, perf_analyzer = write_wrappers(out / "ma_wrappers")
+    ma_out = out / f"ma_{mode}"
+    shutil.rmtree(ma_out, ignore_errors=True)  # MA resumes from a checkpoint it finds
+    cfg = ma_config(model=a.model, repository=repo, out=ma_out, mode=mode, budget_ms=budget, limits=bench.limits,
+                    tritonserver=tritonserver, perf_analyzer=perf_analyzer, interval_ms=a.interval_ms,
+                    stability=a.stability, composing=steps)
+    say(f"MA {mode}: starting (log {ma_out / 'model-analyzer.log'})")
+    run = run_model_analyzer(exe, cfg, ma_out, out / "ma_wrappers", mode, a.ma_timeout, say)
+    row, setting = ma_row(run, budget, originals)
+    say(f"MA {mode}: rc {run.rc}, winner {row.winner} ({row.own_view}), {row.measurements} measurements, "
+        f"{run.perf_analyzer_runs} perf_analyzer runs, {run.server_starts} server starts, {run.wall_s:.0f} s"
+        + (f"; {row.note}" if row.note else ""))
+    return row, setting
 
 
 def tritonops_row(strategy: str, r: TuneResult, wall: float) -> Row:
