@@ -89,16 +89,16 @@ concurrency: [1, 4, 16]
 def text_embedding_bench(smoke: bool) -> Bench:
     # The ensemble's max_batch_size is 32 and no step may go below it (tritonops' space enforces that), so
     # both tools search max_batch_size 32 only: MA's min and max model batch size are 32.
-    steps = ("tokenizer", "encoder", "pooling")
+    steps = ("text_embedding_tokenizer", "text_embedding_encoder", "text_embedding_pooling")
     if smoke:
         body = "".join(f"  {s}: {{instances: [1], max_batch_sizes: [32], dynamic_batching: [true], "
-                       f"queue_delays_us: [0]{', threads: [1]' if s == 'encoder' else ''}}}\n" for s in steps)
+                       f"queue_delays_us: [0]{', threads: [1]' if s.endswith('encoder') else ''}}}\n" for s in steps)
         return Bench(Limits(1, 32, 4, min_batch=32), 500.0, SPACE_HEAD + body + "concurrency: [1, 4]\n", (1, 4))
     # pooling (a mean over the tokens) stays at one instance: it is not what limits the ensemble, and the
     # grid stays 8 configs (tokenizer 1-2 instances x encoder 1-2 instances x 1-2 threads).
-    instances = {"tokenizer": "[1, 2]", "encoder": "[1, 2]", "pooling": "[1]"}
+    instances = dict(zip(steps, ("[1, 2]", "[1, 2]", "[1]"), strict=True))
     body = "".join(f"  {s}: {{instances: {instances[s]}, max_batch_sizes: [32], dynamic_batching: [true], "
-                   f"queue_delays_us: [0]{', threads: [1, 2]' if s == 'encoder' else ''}}}\n" for s in steps)
+                   f"queue_delays_us: [0]{', threads: [1, 2]' if s.endswith('encoder') else ''}}}\n" for s in steps)
     return Bench(Limits(2, 32, 16, min_batch=32), 500.0, SPACE_HEAD + body + "concurrency: [1, 4, 16]\n", (1, 4, 16))
 
 
