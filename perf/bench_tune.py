@@ -278,7 +278,8 @@ def ma_winner(row: Row, ma_out: Path, budget: float, originals: dict[str, ModelC
         rows = read_inference_csv(csv_path)
     elif checkpoint.exists():  # MA writes its tables only when it ends by itself
         rows = read_checkpoint(checkpoint, budget)
-        notes.append("no results CSV: its winner is the best so far in its checkpoint")
+        if rows:
+            notes.append("no results CSV: its winner is the best so far in its checkpoint")
     else:
         rows = []
     best = best_row(rows, budget)
