@@ -15,6 +15,10 @@ points, summary.json) stays under --out.
     PYTHONPATH=src python perf/bench_tune.py --model mlp             # ~35 min on the 2 shared cores
     PYTHONPATH=src python perf/bench_tune.py --model text_embedding  # the shipped ensemble
     PYTHONPATH=src python perf/bench_tune.py --smoke                 # tiny limits: the plumbing in minutes
+    PYTHONPATH=src python perf/bench_tune.py --model mlp --remeasure [--rerun-ma quick]  # final rounds again
+
+Model Analyzer's quick search can stop measuring and walk the configs it has without end (seen here): a run
+with no new measurement for 240 s is stopped, and its best so far is read from its checkpoint.
 """
 
 from __future__ import annotations
