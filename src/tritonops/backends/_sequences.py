@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
+from _batching import batch_groups, concatenate, split
 
 BOOL_FORMS = (("int32_false_true", "TYPE_INT32"), ("fp32_false_true", "TYPE_FP32"),
               ("bool_false_true", "TYPE_BOOL"))
@@ -141,3 +142,88 @@ class SequenceState:
 def null_response():
     """The response to a null (filler) request of the direct strategy: the core discards it."""
     return pb_utils.InferenceResponse(output_tensors=[])
+
+
+def response(outputs):
+    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in outputs.items()])
+
+
+def error_response(e, backend):
+    text = str(e).strip()
+    return pb_utils.InferenceResponse(
+        error=pb_utils.TritonError(f"{backend}: {text.splitlines()[0] if text else type(e).__name__}"))
+
+
+class GroupedExecute:
+    """The execute loop of both fallback backends: read every request (a bad one gets its own error
+    response), start or continue its sequence, run the requests that fit together as ONE model call
+    (``_batching.batch_groups``), split the results back, and when a group's call fails run its
+    members one by one so that one bad request does not fail the others.
+
+    A backend sets ``backend`` (the prefix of its error messages), ``batched``, ``pad_ragged``,
+    ``variable_dims``, ``sequence`` (a SequenceState or None), ``inputs`` ({name: config input}) and
+    ``response_names`` in initialize(), and defines ``_run(feed) -> {name: array}``."""
+
+    backend = ""
+
+    def _read(self, request):
+        feed = {}
+        for name, spec in self.inputs.items():
+            t = pb_utils.get_input_tensor_by_name(request, name)
+            if t is None:
+                if spec.get("optional"):
+                    continue
+                raise ValueError(f"input '{name}' is missing")
+            feed[name] = t.as_numpy()
+        return feed
+
+    def _run_group(self, group):
+        """One model call for the whole group; returns one output dict per request."""
+        if not self.batched:
+            return [self._run(group[0][1])]
+        batch, sizes, shapes = concatenate(group, self.pad_ragged)
+        outputs = self._run(batch)
+        padded = self.pad_ragged and len(group) > 1
+        return split(outputs, sizes, shapes if padded else [None] * len(group), batch, self.variable_dims)
+
+    def execute(self, requests):
+        responses = [None] * len(requests)
+        feeds = []
+        sequence_of = {}  # request index -> (state key, flags)
+        for i, request in enumerate(requests):
+            try:
+                feed = self._read(request)
+                if self.sequence is not None:
+                    sequence_of[i] = self.sequence.begin(request, feed)
+                    if sequence_of[i][0] is None:
+                        responses[i] = null_response()
+                        continue
+                feeds.append((i, feed))
+            except Exception as e:
+                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
+        groups = batch_groups(feeds, self.pad_ragged) if self.batched else [[f] for f in feeds]
+        for group in groups:
+            try:
+                results = self._run_group(group)
+            except Exception as e:
+                if len(group) > 1:  # one bad request must not fail the others: run each on its own
+                    for member in group:
+                        self._respond_alone(responses, member, sequence_of)
+                else:
+                    responses[group[0][0]] = error_response(e, self.backend)
+                continue
+            for (i, _), out in zip(group, results):
+                responses[i] = self._respond(i, out, sequence_of)
+        return responses
+
+    def _respond(self, i, out, sequence_of):
+        if i in sequence_of:
+            self.sequence.end(*sequence_of[i], out)
+        return response({n: out[n] for n in self.response_names})
+
+    def _respond_alone(self, responses, member, sequence_of):
+        try:
+            (out,) = self._run_group([member])
+            responses[member[0]] = self._respond(member[0], out, sequence_of)
+        except Exception as e:
+            responses[member[0]] = error_response(e, self.backend)

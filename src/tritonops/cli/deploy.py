@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -21,6 +21,7 @@ from tritonops.deploy.rollout import rollback as roll_back
 from tritonops.deploy.status import deploy_status
 from tritonops.envelope import schema_of
 from tritonops.errors import UsageError
+from tritonops.progress import Progress
 
 DEPLOY_HELP = """Write deployment manifests for a model repository, or roll new model versions out to a running Triton.
 
@@ -173,21 +174,31 @@ def _admin_key() -> str | None:
     return os.environ.get("TRITON_ADMIN_KEY") or None
 
 
+def _run_rollout(run: Callable[[RolloutOptions, Progress], RolloutResult], opts: RolloutOptions, as_json: bool,
+                 on_failure: Callable[[RolloutResult], None] | None = None) -> RolloutResult | None:
+    """Run a roll-out or a roll-back with a spinner; with --json, emit the result (also a failed one, with
+    its error) and return None; a failure is re-raised after its result is shown."""
+    try:
+        with spinner(not as_json) as progress:
+            result = run(opts, progress)
+    except DeployFailed as e:
+        if as_json:
+            emit_result(e.result, errors=(e,))
+        elif on_failure is not None:
+            on_failure(e.result)
+        raise
+    if as_json:
+        emit_result(result)
+        return None
+    return result
+
+
 def _rollout(source: Path, to: Path, http_url: str, grpc_url: str, models: tuple[str, ...], canary: int,
              timeout: float, as_json: bool) -> None:
     opts = RolloutOptions(target=to, source=source, http_url=http_url, grpc_url=grpc_url, models=models,
                           canary_requests=canary, timeout_s=timeout, admin_key=_admin_key())
-    try:
-        with spinner(not as_json) as progress:
-            result = deploy_versions(opts, progress)
-    except DeployFailed as e:
-        if as_json:
-            emit_result(e.result, errors=(e,))
-        else:
-            _print_models(e.result)
-        raise
-    if as_json:
-        emit_result(result)
+    result = _run_rollout(deploy_versions, opts, as_json, on_failure=_print_models)
+    if result is None:
         return
     _print_models(result)
     changed = [m for m in result.models if m.status == "deployed"]
@@ -206,15 +217,8 @@ def _print_models(result: RolloutResult) -> None:
 def _rollback(to: Path, http_url: str, grpc_url: str, models: tuple[str, ...], timeout: float, as_json: bool) -> None:
     opts = RolloutOptions(target=to, http_url=http_url, grpc_url=grpc_url, models=models, timeout_s=timeout,
                           admin_key=_admin_key())
-    try:
-        with spinner(not as_json) as progress:
-            result = roll_back(opts, progress)
-    except DeployFailed as e:
-        if as_json:
-            emit_result(e.result, errors=(e,))
-        raise
-    if as_json:
-        emit_result(result)
+    result = _run_rollout(roll_back, opts, as_json)
+    if result is None:
         return
     for m in result.models:
         console.print(f"[green]↩[/green] {escape(m.name)}: version {m.from_version} → {m.to_version} ({m.detail})")

@@ -26,7 +26,7 @@ from tritonops.validate.cache import cache_check, cache_counts
 from tritonops.validate.decoupled import decoupled_checks
 from tritonops.validate.outputs import compare_tensors, output_problems
 from tritonops.validate.report import PATH_FLOAT_TOL, STREAM_PROTOCOL
-from tritonops.validate.run import ValidationRun, build_reference
+from tritonops.validate.run import ValidationRun, add_no_reference, build_reference
 from tritonops.validate.sequences import sequence_checks, sequence_ids, sequence_steps
 
 
@@ -178,11 +178,7 @@ def _reference_check(run: ValidationRun, model: ModelUnderTest, case: _Case,
                      reference: ReferenceRunner | str) -> None:
     name = model.name
     if isinstance(reference, str):
-        if reference.startswith("!"):
-            run.add(name, f"reference {case.label}", "-", "fail", reference[1:],
-                    hint="check the model file, or point --reference at the artifact the server serves")
-        else:
-            run.add(name, f"reference {case.label}", "-", "skip", reference)
+        add_no_reference(run, name, case.label, reference)
         return
     if not results:
         return

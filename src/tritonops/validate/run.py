@@ -46,3 +46,13 @@ def build_reference(run: ValidationRun, model: ModelUnderTest, factory: Callable
         return f"!{e.message}"
     except Exception as e:
         return f"!cannot run {model.artifact} locally: {short(message_of(e))}"
+
+
+def add_no_reference(run: ValidationRun, model: str, label: str, why: str) -> None:
+    """The row for a model that has no reference runner: a failure when ``why`` (from
+    :func:`build_reference`) starts with '!', else a skip."""
+    if why.startswith("!"):
+        run.add(model, f"reference {label}", "-", "fail", why[1:],
+                hint="check the model file, or point --reference at the artifact the server serves")
+    else:
+        run.add(model, f"reference {label}", "-", "skip", why)

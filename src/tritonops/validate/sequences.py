@@ -17,7 +17,7 @@ from tritonops.samples import NpzSamples, check_inputs, format_shape, generate_i
 from tritonops.spec import TensorSpec
 from tritonops.validate.outputs import differences, output_problems
 from tritonops.validate.report import PATH_FLOAT_TOL, STREAM_PROTOCOL
-from tritonops.validate.run import ValidationRun, build_reference
+from tritonops.validate.run import ValidationRun, add_no_reference, build_reference
 
 SEQUENCE_LENGTHS = (4, 3)  # two sequences of different lengths, their steps interleaved
 LABEL = "seq"
@@ -187,11 +187,7 @@ def _reference_check(run: ValidationRun, model: ModelUnderTest,
     name = model.name
     reference = _reference(run, model)
     if isinstance(reference, str):
-        if reference.startswith("!"):
-            run.add(name, f"reference {LABEL}", "-", "fail", reference[1:],
-                    hint="check the model file, or point --reference at the artifact the server serves")
-        else:
-            run.add(name, f"reference {LABEL}", "-", "skip", reference)
+        add_no_reference(run, name, LABEL, reference)
         return
     if not results:
         return

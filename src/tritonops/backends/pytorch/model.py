@@ -22,8 +22,7 @@ import triton_python_backend_utils as pb_utils
 
 # _batching.py and _sequences.py are put next to this file by tritonops' server launcher.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _batching import batch_groups, concatenate, split
-from _sequences import SequenceState, check_not_declared, null_response, sequence_controls, sequence_states
+from _sequences import GroupedExecute, SequenceState, check_not_declared, sequence_controls, sequence_states
 
 # torch is imported in initialize(): Triton also starts a throw-away stub per model only to run
 # auto_complete_config (this backend has none), and importing torch there costs seconds.
@@ -37,16 +36,6 @@ _TORCH_TYPES = {"TYPE_BOOL", "TYPE_UINT8", "TYPE_INT8", "TYPE_INT16", "TYPE_INT3
 
 def _params(config):
     return {k: v.get("string_value", "") for k, v in (config.get("parameters") or {}).items()}
-
-
-def _response(outputs):
-    return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(n, v) for n, v in outputs.items()])
-
-
-def _error_response(e):
-    text = str(e).strip()
-    return pb_utils.InferenceResponse(
-        error=pb_utils.TritonError(f"pytorch: {text.splitlines()[0] if text else type(e).__name__}"))
 
 
 def _named_index(name):
@@ -122,7 +111,9 @@ def _sequence_positions(name, config, forward_args):
     return positions, results
 
 
-class TritonPythonModel:
+class TritonPythonModel(GroupedExecute):
+    backend = "pytorch"
+
     def initialize(self, args):
         # args["model_repository"] is the model's own directory (<repository>/<model>) in Triton 2.51.
         global torch
@@ -171,17 +162,6 @@ class TritonPythonModel:
             return forward_args
         return _indexed_order(names) or names
 
-    def _read(self, request):
-        feed = {}
-        for name, spec in self.inputs.items():
-            t = pb_utils.get_input_tensor_by_name(request, name)
-            if t is None:
-                if spec.get("optional"):
-                    continue
-                raise ValueError(f"input '{name}' is missing")
-            feed[name] = t.as_numpy()
-        return feed
-
     def _to_torch(self, name, arr):
         spec = self.inputs.get(name, {})  # control and state tensors: no spec of their own
         if "reshape" in spec:
@@ -226,57 +206,6 @@ class TritonPythonModel:
                 raise ValueError(f"the output {n} in the model configuration refers to an output index which "
                                  f"doesn't exist. This model has {len(result)} outputs")
         return {n: self._to_numpy(n, result[i], batch) for n, i in self.results.items()}
-
-    def _run_group(self, group):
-        """One forward call for the whole group; returns one output dict per request."""
-        if not self.batched:
-            return [self._run(group[0][1])]
-        batch, sizes, shapes = concatenate(group, self.pad_ragged)
-        outputs = self._run(batch)
-        padded = self.pad_ragged and len(group) > 1
-        return split(outputs, sizes, shapes if padded else [None] * len(group), batch, self.variable_dims)
-
-    def execute(self, requests):
-        responses = [None] * len(requests)
-        feeds = []
-        sequence_of = {}  # request index -> (state key, flags)
-        for i, request in enumerate(requests):
-            try:
-                feed = self._read(request)
-                if self.sequence is not None:
-                    sequence_of[i] = self.sequence.begin(request, feed)
-                    if sequence_of[i][0] is None:
-                        responses[i] = null_response()
-                        continue
-                feeds.append((i, feed))
-            except Exception as e:
-                responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
-        groups = batch_groups(feeds, self.pad_ragged) if self.batched else [[f] for f in feeds]
-        for group in groups:
-            try:
-                results = self._run_group(group)
-            except Exception as e:
-                if len(group) > 1:  # one bad request must not fail the others: run each on its own
-                    for member in group:
-                        self._respond_alone(responses, member, sequence_of)
-                else:
-                    responses[group[0][0]] = _error_response(e)
-                continue
-            for (i, _), out in zip(group, results):
-                responses[i] = self._respond(i, out, sequence_of)
-        return responses
-
-    def _respond(self, i, out, sequence_of):
-        if i in sequence_of:
-            self.sequence.end(*sequence_of[i], out)
-        return _response({n: out[n] for n in self.response_names})
-
-    def _respond_alone(self, responses, member, sequence_of):
-        try:
-            (out,) = self._run_group([member])
-            responses[member[0]] = self._respond(member[0], out, sequence_of)
-        except Exception as e:
-            responses[member[0]] = _error_response(e)
 
     def finalize(self):
         self.module = None
