@@ -249,6 +249,11 @@ def test_bad_input_is_one_line_and_leaves_nothing_changed(cli, server, repo, spa
     bad.write_text("models:\n  mlp:\n    threds: [1]\n")
     code, _, err = cli("tune", "mlp", *_url(server), "--space", bad, "--output-dir", tmp_path / "c")
     assert code == 2 and "unknown field 'threds'" in err and "did you mean 'threads'" in err
+    misspelt = tmp_path / "misspelt.yaml"
+    misspelt.write_text("models:\n  mpl:\n    instances: [1]\n")
+    code, _, err = cli("tune", "mlp", *_url(server), "--space", misspelt, "--output-dir", tmp_path / "d")
+    assert code == 2 and "model 'mpl' is not tuned in this run" in err and "misspelt.yaml:2" in err, err
+    assert "name one of: mlp" in err
     code, _, err = cli("tune", "--resume", tmp_path / "nothing")
     assert code == 2 and "no tune journal" in err
     assert "Traceback" not in err and digest(repo) == before

@@ -28,7 +28,7 @@ from tritonops.tune.promote import promote
 from tritonops.tune.report import write_tune_report
 from tritonops.tune.result import TuneResult
 from tritonops.tune.search import SearchContext, Setting, Strategy, brute, final_rounds, quick, setting_key
-from tritonops.tune.space import Candidate, fingerprint, read_space_file, space_for
+from tritonops.tune.space import Candidate, check_space_models, fingerprint, read_space_file, space_for
 
 LoadMode = Literal["concurrency", "request_rate"]
 
@@ -215,6 +215,8 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
         check_explicit(client, models)
         if o.resume:  # the configs served before the first run, which a crash may have left changed
             models = _originals_from(read_header(out), models)
+        if space_file is not None:
+            check_space_models(space_file, tuple(models.originals))
         spaces = {name: space_for(cfg, space_file, ensemble_batch=models.ensemble_batch, kind=o.instance_kind)
                   for name, cfg in models.originals.items()}
         concurrency = (space_file.concurrency if space_file and space_file.concurrency else None) or o.concurrency

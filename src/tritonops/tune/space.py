@@ -14,7 +14,7 @@ import copy
 import hashlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -335,6 +335,15 @@ def read_space_file(path: Path) -> SpaceFile:
         if not concurrency:
             raise w.error("concurrency is empty", "e.g. concurrency: [1, 4, 16]")
     return SpaceFile(path, overrides, wheres, concurrency)
+
+
+def check_space_models(spaces: SpaceFile, tuned: Sequence[str]) -> None:
+    """Every model the file names is one this run tunes: a misspelt name (``tokenizer`` for
+    ``text_embedding_tokenizer``) would otherwise be ignored and the whole derived grid searched."""
+    for name, where in spaces.where.items():
+        if name not in tuned:
+            raise where.error(f"model '{name}' is not tuned in this run",
+                              f"name one of: {', '.join(tuned)} (an ensemble's composing models by their own names)")
 
 
 def space_for(cfg: ModelConfig, spaces: SpaceFile | None, cpus: int | None = None, *,
