@@ -341,13 +341,26 @@ def test_process_count_follows_the_rate_up_to_the_cores_left_after_a_local_serve
 def test_generator_cost_counts_refusals_at_max_inflight_as_the_servers_backlog():
     # 100 arrivals: 90 sent, 8 refused because 256 requests were outstanding, 2 never sent in time
     summary = {"scheduled": 100, "sent": 90, "errors": {"ClientSaturated": 8}, "lag_ms": {"p99": 4.0}}
-    g = generator_cost(summary, cpu_s=0.045, processes=2)
+    g = generator_cost(summary, cpu_s=0.045, processes=2, window_s=10.0)
     assert (g.processes, g.sent_vs_scheduled, g.lag_p99_ms) == (2, 0.98, 4.0)
     assert g.cpu_ms_per_request == pytest.approx(0.5) and g.saturated  # 0.98 < 0.99
-    kept = generator_cost({**summary, "sent": 92}, cpu_s=0.0, processes=1)
+    assert g.busy == pytest.approx(0.045 / 20)
+    kept = generator_cost({**summary, "sent": 92}, cpu_s=0.0, processes=1, window_s=10.0)
     assert not kept.saturated and kept.sent_vs_scheduled == 1.0
-    late = generator_cost({**summary, "sent": 92, "lag_ms": {"p99": 10.5}}, cpu_s=0.0, processes=1)
-    assert late.saturated
+
+
+def test_late_sends_are_the_generators_own_only_when_it_was_busy():
+    summary = {"scheduled": 100, "sent": 100, "errors": {}, "lag_ms": {"p99": 10.5}}
+    busy = generator_cost(summary, cpu_s=8.0, processes=1, window_s=10.0)  # 0.8 of a core
+    assert busy.saturated and busy.busy == pytest.approx(0.8)
+    # the same lag with the generator mostly idle: the machine (the server) made the sends late
+    idle = generator_cost(summary, cpu_s=3.0, processes=1, window_s=10.0)
+    assert not idle.saturated and idle.busy == pytest.approx(0.3)
+    # two processes at 0.8 of a core each are busy; at 0.4 each they are not
+    assert generator_cost(summary, cpu_s=16.0, processes=2, window_s=10.0).saturated
+    assert not generator_cost(summary, cpu_s=8.0, processes=2, window_s=10.0).saturated
+    # sends that never went out are the generator's, busy or not
+    assert generator_cost({**summary, "sent": 90}, cpu_s=0.0, processes=1, window_s=10.0).saturated
 
 
 @pytest.mark.server
