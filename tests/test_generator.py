@@ -31,6 +31,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from tritonclient.grpc import service_pb2
 
 import onnx_models
+from python_models import write_slow_model
 from tritonops.build import BuildOptions, build
 from tritonops.client import (
     GRPC_INFER_METHOD,
@@ -40,7 +41,6 @@ from tritonops.client import (
     http_request_headers,
     infer_path,
 )
-from tritonops.pbtxt import config_to_text
 from tritonops.perf.analyzer import prepare_samples
 from tritonops.perf.inputs import Samples
 from tritonops.perf.loadtest import (
@@ -147,35 +147,6 @@ def test_grpc_message_is_what_tritonclient_sends():
 
 
 # ------------------------------------------------------------------------------ against the real server
-SLOW_PY = '''\
-import time
-import urllib.request
-
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        out = []
-        for request in requests:
-            time.sleep(0.1)
-            x = pb_utils.get_input_tensor_by_name(request, "INPUT").as_numpy()
-            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", x)]))
-        return out
-'''
-
-
-def _slow_model(repo: Path) -> None:
-    """A model that takes 0.1 s per request, one at a time: it serves 10 requests/s at most."""
-    cfg = mc.ModelConfig(name="slow", backend="python", max_batch_size=0)
-    cfg.input.add(name="INPUT", data_type=mc.TYPE_FP32, dims=[4])
-    cfg.output.add(name="OUTPUT", data_type=mc.TYPE_FP32, dims=[4])
-    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-    (repo / "slow" / "1").mkdir(parents=True)
-    (repo / "slow" / "1" / "model.py").write_text(SLOW_PY)
-    (repo / "slow" / "config.pbtxt").write_text(config_to_text(cfg))
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, triton_session):
     root = tmp_path_factory.mktemp("generator")
@@ -183,7 +154,7 @@ def server(tmp_path_factory, triton_session):
     mlp = onnx_models.mlp(root / "src" / "mlp.onnx")
     build(BuildOptions(source=str(mlp), repository=repo, name="mlp", max_batch_size=8))
     build(BuildOptions(source=str(mlp), repository=repo, name="gone", max_batch_size=8))
-    _slow_model(repo)
+    write_slow_model(repo, 0.1)  # 10 requests/s at most
     with triton_session.models(repo):
         yield triton_session.server
 

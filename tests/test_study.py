@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 from onnx import TensorProto, helper
-from tritonclient.grpc import model_config_pb2 as mc
 
 import onnx_models
+from python_models import write_slow_model
 from report_check import render_check
 from tritonops.build import BuildOptions, build
 from tritonops.errors import UsageError
-from tritonops.pbtxt import config_to_text
 from tritonops.perf.analyzer import PerfRow
 from tritonops.perf.cache import CacheCell
 from tritonops.perf.findings import LABEL, Cell, aggregate, claims, combine, derive_findings
@@ -276,41 +275,13 @@ def image_onnx(path: Path) -> Path:
 
 
 SLOW_MS = 40  # one instance, no batching: the model serves 25 requests/s at most, whatever the protocol
-SLOW_PY = f"""\
-import time
-
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-
-class TritonPythonModel:
-    def execute(self, requests):
-        out = []
-        for request in requests:
-            time.sleep({SLOW_MS / 1000})
-            x = pb_utils.get_input_tensor_by_name(request, "IN").as_numpy()
-            out.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUT", x.astype(np.float32))]))
-        return out
-"""
-
-
-def write_slow_model(repo: Path) -> None:
-    cfg = mc.ModelConfig(name="slow", backend="python", max_batch_size=0)
-    cfg.input.add(name="IN", data_type=mc.TYPE_FP32, dims=[4])
-    cfg.output.add(name="OUT", data_type=mc.TYPE_FP32, dims=[4])
-    cfg.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
-    (repo / "slow" / "1").mkdir(parents=True)
-    (repo / "slow" / "1" / "model.py").write_text(SLOW_PY)
-    (repo / "slow" / "config.pbtxt").write_text(config_to_text(cfg))
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, triton_session):
     root = tmp_path_factory.mktemp("study")
     repo = root / "repo"
     build(BuildOptions(source=str(image_onnx(root / "src" / "img.onnx")), repository=repo, name="img",
                        max_batch_size=4))
-    write_slow_model(repo)
+    write_slow_model(repo, SLOW_MS / 1000)
     with triton_session.models(repo):
         yield triton_session.server
 
