@@ -69,6 +69,15 @@ def _client(server: TritonServer) -> httpclient.InferenceServerClient:
                                             network_timeout=LOAD_TIMEOUT_S)
 
 
+def served_config(http_url: str, model: str) -> dict:
+    """The config the server at ``http_url`` serves ``model`` with (to check that a run loaded it back)."""
+    client = httpclient.InferenceServerClient(http_url)
+    try:
+        return dict(client.get_model_config(model))
+    finally:
+        client.close()
+
+
 class SessionServer:
     """The session's server and its repository; ``models()`` lends it to one test module."""
 

@@ -22,6 +22,7 @@ import tritonclient.http as httpclient
 
 import onnx_models
 from report_check import render_check
+from served import served_config
 from tritonops.build import BuildOptions, build
 from tritonops.check import check_repository
 from tritonops.cli import main
@@ -154,11 +155,7 @@ def _url(server) -> tuple[str, ...]:
 
 
 def _served_config(server) -> dict:
-    client = httpclient.InferenceServerClient(server.http_url)
-    try:
-        return dict(client.get_model_config("mlp"))
-    finally:
-        client.close()
+    return served_config(server.http_url, "mlp")
 
 
 def _journal(out: Path) -> list[dict]:

@@ -20,9 +20,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import tritonclient.http as httpclient
 
 import onnx_models
+from served import served_config
 from tritonops.build import BuildOptions, build
 from tritonops.check import check_repository
 from tritonops.errors import UsageError
@@ -254,11 +254,7 @@ def _journal(out: Path) -> tuple[dict, list[dict]]:
 
 
 def _served_config(server) -> dict:
-    client = httpclient.InferenceServerClient(server.http_url)
-    try:
-        return dict(client.get_model_config("mlp"))
-    finally:
-        client.close()
+    return served_config(server.http_url, "mlp")
 
 
 def test_request_rates_are_offered_with_poisson_arrivals_and_resume_refuses_the_other_mode(cli, server, tmp_path):
