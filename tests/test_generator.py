@@ -232,7 +232,8 @@ def test_two_processes_merge_into_one_poisson_load(server, tmp_path, protocol):
     assert g.cpu_ms_per_request is not None and 0 < g.cpu_ms_per_request < 1000 * 4 * 2 / r.sent
     assert g.lag_p99_ms == r.lag_ms["p99"] >= 0
     assert g.sent_vs_scheduled == r.sent / r.scheduled  # nothing was refused at max_inflight
-    assert g.saturated == (g.sent_vs_scheduled < 0.99 or g.lag_p99_ms > 10.0)
+    assert g.busy is not None and g.busy == pytest.approx(g.cpu_ms_per_request * r.sent / 1000 / (4.0 * 2))
+    assert g.saturated == (g.sent_vs_scheduled < 0.99 or (g.lag_p99_ms > 10.0 and g.busy >= 0.7))
     row = (tmp_path / "loadtest.csv").read_text().splitlines()
     header, values = row[0].split(","), row[1].split(",")
     assert dict(zip(header, values, strict=True))["generator_processes"] == "2"
