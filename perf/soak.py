@@ -34,18 +34,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, wide_mlp
 
+from tritonops.tune.memory import rss_kb
+
 MODEL = "soak_mlp"
 WIDTH = 64
-
-
-def _rss_kb(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def _procs() -> dict[int, str]:
@@ -181,7 +173,7 @@ def soak(minutes: float, work: Path, deploy_every: float, port: int) -> dict[str
         serve.kill()
         raise SystemExit("the server did not become ready; see " + str(work / "serve.log"))
     server_pid = next((c for c in _children(serve.pid) if "tritonserver" in _procs().get(c, "")), None)
-    rss_start = _rss_kb(server_pid) if server_pid else None
+    rss_start = rss_kb(server_pid) if server_pid else None
     workers = {}
     for n, kind in enumerate(("http", "grpc", "shm")):
         workers[kind] = _start_worker(kind, http, grpc, work, n)
@@ -210,7 +202,7 @@ def soak(minutes: float, work: Path, deploy_every: float, port: int) -> dict[str
                                 "error": r.stderr.strip().splitlines()[0] if r.returncode and r.stderr.strip() else ""})
             next_deploy += deploy_every
         time.sleep(0.5)
-    rss_end = _rss_kb(server_pid) if server_pid else None
+    rss_end = rss_kb(server_pid) if server_pid else None
     shm_names = {p.name for p in Path("/dev/shm").iterdir()}
     ours_running = _ours(work)
     our_shm = {w for cmd in ours_running.values() for w in cmd.split() if w.lstrip("/") in shm_names}
