@@ -301,9 +301,9 @@ def p99_rankings(findings: list[str]) -> dict[tuple[str, float], list[str]]:
 
 @pytest.mark.server
 def test_the_image_sized_model_and_a_slow_one_through_all_three_protocols(cli, served, tmp_path):
-    """The issue's 'done means' in one study of two payloads: every cell is reported; HTTP JSON on the
-    image-sized model (2.9 MB of JSON per request; about 30/s closed-loop on two cores) and every protocol
-    on the slow model (25/s at most) cannot keep up with 60/s, each such cell ends within its bound and is
+    """The issue's 'done means' in one study of two payloads: every cell is reported; every protocol on the
+    slow model (25/s at most, bound by its sleep, not by the machine's speed) cannot keep up with 60/s, and
+    HTTP JSON on the image-sized model (2.9 MB of JSON per request) may not either; each such cell ends within its bound and is
     labelled, the study goes on to the next protocol and payload, is not 'interrupted', the findings
     compare only what was measured alike, per payload, and the report renders. (The closed loop and its
     plots are the mlp study's part below: one point per protocol here would cost 10 s.)"""
@@ -323,16 +323,20 @@ def test_the_image_sized_model_and_a_slow_one_through_all_three_protocols(cli, s
         assert c["runs"] == 1 and sum(c["outcomes"].values()) == 1
         assert c["outcome"] in ("kept-up", "fell-behind", "generator-saturated"), c
         assert c["label"] in out
-    # the slow protocol on the image-sized payload
-    slow_json = cells[("img", "http-json", 60.0)]
-    assert slow_json["outcome"] != "kept-up" and slow_json["achieved_rate"] < 60
+    # HTTP JSON on the image-sized payload: whether it keeps up with 60/s depends on the machine (it did not on
+    # two loaded cores, it did on a quiet CI machine), so only the slow model, bound by its sleep, must fall behind
+    for c in cells.values():
+        if c["outcome"] == "kept-up":
+            assert c["label"] == "kept up", c
+        elif c["outcome"] == "fell-behind":
+            assert c["achieved_rate"] < c["rate"] and c["label"] == f"fell behind (achieved {c['achieved_rate']:.0f}/s)", c
+        else:
+            assert c["label"] == f"generator saturated at {c['saturated_at']:.0f}/s", c
     # the slow model: 60/s offered, 25/s served, whatever the protocol (on busy cores the generator may
     # also miss its schedule: then the cell says so instead)
     for p in ("http-json", "http-binary", "grpc"):
         c = cells[("slow", p, 60.0)]
         assert c["outcome"] in ("fell-behind", "generator-saturated") and c["achieved_rate"] < 40, c
-        assert c["label"] == (f"fell behind (achieved {c['achieved_rate']:.0f}/s)" if c["outcome"] == "fell-behind"
-                              else f"generator saturated at {c['saturated_at']:.0f}/s"), c
     sizes = doc["payload_bytes"]
     assert sizes["img"]["http-binary"]["request"] > 3 * 224 * 224 * 4 < sizes["img"]["grpc"]["request"]
     assert sizes["img"]["http-json"]["request"] > 3 * sizes["img"]["http-binary"]["request"]
