@@ -303,10 +303,10 @@ def p99_rankings(findings: list[str]) -> dict[tuple[str, float], list[str]]:
 def test_the_image_sized_model_and_a_slow_one_through_all_three_protocols(cli, served, tmp_path):
     """The issue's 'done means' in one study of two payloads: every cell is reported; every protocol on the
     slow model (25/s at most, bound by its sleep, not by the machine's speed) cannot keep up with 60/s, and
-    HTTP JSON on the image-sized model (2.9 MB of JSON per request) may not either; each such cell ends within its bound and is
-    labelled, the study goes on to the next protocol and payload, is not 'interrupted', the findings
-    compare only what was measured alike, per payload, and the report renders. (The closed loop and its
-    plots are the mlp study's part below: one point per protocol here would cost 10 s.)"""
+    HTTP JSON on the image-sized model (2.9 MB of JSON per request) may not either; each such cell ends
+    within its bound and is labelled, the study goes on to the next protocol and payload, is not
+    'interrupted', the findings compare only what was measured alike, per payload, and the report renders.
+    (The closed loop and its plots are the mlp study's part below: one point per protocol here would cost 10 s.)"""
     out_dir = tmp_path / "study"
     code, out, err = cli("study", "protocols", "img", "slow", "--url", served.http_url, "--grpc-url",
                          served.grpc_url, "--rates", "5,60", "--repeats", "1", "--duration", "1",
@@ -329,7 +329,8 @@ def test_the_image_sized_model_and_a_slow_one_through_all_three_protocols(cli, s
         if c["outcome"] == "kept-up":
             assert c["label"] == "kept up", c
         elif c["outcome"] == "fell-behind":
-            assert c["achieved_rate"] < c["rate"] and c["label"] == f"fell behind (achieved {c['achieved_rate']:.0f}/s)", c
+            assert c["achieved_rate"] < c["rate"], c
+            assert c["label"] == f"fell behind (achieved {c['achieved_rate']:.0f}/s)", c
         else:
             assert c["label"] == f"generator saturated at {c['saturated_at']:.0f}/s", c
     # the slow model: 60/s offered, 25/s served, whatever the protocol (on busy cores the generator may
