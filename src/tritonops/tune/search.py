@@ -7,7 +7,9 @@ rates); a point already in the journal is reused, never measured again, so ``--r
 where a run stopped. The sweep stops early once the latency budget is exceeded, throughput stops
 growing (higher concurrencies only add queueing), the server falls behind an offered rate, or a
 throughput target (``--at-throughput``) is reached (higher loads only add latency). Quick walks one
-parameter at a time, keeping what improves the objective; for an ensemble it walks the step with the
+parameter at a time, keeping what improves the objective, and for the max-throughput objective stops
+a trial early: measured first where the best config so far is best, a trial that loses there costs
+one measurement (``SearchContext.challenge``); for an ensemble it walks the step with the
 largest queue + compute time first (the bottleneck), taken from Triton's per-model statistics around
 the last measurement.
 """
@@ -15,7 +17,7 @@ the last measurement.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -64,6 +66,9 @@ class SearchContext:
     max_measurements: int | None = None
     request_rates: tuple[float, ...] = ()  # measure at these offered rates instead of the concurrencies
     memory: MemoryProbe | None = None
+    # What takes one point (measure.measure: perf_analyzer against the server); the search's own tests give it
+    # a model of a server's throughput instead, to follow the search's decisions exactly.
+    measurer: Callable[..., Measurement] = measure
     measured: int = 0  # perf_analyzer measurements this run made (reused ones not counted)
     reused: int = 0
     evaluated: list[str] = field(default_factory=list)
@@ -91,20 +96,47 @@ class SearchContext:
             return m
         self.progress(f"measuring {key} at {load.describe()}" + (f" (final round {round_})" if round_ else ""))
         tag = f"c{load.concurrency}" if load.request_rate is None else f"r{load.request_rate:g}"
-        m = measure(self.target, self.model, key, load, round_, self.settings,
+        m = self.measurer(self.target, self.model, key, load, round_, self.settings,
                     self.work_dir / key.replace(",", "+").replace("=", "-") / f"r{round_}_{tag}", self.probe,
                     self.progress, self.memory)
         self.measured += 1
         self.journal.append(m, setting_dict(setting))
         return m
 
-    def evaluate(self, setting: Setting, round_: int = 0, points: Sequence[Load] | None = None) -> Score:
+    def challenge(self, setting: Setting, incumbent: Score) -> Score:
+        """Quick's early stopping per candidate, for the max-throughput objective: a trial is measured
+        first at the load where the incumbent is best. One that does not beat the incumbent there ends
+        after that one measurement (a lower load only gives less throughput, a higher one was the
+        incumbent's own loss); one that beats it sweeps on upward from there; one over the budget there
+        is tried once one load lower. Other objectives, or an incumbent without a point within the
+        objective, get the whole sweep."""
+        loads = self.sweep_points()
+        at = [i for i, load in enumerate(loads) if load.value == incumbent.load]
+        o = self.objective
+        if o.kind != "throughput" or not incumbent.met or incumbent.value is None or not at:
+            return self.evaluate(setting)
+        i = at[0]
+        first = self.evaluate(setting, points=(loads[i],))
+        point = next((p for p in first.points if p.load == loads[i].value), None)
+        if point is None:  # failed or refused there
+            return first
+        if o.budget_ms is not None and point.latency_ms > o.budget_ms:
+            return self.evaluate(setting, points=loads[i - 1:i]) if i > 0 else first
+        if not point.kept_up or point.throughput <= incumbent.value:
+            return first
+        return self.evaluate(setting, sweep=loads[i + 1:], sweep_best=point.throughput) if i + 1 < len(loads) \
+            else first
+
+    def evaluate(self, setting: Setting, round_: int = 0, points: Sequence[Load] | None = None, *,
+                 sweep: Sequence[Load] | None = None, sweep_best: float = 0.0) -> Score:
+        """Measure ``setting`` at fixed ``points`` (the final rounds), or sweep ``sweep`` (default: every
+        load) with the early-stopping rules; ``sweep_best``: the throughput already reached below it."""
         key = setting_key(setting)
         if key not in self.evaluated:
             self.evaluated.append(key)
-        best_tput = 0.0
+        best_tput = sweep_best
         o = self.objective
-        for load in points or self.sweep_points():
+        for load in points or (self.sweep_points() if sweep is None else sweep):
             m = self._point(setting, key, load, round_)
             if m.status != "ok":
                 if m.note.startswith("the server refused"):
@@ -165,7 +197,7 @@ def quick(ctx: SearchContext, start: Setting, max_passes: int = 2) -> Score:
                         trial[model] = _vary(current[model], dim, v)
                         if setting_key(trial) == setting_key(current):
                             continue
-                        s = ctx.evaluate(trial)
+                        s = ctx.challenge(trial, best)
                         if better(s, best, ctx.objective):
                             best, current, improved = s, trial, True
             if not improved:
