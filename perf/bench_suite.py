@@ -5,7 +5,9 @@ collects its test ids, finds each in this checkout (the same id, or the same tes
 tests were kept, so they must be there), then runs, in alternating rounds on the same machine:
 
 - old: the old checkout's whole suite, with the old sources first on PYTHONPATH;
-- new: this checkout's suite restricted to exactly those tests;
+- new: this checkout's suite restricted to exactly those tests, run as the README's test command runs it
+  (scripts/test.sh: two pytest-xdist workers, ``--dist loadfile``; ``--workers``);
+- new-serial: the same tests in one process, as the old suite ran (what the code changes alone did);
 - (with ``--full``) this checkout's whole suite, for the record.
 
 Both use this checkout's virtualenv (the same tritonserver, perf_analyzer and packages). Prints the wall time
@@ -59,6 +61,7 @@ def main() -> int:
     ap.add_argument("--old", default="786ef8f", help="the commit to compare against")
     ap.add_argument("--rounds", type=int, default=1, help="alternating old/new rounds")
     ap.add_argument("--full", action="store_true", help="also time this checkout's whole suite once")
+    ap.add_argument("--workers", type=int, default=2, help="xdist workers of the new side (scripts/test.sh: 2)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="tritonops-suite-") as tmp:
         old = Path(tmp) / "old"
@@ -87,23 +90,26 @@ def main() -> int:
             print(f"  missing: {i}")
         ids_file = Path(tmp) / "ids.txt"
         ids_file.write_text("\n".join(chosen) + "\n")
-        times: dict[str, list[float]] = {"old": [], "new": []}
+        times: dict[str, list[float]] = {"old": [], "new": [], "new-serial": []}
+        workers = ["-n", str(a.workers), "--dist", "loadfile"]
         for rnd in range(1, a.rounds + 1):
-            for name in ("old", "new"):
+            for name in ("old", "new", "new-serial"):
                 before = _load()
                 if name == "old":
                     wall, rc, tail = _pytest(old, old / "src", [], Path(tmp) / f"old{rnd}.log")
                 else:
-                    wall, rc, tail = _pytest(ROOT, ROOT / "src", ["@" + str(ids_file)], Path(tmp) / f"new{rnd}.log")
+                    args = ["@" + str(ids_file), *(workers if name == "new" else ["-n", "0"])]
+                    wall, rc, tail = _pytest(ROOT, ROOT / "src", args, Path(tmp) / f"{name}{rnd}.log")
                 times[name].append(wall)
                 print(f"round {rnd} {name}: {wall:7.1f} s  rc={rc}  load {before} -> {_load()}  | {tail}", flush=True)
         if a.full:
             before = _load()
-            wall, rc, tail = _pytest(ROOT, ROOT / "src", [], Path(tmp) / "full.log")
+            wall, rc, tail = _pytest(ROOT, ROOT / "src", workers, Path(tmp) / "full.log")
             print(f"full suite of this checkout: {wall:7.1f} s  rc={rc}  load {before} -> {_load()}  | {tail}")
-        o, n = statistics.median(times["old"]), statistics.median(times["new"])
-        print(f"RESULT the {len(old_ids)} tests of {a.old}: old {o:.0f} s, new {n:.0f} s (median of {a.rounds}); "
-              f"new/old {n / o:.2f} ({1 - n / o:.0%} faster)")
+        o, n, ns = (statistics.median(times[k]) for k in ("old", "new", "new-serial"))
+        print(f"RESULT the {len(old_ids)} tests of {a.old}: old {o:.0f} s, new {n:.0f} s with {a.workers} workers, "
+              f"new-serial {ns:.0f} s (median of {a.rounds}); new/old {n / o:.2f} ({1 - n / o:.0%} faster), "
+              f"new-serial/old {ns / o:.2f}")
     return 0
 
 

@@ -80,12 +80,15 @@ def mlp_bench(smoke: bool) -> Bench:
     if smoke:
         return Bench(Limits(1, 4, 4), 20.0, SPACE_HEAD + "  mlp: {instances: [1], max_batch_sizes: [4], "
                      "dynamic_batching: [true], queue_delays_us: [0], threads: [1]}\nconcurrency: [1, 4]\n", (1, 4))
+    # tritonops' derived space for this model on 2 cores (space.derive_space: instances 1-2, max batch 4-64,
+    # batching on/off, queue delay 0/500 us, intra-op threads 1-2), cut to the limits both tools share: max batch
+    # 16: 36 configs. (The first runs in perf/RESULTS.md fixed threads at 1: 18 configs.)
     return Bench(Limits(2, 16, 16), 20.0, SPACE_HEAD + """  mlp:
     instances: [1, 2]
     max_batch_sizes: [4, 8, 16]
     dynamic_batching: [true, false]
     queue_delays_us: [0, 500]
-    threads: [1]
+    threads: [1, 2]
 concurrency: [1, 4, 16]
 """, (1, 4, 16))
 

@@ -67,6 +67,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if "TRITONOPS_LOG_DIR" not in os.environ:
         _LOG_DIR.append(tempfile.mkdtemp(prefix="tritonops-test-logs-"))
         os.environ["TRITONOPS_LOG_DIR"] = _LOG_DIR[0]
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_WorkerStarts(), "tritonops-worker-starts")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -76,8 +78,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def triton_session(tmp_path_factory) -> Iterator[SessionServer]:
-    """One real tritonserver (explicit model control) for every module that only needs "a server
-    with model X"; a module lends it its models with ``triton_session.models(repo)``."""
+    """One real tritonserver (explicit model control) per test process (each xdist worker has its
+    own) for every module that only needs "a server with model X"; a module lends it its models with
+    ``triton_session.models(repo)``."""
     with session_server(tmp_path_factory.mktemp("session_repository")) as server:
         yield server
 
@@ -127,8 +130,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # ---------------------------------------------------------------- how many servers a run starts
 
 
-_server_starts: Counter[str] = Counter()
-_current_file = ["(outside tests)"]
+_server_starts: Counter[tuple[bool, str]] = Counter()  # (a lifecycle test, its file) -> starts
+_current = [(False, "(outside tests)")]
 
 
 def _count_tritonserver(event: str, args: tuple) -> None:
@@ -138,7 +141,7 @@ def _count_tritonserver(event: str, args: tuple) -> None:
         argv = args[1]
         first = argv[0] if isinstance(argv, list | tuple) else argv
         if os.path.basename(os.fsdecode(first)) == "tritonserver":
-            _server_starts[_current_file[0]] += 1
+            _server_starts[_current[0]] += 1
 
 
 sys.addaudithook(_count_tritonserver)
@@ -146,13 +149,37 @@ sys.addaudithook(_count_tritonserver)
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
-    _current_file[0] = item.nodeid.split("::", 1)[0]
+    _current[0] = (item.get_closest_marker("lifecycle") is not None, item.nodeid.split("::", 1)[0])
     yield
 
 
+class _WorkerStarts:
+    """Under pytest-xdist (scripts/test.sh runs two workers) each worker counts its own starts; they
+    reach the controller, which prints the summary, in the worker's ``workeroutput``."""
+
+    @pytest.hookimpl
+    def pytest_testnodedown(self, node, error) -> None:
+        for lifecycle, path, n in getattr(node, "workeroutput", {}).get("tritonserver_starts", []):
+            _server_starts[(bool(lifecycle), str(path))] += int(n)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    output = getattr(session.config, "workeroutput", None)  # set in an xdist worker only
+    if output is not None:
+        output["tritonserver_starts"] = [[lc, path, n] for (lc, path), n in _server_starts.items()]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """How many tritonservers the run started: by the lifecycle tests (whose subject is a server's
+    start, stop or death, so they need their own) and by the rest (which should share the session's)."""
     total = sum(_server_starts.values())
     if not total:
         return
-    per_file = ", ".join(f"{f}: {n}" for f, n in sorted(_server_starts.items()))
-    terminalreporter.write_line(f"tritonserver processes started in this process: {total} ({per_file})")
+    parts = []
+    for lifecycle, what in ((True, "by lifecycle tests"), (False, "by the other tests")):
+        mine = {f: n for (lc, f), n in sorted(_server_starts.items()) if lc == lifecycle}
+        if mine:
+            per_file = ", ".join(f"{f}: {n}" for f, n in mine.items())
+            parts.append(f"{sum(mine.values())} {what} ({per_file})")
+    terminalreporter.write_line(f"tritonserver processes started by this run's test processes: {total}: "
+                                f"{'; '.join(parts)}")

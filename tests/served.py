@@ -1,4 +1,4 @@
-"""One tritonserver for the whole test session, in explicit model-control mode.
+"""One tritonserver per test process (scripts/test.sh runs two xdist workers), in explicit model-control mode.
 
 Tests that only need "a server with model X" share it instead of starting their own (a start costs
 seconds of two shared cores, and a suite used to start ~30). A test module builds its models into a

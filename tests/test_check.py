@@ -75,22 +75,42 @@ def _served_states(repo: Path) -> dict[str, ModelState]:
 
 
 @pytest.mark.server
-def test_real_tritonserver_agrees_with_check(bad_repo, tmp_path):
+def test_real_tritonserver_agrees_with_check(bad_repo, tmp_path, triton_session):
     """The oracle: the bundled real tritonserver loads every good model and refuses every case.
 
     Config-level rules are enforced by Triton's core itself. The ONNX I/O agreement rules are
     enforced at load by the ONNX Runtime backend; on machines without Triton's native ORT backend
     that is tritonops' Python-based onnxruntime backend, which mirrors those load-time checks.
-    A case that can crash the server (``own_server``) is served alone: a server that dies on it
-    serves it no more than one that refuses it, but must not take the other cases' answers along."""
-    alone = [c for c in CASES if c.own_server]
+    The cases are loaded on the session server (explicit model control: each load that fails is
+    UNAVAILABLE with the server's reason, as at a start over the repository); a case that can crash
+    the server (``own_server``) is served alone, by the test after this one."""
     shared = tmp_path / "shared"
     shutil.copytree(bad_repo, shared, symlinks=True)
-    for case in alone:
-        shutil.rmtree(shared / case.name)
-    states = _served_states(shared)
+    for case in CASES:
+        if case.own_server:
+            shutil.rmtree(shared / case.name)
+    with triton_session.models(shared, expect_failures=True):
+        states = {s.name: s for s in triton_session.server.model_states()}
     for good in GOOD:
         assert states[good].state == "READY", states.get(good)
+    refused: dict[str, str] = {}
+    for case in CASES:
+        if case.own_server:
+            continue
+        st = states.get(case.name)
+        # Absent from the index (e.g. no version directory) also means Triton serves nothing.
+        assert st is None or st.state != "READY", (case.name, st)
+        refused[case.name] = st.reason if st else "not in the repository index"
+    print("\n".join(f"{k}: {v}" for k, v in refused.items()))
+
+
+@pytest.mark.server
+@pytest.mark.lifecycle
+def test_cases_that_can_crash_the_server_are_refused_each_by_a_server_of_its_own(bad_repo, tmp_path):
+    """A server that dies on such a case serves it no more than one that refuses it, but must not take
+    the other cases' answers (or the session server) along."""
+    alone = [c for c in CASES if c.own_server]
+    assert alone
     refused: dict[str, str] = {}
     for case in alone:
         repo = tmp_path / case.name
@@ -101,13 +121,6 @@ def test_real_tritonserver_agrees_with_check(bad_repo, tmp_path):
             assert e.returncode is not None and e.returncode < 0, e  # killed by a signal, not a clean refusal
             refused[case.name] = f"the server died with signal {-e.returncode} loading it"
             continue
-        assert st is None or st.state != "READY", (case.name, st)
-        refused[case.name] = st.reason if st else "not in the repository index"
-    for case in CASES:
-        if case.own_server:
-            continue
-        st = states.get(case.name)
-        # Absent from the index (e.g. no version directory) also means Triton serves nothing.
         assert st is None or st.state != "READY", (case.name, st)
         refused[case.name] = st.reason if st else "not in the repository index"
     print("\n".join(f"{k}: {v}" for k, v in refused.items()))

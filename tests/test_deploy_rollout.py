@@ -158,7 +158,10 @@ class Setup:
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory):
     """One explicit-mode server for every test that only needs "a server serving the MLP at version 1";
-    ``setup`` resets its target repository before each test."""
+    ``setup`` resets its target repository before each test. Not the session server: Triton's repository
+    index keeps the versions a roll-out served after they are unloaded and their files removed, and on
+    the session server a later module's own "mlp" was then listed UNAVAILABLE beside its READY version
+    (tried: test_backends' "every model ready" failed after this module)."""
     root = tmp_path_factory.mktemp("rollout-target")
     target = mlp_repo(root, seed=0)
     with TritonServer(ServerOptions(repository=target, explicit=True)) as server:
@@ -410,6 +413,7 @@ def test_bad_targets_and_servers_change_nothing(setup, cli, tmp_path):
     assert tree_digest(setup.target) == before
 
 
+@pytest.mark.lifecycle
 def test_server_not_in_explicit_mode(tmp_path, cli):
     target = mlp_repo(tmp_path / "target", seed=0)
     source = mlp_repo(tmp_path / "source", seed=1)

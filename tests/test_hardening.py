@@ -86,6 +86,7 @@ def two_models(tmp_path, mlp_onnx) -> Path:
 
 
 # ------------------------------------------------------------------ item 1: orphans during start-up
+@pytest.mark.lifecycle
 @pytest.mark.server
 def test_sigkill_while_models_load_leaves_no_stubs_and_no_shared_memory(two_models):
     """The issue's repro: serve two ONNX models, SIGKILL tritonops as soon as the first Python backend
@@ -141,6 +142,7 @@ def test_sigkill_while_models_load_leaves_no_stubs_and_no_shared_memory(two_mode
         log.unlink()  # a killed parent cannot remove its server's log
 
 
+@pytest.mark.lifecycle
 @pytest.mark.server
 def test_a_clean_stop_removes_the_servers_shared_memory_and_its_guard(two_models):
     def guards() -> set[int]:  # this process's guards: the session server's too, when it runs
@@ -181,6 +183,7 @@ def outside_model(tmp_path, mlp_onnx) -> Path:
     return tmp_path / "elsewhere" / "evil"
 
 
+@pytest.mark.lifecycle
 def test_serve_refuses_a_model_from_outside_the_repository(cli, tmp_path, two_models, outside_model):
     (tmp_path / "deep" / "er").mkdir(parents=True)
     repo = tmp_path / "deep" / "er" / "repo"
@@ -192,6 +195,7 @@ def test_serve_refuses_a_model_from_outside_the_repository(cli, tmp_path, two_mo
     assert "tritonserver ready" not in out
 
 
+@pytest.mark.lifecycle
 def test_serve_refuses_a_symlinked_model_that_leaves_the_repository(cli, two_models, outside_model):
     (two_models / "evil").symlink_to(outside_model, target_is_directory=True)
     code, out, err = cli("serve", two_models, "--explicit", "--load-model", "evil", "--http-port", "0",
@@ -201,6 +205,7 @@ def test_serve_refuses_a_symlinked_model_that_leaves_the_repository(cli, two_mod
                                   f"'{two_models}'"
 
 
+@pytest.mark.lifecycle
 def test_serve_load_model_that_does_not_exist_is_an_error(cli, two_models):
     """Item 13: it used to be silently ignored (Triton starts without it)."""
     code, out, err = cli("serve", two_models, "--explicit", "--load-model", "nosuch", "--http-port", "0",
@@ -309,6 +314,7 @@ def test_writer_refuses_directories_and_fifos(tmp_path):
     assert (tmp_path / "file").read_text() == "new"
 
 
+@pytest.mark.lifecycle
 def test_serve_log_file_that_is_a_directory_is_a_usage_error(cli, two_models, tmp_path):
     """Item 10: it was an internal error (exit 70)."""
     def workdirs() -> set[Path]:  # this process's server directories: the session server's too, when it runs
@@ -337,6 +343,7 @@ def test_all_interfaces_is_allowed_with_a_loud_warning(tmp_path):
     ("127.0.0.1 --foo", "--host '127.0.0.1 --foo' is not an address"),
     ("-x", "--host '-x' is not an address"),
 ])
+@pytest.mark.lifecycle
 def test_a_host_that_is_not_local_is_refused_and_not_called_busy(cli, tmp_path, host, message):
     with pytest.raises(UsageError) as info:
         ServerOptions(repository=tmp_path, host=host)
@@ -352,6 +359,7 @@ def test_a_host_that_is_not_local_is_refused_and_not_called_busy(cli, tmp_path, 
     ("--log-verbose", "99", "--log-verbose 99 is not a verbosity level"),
     ("--log-verbose", "-1", "--log-verbose -1 is not a verbosity level"),
 ])
+@pytest.mark.lifecycle
 def test_serve_numbers_out_of_range_are_refused(cli, tmp_path, flag, value, message):
     code, _, err = cli("serve", tmp_path, flag, value)
     assert code == 2 and err.splitlines()[0] == f"error: {message}"
@@ -398,6 +406,7 @@ def repo_with_loop(two_models) -> Path:
     return two_models
 
 
+@pytest.mark.lifecycle
 @pytest.mark.server
 def test_models_triton_could_not_read_get_a_state_and_a_reason(repo_with_loop):
     options = ServerOptions(repository=repo_with_loop, exit_on_error=False, strict_readiness=False)
@@ -409,6 +418,7 @@ def test_models_triton_could_not_read_get_a_state_and_a_reason(repo_with_loop):
         f"not loaded: config.pbtxt '{repo_with_loop / 'second' / 'config.pbtxt'}' is a symbolic link loop")
 
 
+@pytest.mark.lifecycle
 @pytest.mark.server
 def test_models_not_loaded_in_explicit_mode_get_a_state_and_a_reason(repo_with_loop, mlp_onnx):
     build(BuildOptions(source=str(mlp_onnx), repository=repo_with_loop, name="third"))

@@ -72,6 +72,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.lifecycle
 def test_perf_cli_starts_a_server_and_sweeps_concurrency_and_batch(cli, repo, tmp_path):
     out_dir = tmp_path / "out"
     code, out, err = cli("perf", "mlp", "--serve", repo, "--concurrency", "1:3:2", "--batch-size", "1",
@@ -140,6 +141,7 @@ def test_perf_ctrl_c_keeps_the_finished_points(server, tmp_path):
     assert json.loads((tmp_path / "perf.json").read_text())["interrupted"] is True
 
 
+@pytest.mark.lifecycle
 def test_perf_server_dying_mid_sweep_gives_a_clear_error_and_partial_results(repo, tmp_path):
     with TritonServer(ServerOptions(repository=repo)) as s:
         def progress(msg: str) -> None:
@@ -213,6 +215,7 @@ def test_loadtest_ctrl_c_keeps_partial_results(server, tmp_path):
     assert "interrupted:" in err and "requests measured" in err
 
 
+@pytest.mark.lifecycle
 def test_study_config_compares_naive_and_generated(cli, repo, tmp_path):
     out_dir = tmp_path / "cfg"
     code, out, err = cli("study", "config", "mlp", "--serve", repo, "--variant", "generated", "--concurrency", "1,4",

@@ -30,7 +30,7 @@ from tritonops.errors import ServerError, UsageError
 from tritonops.netaddr import free_port
 from tritonops.server import ServerOptions, TritonServer, find_tritonserver
 
-pytestmark = pytest.mark.server
+pytestmark = [pytest.mark.server, pytest.mark.lifecycle]
 
 
 def alive(pid: int) -> bool:

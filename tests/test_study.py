@@ -389,6 +389,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.lifecycle
 @pytest.mark.server
 def test_study_protocols_cli_writes_a_report_that_renders(cli, mlp_repo, tmp_path):
     out_dir = tmp_path / "study"
@@ -451,6 +452,7 @@ def test_presets_and_cache_options_are_checked_before_anything_runs(tmp_path):
     assert not tmp_path.joinpath("presets_repository").exists()  # nothing was written
 
 
+@pytest.mark.lifecycle
 @pytest.mark.server
 def test_presets_and_the_cache_dimension_in_one_study(cli, tmp_path):
     """Presets built and served by the study itself, with the response cache off vs on: every cell is

@@ -256,6 +256,7 @@ def test_bad_input_is_one_line_and_leaves_nothing_changed(cli, server, repo, spa
     assert "Traceback" not in err and digest(repo) == before
 
 
+@pytest.mark.lifecycle
 def test_a_server_not_in_explicit_mode_is_refused_with_a_hint(cli, repo, tmp_path, digest):
     """Starting up is part of what is tested here (a server in the default model-control mode), so the
     test starts its own server instead of lending the session's (which is in explicit mode)."""
@@ -314,6 +315,7 @@ def _readme_tune() -> tuple[list[str], str]:
     return [c for c in commands if c.startswith("tritonops ")], re.findall(r"```yaml\n(.*?)```", body, re.S)[0]
 
 
+@pytest.mark.lifecycle  # the README run starts its own server (tune --serve)
 def test_the_readme_run_promotes_the_winner_with_its_record_and_check_passes(cli, tmp_path, monkeypatch):
     """The README's tune run, as written (plus short measurement windows): build, tune --promote, check."""
     commands, space = _readme_tune()

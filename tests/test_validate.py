@@ -425,6 +425,7 @@ def test_torchscript_reference_runner(tmp_path):
     assert runner.description.startswith("torch.jit ")
 
 
+@pytest.mark.lifecycle
 @pytest.mark.server
 def test_cli_serve_validates_and_stops(cli, tmp_path):
     """`validate REPO --serve`: a server of its own (here with the response cache turned on
