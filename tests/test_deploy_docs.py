@@ -46,6 +46,8 @@ def test_every_deploy_command_in_the_doc_runs(tmp_path, monkeypatch, cli):
     write_model(target, mlp_spec("clf"), 1, onnx_models.mlp(tmp_path / "old.onnx", seed=0))
     ran = 0
     compose_written = False
+    # A server of its own, not the session server: the roll-outs of clf leave versions in Triton's
+    # repository index that a later module's own clf would find (see test_deploy_rollout.shared_server).
     with TritonServer(ServerOptions(repository=target, explicit=True, load_models=("*",))) as server:
         for command in doc_commands():
             args = shlex.split(command)[1:]
