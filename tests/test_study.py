@@ -321,17 +321,17 @@ def test_the_image_sized_model_and_a_slow_one_through_all_three_protocols(cli, s
     assert {r["model"] for r in doc["runs"]} == {"img", "slow"} and len(doc["runs"]) == 12
     for c in cells.values():
         assert c["runs"] == 1 and sum(c["outcomes"].values()) == 1
-        assert c["outcome"] in ("kept-up", "fell-behind", "generator-saturated"), c
         assert c["label"] in out
-    # HTTP JSON on the image-sized payload: whether it keeps up with 60/s depends on the machine (it did not on
-    # two loaded cores, it did on a quiet CI machine), so only the slow model, bound by its sleep, must fall behind
-    for c in cells.values():
+        # HTTP JSON on the image-sized payload: whether it keeps up with 60/s depends on the machine (it did not
+        # on two loaded cores, it did on a quiet CI machine), so only the slow model, bound by its sleep, must fall
+        # behind (below); every cell's label says what its outcome was
         if c["outcome"] == "kept-up":
             assert c["label"] == "kept up", c
         elif c["outcome"] == "fell-behind":
             assert c["achieved_rate"] < c["rate"], c
             assert c["label"] == f"fell behind (achieved {c['achieved_rate']:.0f}/s)", c
         else:
+            assert c["outcome"] == "generator-saturated", c
             assert c["label"] == f"generator saturated at {c['saturated_at']:.0f}/s", c
     # the slow model: 60/s offered, 25/s served, whatever the protocol (on busy cores the generator may
     # also miss its schedule: then the cell says so instead)

@@ -106,10 +106,10 @@ class SearchContext:
     def challenge(self, setting: Setting, incumbent: Score) -> Score:
         """Quick's early stopping per candidate, for the max-throughput objective: a trial is measured
         first at the load where the incumbent is best. One that does not beat the incumbent there ends
-        after that one measurement (a lower load only gives less throughput, a higher one was the
-        incumbent's own loss); one that beats it sweeps on upward from there; one over the budget there
-        is tried once one load lower. Other objectives, or an incumbent without a point within the
-        objective, get the whole sweep."""
+        after that one measurement (a lower load only gives less throughput, and where the incumbent
+        peaked a higher one rarely helps a config that is already behind); one that beats it sweeps on
+        upward from there; one over the budget there is tried once one load lower. Other objectives,
+        or an incumbent without a point within the objective, get the whole sweep."""
         loads = self.sweep_points()
         at = [i for i, load in enumerate(loads) if load.value == incumbent.load]
         o = self.objective
