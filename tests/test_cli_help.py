@@ -50,3 +50,12 @@ def test_brackets_in_help_are_text(cli):
     code, out, _ = cli("deploy", "--help")
     assert code == 0
     assert "pvc:CLAIM[/dir]" in out and "[default: a new PVC]" in out
+
+
+def test_colon_words_in_help_are_text_not_emoji(cli):
+    """study protocols' --rates help says 'START:END:STEP'; with rich's emoji codes on, ':END:' was printed as
+    an emoji (issue 14, item 14)."""
+    code, out, _ = cli("study", "protocols", "--help")
+    assert code == 0
+    assert "START:END:STEP" in out
+    assert "\N{END WITH LEFTWARDS ARROW ABOVE}" not in out
