@@ -248,7 +248,7 @@ def run_ma(a: argparse.Namespace, exe: Path, bench: Bench, budget: float, out: P
     shutil.rmtree(ma_out, ignore_errors=True)  # MA resumes from a checkpoint it finds
     cfg = ma_config(model=a.model, repository=repo, out=ma_out, mode=mode, budget_ms=budget, limits=bench.limits,
                     tritonserver=tritonserver, perf_analyzer=perf_analyzer, interval_ms=a.interval_ms,
-                    stability=a.stability, composing=steps)
+                    stability=a.stability, composing=steps, input_data=tritonops_input_data(out))
     say(f"MA {mode}: starting (log {ma_out / 'model-analyzer.log'})")
     run = run_model_analyzer(exe, cfg, ma_out, out / "ma_wrappers", mode, a.ma_timeout, say)
     row, setting = ma_row(run, budget, originals)
@@ -256,6 +256,13 @@ def run_ma(a: argparse.Namespace, exe: Path, bench: Bench, budget: float, out: P
         f"{run.perf_analyzer_runs} perf_analyzer runs, {run.server_starts} server starts, {run.wall_s:.0f} s"
         + (f"; {row.note}" if row.note else ""))
     return row, setting
+
+
+def tritonops_input_data(out: Path) -> Path | None:
+    """The ``--input-data`` file tritonops' measurements sent (every measurement writes the same one),
+    so MA measures the same requests (without it MA sends perf_analyzer's random data: for the ensemble's
+    STRING input, 128-character random strings that tokenize far longer than the generated ones)."""
+    return next(iter(sorted((out / "tritonops_quick").rglob("input_data.json"))), None)
 
 
 def tritonops_row(strategy: str, r: TuneResult, wall: float) -> Row:

@@ -91,8 +91,10 @@ class Limits:
 
 def ma_config(*, model: str, repository: Path, out: Path, mode: str, budget_ms: float, limits: Limits,
               tritonserver: Path, perf_analyzer: Path, interval_ms: int, stability: float,
-              composing: tuple[str, ...] = ()) -> dict[str, Any]:
+              composing: tuple[str, ...] = (), input_data: Path | None = None) -> dict[str, Any]:
     """The YAML TOOLCHAIN.md's working recipe describes, with the bench's budget and limits.
+    ``input_data``: perf_analyzer's ``--input-data`` JSON for MA's measurements (the one tritonops'
+    measurements sent), so that both tools search on the same requests.
 
     CPU-only is said explicitly: MA infers it for the profiled model without a GPU, but an ensemble's
     composing models get KIND_GPU variants unless they are listed in ``cpu_only_composing_models``."""
@@ -122,7 +124,8 @@ def ma_config(*, model: str, repository: Path, out: Path, mode: str, budget_ms: 
         "run_config_search_max_concurrency": limits.max_concurrency,
         "perf_analyzer_timeout": 120,
         "perf_analyzer_flags": {"measurement-mode": "time_windows", "measurement-interval": interval_ms,
-                                "stability-percentage": stability},
+                                "stability-percentage": stability,
+                                **({"input-data": str(input_data.absolute())} if input_data else {})},
         "inference_output_fields": ["model_name", "batch_size", "concurrency", "model_config_path",
                                     "instance_group", "max_batch_size", "satisfies_constraints",
                                     "perf_throughput", "perf_latency_p99"],

@@ -83,7 +83,7 @@ def test_quick_finds_brutes_winner_and_a_trial_that_loses_costs_one_measurement(
     assert len(round0(bctx)) == len(SPACE.grid()) + 1  # brute swept every config and the start
     # Worked out by hand from capacity() (p99 at 16 is 27000/capacity ms, at 4 9000/capacity):
     assert qserver.points == [
-        (START.key, 1), (START.key, 4), (START.key, 16),  # the start's sweep: over the budget at 16, best at 4
+        (START.key, 16), (START.key, 4),  # the start: over the budget at the highest load, bisected below: 4 meets it
         ("i2_b16_db_d0_p16", 4), ("i2_b16_db_d0_p16", 16),  # beats it at 4 (1219 > 700/s): on to 16, the new best
         ("i2_b4_db_d0", 16), ("i2_b4_db_d0", 4),  # over the budget at 16 (20.1 ms): one load lower, loses
         ("i2_b8_db_d0", 16),  # within the budget at 16 but slower (1408 < 1625/s): one measurement
@@ -92,7 +92,23 @@ def test_quick_finds_brutes_winner_and_a_trial_that_loses_costs_one_measurement(
         # the second pass, around the new best (i1 with the delay, then the two smaller batch sizes)
         ("i1_b16_db_d500_p16", 16), ("i1_b16_db_d500_p16", 4), ("i2_b4_db_d500", 16), ("i2_b8_db_d500", 16),
     ]  # (batching off and delay 0 in the second pass are configs already measured: reused)
-    assert qctx.measured == 15 and qctx.reused > 0 and bctx.measured == 57
+    assert qctx.measured == 14 and qctx.reused > 0 and bctx.measured == 57
+
+
+def test_the_start_is_measured_at_the_highest_load_first_then_bisected_below_it(tmp_path):
+    """START's p99 at concurrency c is 1500 (c + 2) / 1050 ms: 8.6 at 4, 14.3 at 8, 25.7 at 16, 48.6 at 32."""
+    ctx, server = context(tmp_path, "generous", Objective(budget_ms=50.0))
+    assert ctx.descend({"m": START}).concurrency == 16 and server.points == [(START.key, 16)]  # met at the top: done
+    ctx, server = context(tmp_path, "six", Objective(budget_ms=20.0))
+    ctx.concurrency = (1, 2, 4, 8, 16, 32)
+    s = ctx.descend({"m": START})
+    # over at 32; bisection over 1..16: 4 meets it, 16 does not, 8 does
+    assert [c for _, c in server.points] == [32, 4, 16, 8] and s.met and s.concurrency == 8
+    ctx, server = context(tmp_path, "none", Objective(budget_ms=1.0))
+    assert not ctx.descend({"m": START}).met and [c for _, c in server.points] == [16, 4, 1]
+    ctx, server = context(tmp_path, "latency", Objective(kind="latency"))
+    ctx.descend({"m": START})
+    assert [c for _, c in server.points] == [1]  # min latency at concurrency 1: its own sweep
 
 
 def test_a_trial_over_the_budget_at_the_incumbents_load_is_tried_one_load_lower(tmp_path):

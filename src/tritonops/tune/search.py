@@ -103,6 +103,42 @@ class SearchContext:
         self.journal.append(m, setting_dict(setting))
         return m
 
+    def descend(self, setting: Setting) -> Score:
+        """The starting config's sweep for the max-throughput objective: the highest load first (the
+        best one when it meets the budget and keeps up: throughput grows with load), else a bisection
+        below it for the highest load that still does. One measurement when the highest load is within
+        the budget, 1 + ceil(log2 n) at most; brute's upward sweep of every config is the check on it.
+        Other objectives get the whole sweep."""
+        loads = self.sweep_points()
+        o = self.objective
+        if o.kind != "throughput" or len(loads) < 2:
+            return self.evaluate(setting)
+        key = setting_key(setting)
+        if key not in self.evaluated:
+            self.evaluated.append(key)
+        refused = False
+
+        def meets(i: int) -> bool:
+            nonlocal refused
+            m = self._point(setting, key, loads[i], 0)
+            if m.status != "ok":
+                refused = m.note.startswith("the server refused")
+                return False
+            lat = m.latency_ms(o.percentile)
+            if o.budget_ms is not None and (lat is None or lat > o.budget_ms):
+                return False
+            return kept_up(m.throughput or 0.0, loads[i].request_rate, m.window_ms)
+
+        if not meets(len(loads) - 1) and not refused:
+            lo, hi = 0, len(loads) - 2  # the highest load that meets it lies in [lo, hi], if any does
+            while lo <= hi and not refused:
+                mid = (lo + hi + 1) // 2  # the upper middle: the budget is usually met close to the top
+                if meets(mid):
+                    lo = mid + 1
+                else:
+                    hi = mid - 1
+        return score(key, list(self.journal), o)
+
     def challenge(self, setting: Setting, incumbent: Score) -> Score:
         """Quick's early stopping per candidate, for the max-throughput objective: a trial is measured
         first at the load where the incumbent is best. One that does not beat the incumbent there ends
@@ -185,7 +221,7 @@ def quick(ctx: SearchContext, start: Setting, max_passes: int = 2) -> Score:
     current = dict(start)
     best = score(setting_key(start), list(ctx.journal), ctx.objective)
     try:
-        best = ctx.evaluate(current)  # --max-measurements may stop the search within the start's own sweep
+        best = ctx.descend(current)  # --max-measurements may stop the search within the start's own sweep
         for _ in range(max_passes):
             improved = False
             for model in ctx.bottleneck_order(best):
