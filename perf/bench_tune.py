@@ -132,6 +132,7 @@ class Row:
     wall_s: float
     note: str = ""
     remeasured: float = 0.0
+    final_measurements: int = 0  # of ``measurements``, those of the interleaved final rounds
 
 
 def main() -> int:
@@ -272,6 +273,7 @@ def tritonops_row(strategy: str, r: TuneResult, wall: float) -> Row:
            if w is not None and w.throughput is not None and w.latency_ms is not None else r.ranking.summary())
     return Row(tool=f"tritonops {strategy}", winner=setting_key(r.winner) if r.winner else "-", own_view=own,
                measurements=r.measured, perf_analyzer_runs=attempts, server_starts=0, wall_s=wall,
+               final_measurements=sum(1 for m in r.measurements if int(m.get("round", 0)) > 0),
                note="" if r.ranking.met else "its search met no config within the budget: the closest one")
 
 
@@ -399,7 +401,10 @@ def report(a: argparse.Namespace, bench: Bench, budget: float, rounds: int, rows
     lines = [
         f"tritonops quick / brute best within budget: {ratio(tq.remeasured, tb.remeasured)} (target >= 0.97)",
         f"tritonops quick / brute measurements: {tq.measurements}/{tb.measurements} = "
-        f"{ratio(tq.measurements, tb.measurements)} (target <= 0.25)",
+        f"{ratio(tq.measurements, tb.measurements)} (target <= 0.25); the searches alone (final rounds apart: "
+        f"{tq.final_measurements} and {tb.final_measurements}): {tq.measurements - tq.final_measurements}/"
+        f"{tb.measurements - tb.final_measurements} = "
+        f"{ratio(tq.measurements - tq.final_measurements, tb.measurements - tb.final_measurements)}",
         f"tritonops best / MA best (either mode): {ratio(tops, ma_best)} (target >= 1.0); "
         f"tritonops quick / MA best: {ratio(tq.remeasured, ma_best)}",
         f"tritonops quick wall / MA quick wall: {ratio(tq.wall_s, ma_quick.wall_s if ma_quick else 0.0)} "

@@ -155,6 +155,8 @@ def server(tmp_path_factory, triton_session):
     build(BuildOptions(source=str(mlp), repository=repo, name="mlp", max_batch_size=8))
     build(BuildOptions(source=str(mlp), repository=repo, name="gone", max_batch_size=8))
     write_slow_model(repo, 0.1)  # 10 requests/s at most
+    big = onnx_models.identity(root / "src" / "big.onnx", onnx_models.TensorProto.FLOAT, ["batch", 3, 64, 64])
+    build(BuildOptions(source=str(big), repository=repo, name="big", max_batch_size=4))
     with triton_session.models(repo):
         yield triton_session.server
 
@@ -240,6 +242,23 @@ def test_two_processes_merge_into_one_poisson_load(server, tmp_path, protocol):
 
 
 @pytest.mark.server
+@pytest.mark.parametrize("protocol", ["http-binary", "grpc"])
+def test_requests_and_responses_larger_than_a_read_and_an_http2_window_all_succeed(server, tmp_path, protocol):
+    """49 KB each way per request (FP32 [1, 3, 64, 64] through Identity): the HTTP response spans reads;
+    gRPC's request exceeds HTTP/2's default frame (16 KB) and, with a few in flight, the server's initial
+    window (64 KB), so DATA goes out in frames the sender's flow control releases."""
+    target = target_of(server)
+    io = fetch_model_io(target, "big")
+    samples = prepare_samples(io, None, ())
+    before = served(server, "big")
+    (r,), interrupted = run_locust(target, io, samples, protocol, [Phase(40.0, 2.0, seed=5)], tmp_path,
+                                   processes=1)
+    assert not interrupted and r.errors == {} and r.ok == r.sent > 40
+    assert served(server, "big") - before == r.ok + 2 + 3  # 2 warm-up requests, 3 measuring the payload sizes
+    received = json.loads((tmp_path / "records.json").read_text())["meta"]["response_bytes"]
+    assert received >= r.ok * 3 * 64 * 64 * 4  # every response's tensor arrived in full, counted by the sender
+
+
 def test_a_cell_that_cannot_drain_in_time_fell_behind_and_the_next_runs(server, tmp_path):
     """30 req/s on a model that serves 10/s, with 1 s to drain: the first cell is left with
     requests in flight (fell behind, with what it achieved); the run goes on to the second."""

@@ -9,13 +9,14 @@ and count as ``ClientSaturated`` errors.
 
 The request bodies are built once, by the parent (``tritonops.perf.loadtest``), and arrive here as
 bytes in ``requests_file``: this process never encodes a tensor, so every protocol and payload costs
-the generator the same few steps. HTTP (JSON or binary) goes out through geventhttpclient (what
-locust's FastHttpUser and tritonclient.http use; one connection per request in flight); gRPC through
-a channel's ``unary_unary(GRPC_INFER_METHOD)`` with identity serializers, so the serialized
-``ModelInferRequest`` goes out as it is and the response comes back undecoded
-(``grpc.experimental.gevent.init_gevent()`` is called before any channel exists). A response counts
-as a success on HTTP 200 / gRPC OK; its body is read in full (its size is counted) but decoded only
-when it carries an error, to keep the server's message.
+the generator the same few steps. No client library sits in the send path: HTTP (JSON or binary) is
+a prepared request written to a kept-alive socket, one request in flight per connection, its response
+read by its length (``tritonops.perf.wire``); gRPC is HTTP/2 spoken here, many streams on one
+connection, a request's HEADERS block and length-prefixed ``ModelInferRequest`` prepared and only
+the response's headers decoded (HPACK). A response counts as a success on HTTP 200 / grpc-status 0;
+its body is read in full (its size is counted) but decoded only when it carries an error, to keep the
+server's message. (``grpc.experimental.gevent.init_gevent()`` is still called for the
+``encode_per_request`` comparison, which sends through tritonclient.)
 
 Several processes can share one load: process ``stream`` of ``streams`` walks its own Poisson
 schedule at λ/streams with its own seed (their superposition is Poisson λ) and sends the requests
@@ -35,6 +36,7 @@ import json
 import os
 import socket
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,10 @@ import gevent
 import gevent.monkey
 import gevent.socket
 import grpc
+import hpack
 import numpy as np
+from gevent.event import AsyncResult, Event
+from gevent.lock import Semaphore
 from gevent.pool import Pool
 from locust import User, task
 from locust.exception import StopUser
@@ -55,7 +60,8 @@ except ImportError:  # pragma: no cover - grpc is part of tritonclient[grpc]
     grpc_gevent = None
 
 # Imported after init_gevent(): tritonops.client imports tritonclient.grpc (channels come later, per user).
-from tritonops.client import GRPC_INFER_METHOD, GRPC_MAX_MESSAGE_BYTES, TritonClient, message_of
+from tritonops.client import GRPC_INFER_METHOD, TritonClient, message_of
+from tritonops.perf import wire
 from tritonops.perf.inputs import tensor_from_json
 from tritonops.perf.poisson import PoissonSchedule
 from tritonops.perf.wire import ClosedBeforeResponse, read_http_response
@@ -174,26 +180,235 @@ class HttpSender:
             sock.close()
 
 
+GRPC_STATUS = {c.value[0]: c.name for c in grpc.StatusCode}
+
+
+class _Stream:
+    __slots__ = ("data", "done", "headers", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.data = 0  # message bytes received
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.done: AsyncResult = AsyncResult()  # set to "" (OK) or the error
+
+
+class H2Connection:
+    """One HTTP/2 connection to the gRPC endpoint, many requests in flight on it: senders write
+    prepared frames (under one lock), one reader greenlet takes the server's frames apart, keeps the
+    HPACK table and the flow-control windows, and ends each stream with its ``grpc-status``."""
+
+    def __init__(self, address: tuple[str, int], timeout_s: float) -> None:
+        self.sock = gevent.socket.create_connection(address, timeout=timeout_s)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.settimeout(None)  # the reader waits as long as streams are open; each request has its timeout
+        self.lock = Semaphore()
+        self.decoder = hpack.Decoder()
+        self.streams: dict[int, _Stream] = {}
+        self.next_stream = 1
+        self.send_window = wire.H2_DEFAULT_WINDOW  # the connection's, for our DATA
+        self.initial_window = wire.H2_DEFAULT_WINDOW  # each new stream's (the server's SETTINGS change it)
+        self.max_frame = wire.H2_DEFAULT_FRAME
+        self.max_streams = 2**31
+        self.window_changed = Event()
+        self.unacked = 0  # DATA bytes received since our last connection WINDOW_UPDATE
+        self.pending: tuple[int, int, bytes] | None = None  # a header block waiting for CONTINUATION frames
+        self.closed: str | None = None
+        self.sock.sendall(wire.H2_PREFACE + wire.h2_settings({
+            wire.SETTINGS_ENABLE_PUSH: 0, wire.SETTINGS_INITIAL_WINDOW_SIZE: wire.H2_MAX_WINDOW})
+            + wire.h2_window_update(0, wire.H2_MAX_WINDOW - wire.H2_DEFAULT_WINDOW))
+        self.reader = gevent.spawn(self._read)
+
+    @property
+    def usable(self) -> bool:
+        return self.closed is None and len(self.streams) < self.max_streams and self.next_stream < 2**31 - 1
+
+    def request(self, header_block: bytes, payload: bytes, timeout_s: float) -> tuple[str, int]:
+        sid = self.next_stream
+        self.next_stream += 2
+        st = self.streams[sid] = _Stream(self.initial_window)
+        try:
+            headers = wire.h2_frame(wire.HEADERS, wire.END_HEADERS, sid, header_block)
+            n = len(payload)
+            if n <= min(self.send_window, st.window, self.max_frame):  # the common case: one write
+                self.send_window -= n
+                st.window -= n
+                self._write(headers + wire.h2_frame(wire.DATA, wire.END_STREAM, sid, payload))
+            else:
+                self._write(headers)
+                self._send_data(sid, st, payload, timeout_s)
+            error = st.done.get(timeout=timeout_s)
+        except gevent.Timeout:
+            self._cancel(sid)
+            return "gRPC DEADLINE_EXCEEDED: no response within the request's timeout", 0
+        except BaseException:  # GreenletExit at the end of a cell's time bound, or a broken connection
+            self._cancel(sid)
+            raise
+        return error, st.data
+
+    def _send_data(self, sid: int, st: _Stream, payload: bytes, timeout_s: float) -> None:
+        offset = 0
+        deadline = time.monotonic() + timeout_s
+        while offset < len(payload):
+            n = min(len(payload) - offset, self.max_frame, self.send_window, st.window)
+            if n <= 0:  # wait for the server's WINDOW_UPDATE
+                if self.closed is not None:
+                    raise ConnectionError(self.closed)
+                if not self.window_changed.wait(timeout=max(0.0, deadline - time.monotonic())):
+                    raise gevent.Timeout()
+                continue
+            self.send_window -= n
+            st.window -= n
+            last = offset + n == len(payload)
+            self._write(wire.h2_frame(wire.DATA, wire.END_STREAM if last else 0, sid, payload[offset:offset + n]))
+            offset += n
+
+    def _write(self, data: bytes) -> None:
+        if self.closed is not None:
+            raise ConnectionError(self.closed)
+        with self.lock:
+            self.sock.sendall(data)
+
+    def _cancel(self, sid: int) -> None:
+        if self.streams.pop(sid, None) is not None and self.closed is None:
+            with contextlib.suppress(OSError):
+                self._write(wire.h2_frame(wire.RST_STREAM, 0, sid, wire.CANCEL.to_bytes(4, "big")))
+
+    def _finish(self, sid: int, error: str) -> None:
+        st = self.streams.pop(sid, None)
+        if st is not None:
+            st.done.set(error)
+
+    def _wake_senders(self) -> None:
+        event, self.window_changed = self.window_changed, Event()
+        event.set()
+
+    def _read(self) -> None:
+        buf = b""
+        try:
+            while True:
+                chunk = self.sock.recv(262144)
+                if not chunk:
+                    raise ConnectionError("the server closed the gRPC connection")
+                frames, buf = wire.split_frames(buf + chunk if buf else chunk)
+                for frame in frames:
+                    self._frame(*frame)
+        except (OSError, ValueError, hpack.HPACKError) as e:
+            self.close(f"gRPC connection lost: {message_of(e)}")
+
+    def _frame(self, kind: int, flags: int, sid: int, payload: bytes) -> None:
+        if kind == wire.DATA:
+            self.unacked += len(payload)
+            if self.unacked >= wire.H2_MAX_WINDOW // 2:
+                self._write(wire.h2_window_update(0, self.unacked))
+                self.unacked = 0
+            st = self.streams.get(sid)
+            if st is not None:
+                st.data += len(wire.unpad(flags, payload))
+                if flags & wire.END_STREAM:
+                    self._finish(sid, "gRPC error: the stream ended without a status")
+        elif kind in (wire.HEADERS, wire.CONTINUATION):
+            if kind == wire.HEADERS:
+                self.pending = (sid, flags, wire.unpad(flags, payload, headers=True))
+            elif self.pending is not None:
+                self.pending = (self.pending[0], self.pending[1], self.pending[2] + payload)
+            if not flags & wire.END_HEADERS or self.pending is None:
+                return
+            sid, first_flags, block = self.pending
+            self.pending = None
+            headers = self.decoder.decode(block, raw=True)  # every block, in order: it updates the table
+            st = self.streams.get(sid)
+            if st is None:
+                return
+            st.headers.extend(headers)
+            if first_flags & wire.END_STREAM:  # the trailers (or a trailers-only response)
+                self._finish(sid, _grpc_error(st.headers))
+        elif kind == wire.SETTINGS and not flags & wire.ACK:
+            values = wire.parse_settings(payload)
+            if wire.SETTINGS_INITIAL_WINDOW_SIZE in values:
+                delta = values[wire.SETTINGS_INITIAL_WINDOW_SIZE] - self.initial_window
+                self.initial_window += delta
+                for st in self.streams.values():
+                    st.window += delta
+            self.max_frame = values.get(wire.SETTINGS_MAX_FRAME_SIZE, self.max_frame)
+            self.max_streams = values.get(wire.SETTINGS_MAX_CONCURRENT_STREAMS, self.max_streams)
+            self._write(wire.h2_frame(wire.SETTINGS, wire.ACK, 0))
+            self._wake_senders()
+        elif kind == wire.WINDOW_UPDATE:
+            increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            if sid == 0:
+                self.send_window += increment
+            elif sid in self.streams:
+                self.streams[sid].window += increment
+            self._wake_senders()
+        elif kind == wire.PING and not flags & wire.ACK:
+            self._write(wire.h2_frame(wire.PING, wire.ACK, 0, payload))
+        elif kind == wire.RST_STREAM:
+            code = int.from_bytes(payload[:4], "big")
+            self._finish(sid, f"gRPC error: the server reset the stream (HTTP/2 error {code})")
+        elif kind == wire.GOAWAY:
+            last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+            self.closed = f"the server ended the gRPC connection (GOAWAY {int.from_bytes(payload[4:8], 'big')})"
+            for other in [s for s in self.streams if s > last]:
+                self._finish(other, f"gRPC UNAVAILABLE: {self.closed}")
+
+    def close(self, why: str = "the connection was closed") -> None:
+        self.closed = self.closed or why
+        for sid in list(self.streams):
+            self._finish(sid, f"gRPC UNAVAILABLE: {why}")
+        self._wake_senders()
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        if gevent.getcurrent() is not self.reader:
+            self.reader.kill(block=False)
+
+
+def _grpc_error(headers: list[tuple[bytes, bytes]]) -> str:
+    """"" for grpc-status 0, else the status's name and the server's message."""
+    fields = dict(headers)
+    status = fields.get(b"grpc-status")
+    if status == b"0":
+        return ""
+    if status is None:
+        http = fields.get(b":status", b"?").decode("latin-1")
+        return f"gRPC error: a response without grpc-status (HTTP {http})"
+    name = GRPC_STATUS.get(int(status), f"status {status.decode('latin-1')}") if status.isdigit() else "error"
+    text = urllib.parse.unquote(fields.get(b"grpc-message", b"").decode("utf-8", "replace"))
+    return f"gRPC {name}: {text[:ERROR_TEXT]}"
+
+
 class GrpcSender:
-    """Prepared ``ModelInferRequest`` messages through a channel's identity-serialized unary call."""
+    """Prepared ``ModelInferRequest`` messages as gRPC calls over HTTP/2 spoken here (``H2Connection``):
+    the frames of a request are built at start-up apart from its stream id, the response's message is
+    counted, not decoded. grpcio's own client under gevent runs every call through gevent's thread pool
+    (~0.3 ms of CPU a request at 2000/s), which is what limited the generator's gRPC ceiling."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
-        self.bodies = load_bodies(cfg)
-        self.channel = grpc.insecure_channel(cfg["grpc_url"], options=[
-            ("grpc.max_send_message_length", GRPC_MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", GRPC_MAX_MESSAGE_BYTES)])
-        self.call = self.channel.unary_unary(GRPC_INFER_METHOD)  # no serializers: bytes in, bytes out
+        self.payloads = [wire.grpc_message(body) for body in load_bodies(cfg)]
+        host, port = _host_port(cfg["grpc_url"])
+        self.address = (host, port)
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self.header_block = wire.grpc_header_block(GRPC_INFER_METHOD, authority)
+        self.connections: list[H2Connection] = []
+        self.timeout_s = 60.0
+
+    def _connection(self) -> H2Connection:
+        self.connections = [c for c in self.connections if c.closed is None or c.streams]
+        for c in self.connections:
+            if c.usable:
+                return c
+        c = H2Connection(self.address, timeout_s=30.0)
+        self.connections.append(c)
+        return c
 
     def send(self, i: int) -> tuple[str, int]:
-        try:
-            response = self.call(self.bodies[i], timeout=60)
-        except grpc.RpcError as e:
-            code, details = e.code(), e.details()
-            return f"gRPC {code.name if code else 'error'}: {(details or '')[:ERROR_TEXT]}", 0
-        return "", len(response)
+        error, size = self._connection().request(self.header_block, self.payloads[i], self.timeout_s)
+        return error, max(0, size - 5)  # less the message's 5-byte prefix
 
     def close(self) -> None:
-        self.channel.close()
+        connections, self.connections = self.connections, []
+        for c in connections:
+            c.close()
 
 
 class TritonClientSender:
