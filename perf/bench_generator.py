@@ -8,6 +8,10 @@ by one real tritonserver. Per protocol (HTTP binary, gRPC), on the same model an
   i.e. achieved/scheduled ≥ 0.99 and send lag p99 ≤ 10 ms, without errors: λ steps up geometrically
   (one locust run of short cells), then bisects (geometrically) between the last λ kept and the first
   missed, one short cell per step;
+- perf_analyzer's own open-loop ceiling, for reference: its request-rate mode with Poisson arrivals
+  (``--request-distribution poisson``, the C++ client's own schedule) at the same λs, kept while it
+  reports under 1 % of its requests delayed and delivers ≥ 0.99 λ (its "delayed" counts any late
+  send, a stricter rule than the generator's 10 ms);
 - the same ceiling of the previous generator (``encode_per_request``: tritonclient encodes every
   request), so the improvement is measured on the same machine, with ``--old``.
 
@@ -21,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -29,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, wide_mlp
 
 from tritonops.build import BuildOptions, build
-from tritonops.perf.analyzer import PerfOptions, prepare_samples, sweep
+from tritonops.perf.analyzer import PerfOptions, perf_analyzer_env, prepare_samples, require_perf_analyzer, sweep
 from tritonops.perf.loadtest import GENERATOR_LAG_MS, GENERATOR_SENT, LoadtestResult, Phase, run_locust
 from tritonops.perf.target import Target, fetch_model_io, http_alive
 from tritonops.server import ServerOptions, TritonServer
@@ -86,6 +92,29 @@ def ceiling(target: Target, io, samples, protocol: str, out: Path, a: argparse.N
     return lo, delivered
 
 
+def pa_open_loop(target: Target, protocol: str, rates: list[float], a: argparse.Namespace) -> float:
+    """perf_analyzer's own Poisson request-rate mode at ``rates``: the highest λ it kept (< 1 % of its
+    requests delayed, throughput >= 0.99 λ)."""
+    pa = str(require_perf_analyzer())
+    url, kind = (target.grpc_url, "grpc") if protocol == "grpc" else (target.http_url, "http")
+    kept = 0.0
+    for rate in rates:
+        p = subprocess.run([pa, "-m", "mlp", "-u", url, "-i", kind, "--request-rate-range", f"{rate:g}",
+                            "--request-distribution", "poisson", "--max-threads", "16",
+                            "--measurement-interval", str(int(a.cell_s * 1000)), "--stability-percentage", "999",
+                            "--max-trials", "3"], capture_output=True, text=True, env=perf_analyzer_env(),
+                           timeout=120, check=False)
+        out = p.stdout + p.stderr
+        tput = [float(x) for x in re.findall(r"Throughput: ([\d.]+) infer/sec", out)]
+        delayed = [float(x) for x in re.findall(r"([\d.]+)% of the requests were delayed", out)]
+        got, late = (tput[-1] if tput else 0.0), (delayed[-1] if delayed else 0.0)
+        ok = p.returncode == 0 and late < 1.0 and got >= GENERATOR_SENT * rate
+        print(f"  pa    λ={rate:7.0f}  achieved {got:7.1f}/s  delayed {late:5.1f} %  rc {p.returncode}  "
+              f"{'KEPT' if ok else '-'}", flush=True)
+        kept = max(kept, rate) if ok else kept
+    return kept
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--protocols", default="http-binary,grpc")
@@ -121,19 +150,21 @@ def main() -> int:
                 for row in res.rows:
                     print(f"  perf_analyzer {p} c={row.load:g}: {row.throughput or 0:.1f}/s  {row.status}", flush=True)
                 peak = max((row.throughput or 0.0) for row in res.rows)
+                pa_kept = pa_open_loop(target, p, [a.start * 2.0 ** i for i in range(a.steps)], a)
                 new = ceiling(target, io, samples, p, a.out / p, a, old=False)
                 old = ceiling(target, io, samples, p, a.out / p, a, old=True) if a.old else None
-                table.append((p, peak, new, old))
+                table.append((p, peak, new, old, pa_kept))
     print(f"machine: {machine()}")
     print(f"{'protocol':<12} {'pa peak/s':>10} {'ceiling/s':>10} {'ratio':>7} {'old ceiling/s':>14} {'old ratio':>10}"
-          f" {'delivered/s':>12} {'old delivered/s':>16}")
-    for p, peak, (kept, kept_d), old in table:
+          f" {'delivered/s':>12} {'old delivered/s':>16} {'pa open loop/s':>15}")
+    for p, peak, (kept, kept_d), old, pa_kept in table:
         olds = f"{old[0]:14.0f} {old[0] / peak:10.3f}" if old is not None and peak else f"{'-':>14} {'-':>10}"
         print(f"{p:<12} {peak:10.1f} {kept:10.0f} {kept / peak if peak else 0:7.3f} {olds} {kept_d:12.0f} "
-              f"{old[1] if old is not None else 0:16.0f}")
-    for p, peak, (kept, _), _ in table:
+              f"{old[1] if old is not None else 0:16.0f} {pa_kept:15.0f}")
+    for p, peak, (kept, _), _, pa_kept in table:
         print(f"RESULT generator ceiling / perf_analyzer peak ({p}): {kept / peak if peak else 0:.3f} "
-              f"({kept:.0f} vs {peak:.1f} req/s)")
+              f"({kept:.0f} vs {peak:.1f} req/s); perf_analyzer's own open loop / its peak: "
+              f"{pa_kept / peak if peak else 0:.3f} ({pa_kept:.0f} req/s)")
     return 0
 
 

@@ -16,8 +16,8 @@ import pytest
 
 from tritonops.tune.journal import new_journal
 from tritonops.tune.measure import Load, Measurement, MeasureSettings
-from tritonops.tune.objective import Objective
-from tritonops.tune.search import SearchContext, brute, quick
+from tritonops.tune.objective import Objective, Score
+from tritonops.tune.search import SearchContext, brute, finalists, quick
 from tritonops.tune.space import Candidate, ModelSpace
 
 START = Candidate(instances=1, max_batch_size=16, dynamic_batching=True, preferred=(16,))
@@ -144,3 +144,24 @@ def test_other_objectives_and_an_incumbent_without_a_point_get_the_whole_sweep(t
     trial = Candidate(instances=2, max_batch_size=8, dynamic_batching=True)
     ctx.challenge({"m": trial}, incumbent)
     assert [c for k, c in server.points if k == trial.key] == expected
+
+
+def _score(name: str, value: float | None) -> Score:
+    return Score(setting=name, value=value, throughput=value, latency_ms=1.0, concurrency=16, met=value is not None,
+                 closest_ms=None, points=(), final=False)
+
+
+def test_finalists_are_the_best_those_within_five_percent_of_it_and_the_start():
+    objective = Objective(budget_ms=20.0)
+    # the MLP bench's quick search (2026-12-02): 6470/s was brute's winner, 1.8 % behind in one measurement
+    scores = [_score("a", 6589), _score("b", 6566), _score("c", 6470), _score("d", 6356), _score("e", 6073),
+              _score("start", 5961)]
+    assert [s.setting for s in finalists(scores, 2, "start", objective)] == ["a", "b", "c", "d", "start"]
+    # nothing close: the best two and the start (the text_embedding bench: 575 is 5.4 % behind 608)
+    scores = [_score("start", 608), _score("b", 575), _score("c", 513)]
+    assert [s.setting for s in finalists(scores, 2, "start", objective)] == ["start", "b"]
+    many = [_score(str(k), 1000 - k) for k in range(10)]
+    assert len(finalists(many, 2, "9", objective)) == 4 + 1  # at most four, and the start
+    latency = Objective(kind="latency")
+    scores = [_score("a", 2.0), _score("b", 2.09), _score("c", 2.2)]
+    assert [s.setting for s in finalists(scores, 1, "x", latency)] == ["a", "b"]  # lower is better: within 5 %

@@ -27,7 +27,16 @@ from tritonops.tune.objective import Kind, Objective, Percentile, rank
 from tritonops.tune.promote import promote
 from tritonops.tune.report import write_tune_report
 from tritonops.tune.result import TuneResult
-from tritonops.tune.search import SearchContext, Setting, Strategy, brute, final_rounds, quick, setting_key
+from tritonops.tune.search import (
+    SearchContext,
+    Setting,
+    Strategy,
+    brute,
+    final_rounds,
+    finalists,
+    quick,
+    setting_key,
+)
 from tritonops.tune.space import Candidate, check_space_models, fingerprint, read_space_file, space_for
 
 LoadMode = Literal["concurrency", "request_rate"]
@@ -246,15 +255,10 @@ def run_tune(options: TuneOptions, progress: Progress | None = None) -> TuneResu
                 try:
                     (quick if o.strategy == "quick" else brute)(ctx, start)
                     searched = rank([m for m in journal if m.round == 0], objective, ctx.evaluated)
-                    # The starting config always re-runs in the final rounds: noise in the search must not
-                    # promote something worse than what is served now.
-                    start_key = setting_key(start)
                     chosen = [s for s in searched.scores if s.points and s.setting in journal.settings]
-                    finals = [*chosen[:o.final_candidates],
-                              *[s for s in chosen[o.final_candidates:] if s.setting == start_key]]
-                    finalists = [(_setting_of(journal, s.setting), s) for s in finals]
+                    finals = finalists(chosen, o.final_candidates, setting_key(start), objective)
                     ctx.max_measurements = None
-                    final_rounds(ctx, finalists, o.final_rounds)
+                    final_rounds(ctx, [(_setting_of(journal, s.setting), s) for s in finals], o.final_rounds)
                 except KeyboardInterrupt:
                     interrupted = True
                     say("interrupted: loading the original configs back")

@@ -261,6 +261,29 @@ def brute(ctx: SearchContext, start: Setting) -> Score:
     return best
 
 
+CLOSE = 0.05  # a search score within this fraction of the best one is not told apart from it by one measurement
+MAX_FINALISTS = 4  # besides the starting config
+
+
+def finalists(scores: Sequence[Score], count: int, start_key: str, objective: Objective) -> list[Score]:
+    """What the final rounds re-measure: the best ``count`` scores of the search, every other one within
+    CLOSE of the best (one measurement on these machines moves by ~5-7 %, so a close second may be the
+    real best; up to MAX_FINALISTS in all), and the starting config, so that noise in the search cannot
+    promote a config that is worse than the one served now. ``scores``: best first."""
+    best = scores[0] if scores else None
+    out = list(scores[:count])
+    if best is not None and best.met and best.value:
+        for s in scores[count:]:
+            if len(out) >= max(count, MAX_FINALISTS):
+                break
+            if s.met and s.value is not None and (
+                    s.value >= best.value * (1 - CLOSE) if objective.kind == "throughput"
+                    else s.value <= best.value * (1 + CLOSE)):
+                out.append(s)
+    out += [s for s in scores if s.setting == start_key and s not in out]
+    return out
+
+
 def final_rounds(ctx: SearchContext, finalists: Sequence[tuple[Setting, Score]], rounds: int) -> None:
     """Re-measure the finalists at their best load, interleaved (round r starts at finalist r)."""
     if len(finalists) < 2 or rounds < 1:
