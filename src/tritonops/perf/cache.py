@@ -349,11 +349,13 @@ class CacheRun:
     stats: CacheStats = field(default_factory=CacheStats)
 
 
-def _median(values: Sequence[float]) -> float | None:
+def median_or_none(values: Sequence[float]) -> float | None:
+    """The median over repeats, None for none (the cache cells and the study's cells)."""
     return float(statistics.median(values)) if values else None
 
 
-def _spread(values: Sequence[float]) -> tuple[float, float] | None:
+def value_range(values: Sequence[float]) -> tuple[float, float] | None:
+    """(min, max) over repeats, None for none."""
     return (min(values), max(values)) if values else None
 
 
@@ -372,12 +374,12 @@ def aggregate_cache_runs(runs: Sequence[CacheRun], fraction: float) -> list[Cach
             total = total.plus(r.stats)
         cells.append(CacheCell(
             protocol=protocol, rate=rate, cache=cache, repeat_fraction=fraction, runs=len(rs),
-            achieved_rate=float(statistics.median(achieved)), p50_ms=_median(p50), p99_ms=_median(p99),
-            p50_range=_spread(p50), p99_range=_spread(p99),
+            achieved_rate=float(statistics.median(achieved)), p50_ms=median_or_none(p50), p99_ms=median_or_none(p99),
+            p50_range=value_range(p50), p99_range=value_range(p99),
             outcome=max((r.result.outcome for r in rs), key=OUTCOME_ORDER.index),
             hits=total.hit[0], misses=total.miss[0], hit_ms=total.hit_ms, miss_ms=total.computed_ms,
             request_bytes=rs[0].result.request_bytes, sent=sum(r.result.sent for r in rs),
-            server_requests=total.success[0], server_ms=total.server_ms, achieved_range=_spread(achieved),
+            server_requests=total.success[0], server_ms=total.server_ms, achieved_range=value_range(achieved),
             output_dirs=tuple(str(r.result.output_dir) for r in rs)))
     return cells
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from tritonops.perf.analyzer import PerfRow
-from tritonops.perf.cache import CacheCell
+from tritonops.perf.cache import CacheCell, median_or_none, value_range
 from tritonops.perf.loadtest import KEEPS_UP, PROTOCOLS, LoadProtocol, LoadtestResult, Outcome
 
 LABEL = {"http-json": "HTTP JSON", "http-binary": "HTTP binary", "grpc": "gRPC"}
@@ -82,14 +82,6 @@ class Cell:
 
 
 # ------------------------------------------------------------------------------------------- aggregation
-def _median(values: Sequence[float]) -> float | None:
-    return float(statistics.median(values)) if values else None
-
-
-def _range(values: Sequence[float]) -> tuple[float, float] | None:
-    return (min(values), max(values)) if values else None
-
-
 def aggregate(runs: Sequence[LoadtestResult]) -> list[Cell]:
     """Cells in the order: model (as first run), protocol, λ."""
     models = list(dict.fromkeys(r.model for r in runs))
@@ -107,16 +99,18 @@ def aggregate(runs: Sequence[LoadtestResult]) -> list[Cell]:
             protocol=proto, rate=rate, runs=len(rs), achieved_rate=float(statistics.median(achieved)),
             achieved_ratio=float(statistics.median(r.achieved_ratio for r in rs)),
             achieved_vs_scheduled=float(statistics.median(r.achieved_vs_scheduled for r in rs)),
-            errors=sum(r.error_count for r in rs), p50_ms=_median(p50), p90_ms=_median(p90), p99_ms=_median(p99),
-            p50_range=_range(p50), p99_range=_range(p99), achieved_range=(min(achieved), max(achieved)),
+            errors=sum(r.error_count for r in rs), p50_ms=median_or_none(p50), p90_ms=median_or_none(p90),
+            p99_ms=median_or_none(p99),
+            p50_range=value_range(p50), p99_range=value_range(p99), achieved_range=(min(achieved), max(achieved)),
             request_bytes=rs[0].request_bytes, response_bytes=rs[0].response_bytes, model=model,
             outcome=max((r.outcome for r in rs), key=OUTCOMES.index), outcomes=counts,
             sent_rate=float(statistics.median(r.sent_rate for r in rs)),
-            saturated_at=_median([r.sent_rate for r in rs if r.outcome == "generator-saturated"]),
+            saturated_at=median_or_none([r.sent_rate for r in rs if r.outcome == "generator-saturated"]),
             generator_processes=max(r.generator.processes for r in rs),
-            generator_cpu_ms=_median([r.generator.cpu_ms_per_request for r in rs
-                                      if r.generator.cpu_ms_per_request is not None]),
-            generator_lag_p99_ms=_median([r.generator.lag_p99_ms for r in rs if r.generator.lag_p99_ms is not None]),
+            generator_cpu_ms=median_or_none([r.generator.cpu_ms_per_request for r in rs
+                                             if r.generator.cpu_ms_per_request is not None]),
+            generator_lag_p99_ms=median_or_none([r.generator.lag_p99_ms for r in rs
+                                                 if r.generator.lag_p99_ms is not None]),
         ))
     return cells
 
