@@ -35,6 +35,7 @@ from tritonops.paths import (
     read_text,
 )
 from tritonops.server import ServerOptions, TritonServer
+from tritonops.tune.memory import process_command
 
 SRC = Path(__file__).parents[1] / "src"
 
@@ -55,13 +56,6 @@ def live_processes() -> dict[int, tuple[str, int, int]]:
         if st is not None and st[0] != "Z":
             found[int(d.name)] = st
     return found
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def wait_until(condition, timeout: float, step: float = 0.05) -> bool:
@@ -104,20 +98,20 @@ def test_sigkill_while_models_load_leaves_no_stubs_and_no_shared_memory(two_mode
         nonlocal server, stubs, guards
         procs = live_processes()
         children = [p for p, (_, ppid, _) in procs.items() if ppid == parent.pid]
-        server = next((p for p in children if "tritonserver" in cmdline(p)), 0)
-        guards = [p for p in children if "watchdog.py" in cmdline(p)]
+        server = next((p for p in children if "tritonserver" in process_command(p)), 0)
+        guards = [p for p in children if "watchdog.py" in process_command(p)]
         # A stub is forked by the server (its command line then is the server's) and exec'd
         # through a shell: wait for the one that names its shared memory region.
         stubs = [p for p, (_, _, pgid) in procs.items()
-                 if server and pgid == server and p != server and "triton_python_backend_stub" in cmdline(p)]
+                 if server and pgid == server and p != server and "triton_python_backend_stub" in process_command(p)]
         for p in stubs:
-            regions.update(re.findall(r"[\w-]*shm_region_[\w-]+", cmdline(p)))
+            regions.update(re.findall(r"[\w-]*shm_region_[\w-]+", process_command(p)))
         return bool(regions)
 
     try:
         assert wait_until(first_stub, 120, step=0.02), "no Python backend stub started"
         # Triton opens its endpoints only once every model is loaded: nobody listens yet.
-        port = re.search(r"--http-port=(\d+)", cmdline(server))
+        port = re.search(r"--http-port=(\d+)", process_command(server))
         assert port is not None
         with pytest.raises(urllib.error.URLError):
             urllib.request.urlopen(f"http://127.0.0.1:{port.group(1)}/v2/health/live", timeout=1)
@@ -134,7 +128,7 @@ def test_sigkill_while_models_load_leaves_no_stubs_and_no_shared_memory(two_mode
         return not [f for f in os.listdir("/dev/shm") if any(f.startswith(prefix) for prefix in prefixes)]
 
     assert wait_until(group_gone, 30, step=0.2), {
-        p: cmdline(p) for p, (_, _, pgid) in live_processes().items() if pgid == server}
+        p: process_command(p) for p, (_, _, pgid) in live_processes().items() if pgid == server}
     assert wait_until(shm_gone, 10, step=0.2), sorted(os.listdir("/dev/shm"))
     assert wait_until(lambda: all(proc_stat(g) is None or proc_stat(g)[0] == "Z" for g in guards), 10)
     assert not list(Path(tempfile.gettempdir()).glob(f"tritonops-server-{parent.pid}-*"))  # the backend dir
@@ -147,14 +141,14 @@ def test_sigkill_while_models_load_leaves_no_stubs_and_no_shared_memory(two_mode
 def test_a_clean_stop_removes_the_servers_shared_memory_and_its_guard(two_models):
     def guards() -> set[int]:  # this process's guards: the session server's too, when it runs
         return {p for p, (_, ppid, _) in live_processes().items()
-                if ppid == os.getpid() and "watchdog.py" in cmdline(p)}
+                if ppid == os.getpid() and "watchdog.py" in process_command(p)}
 
     before = guards()
     with TritonServer(ServerOptions(repository=two_models)) as server:
         pid = server.pid
         (guard,) = guards() - before
         stubs = [p for p, (_, _, pgid) in live_processes().items() if pgid == pid and p != pid]
-        regions = {r for p in stubs for r in re.findall(r"[\w-]*shm_region_[\w-]+", cmdline(p))}
+        regions = {r for p in stubs for r in re.findall(r"[\w-]*shm_region_[\w-]+", process_command(p))}
         assert regions and all(r.startswith("tritonops_") for r in regions)
         assert all((Path("/dev/shm") / r).exists() for r in regions)
     assert not [r for r in regions if (Path("/dev/shm") / r).exists()]

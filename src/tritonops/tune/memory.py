@@ -132,7 +132,8 @@ def listening_pid(port: int) -> int | None:
     return None
 
 
-def _command(pid: int) -> str:
+def process_command(pid: int) -> str:
+    """The command line of process ``pid`` as one string ("" when it is gone or not readable)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
@@ -151,7 +152,7 @@ def memory_probe(http_url: str, server_pid: int | None) -> MemoryProbe:
                          "(nv_cpu_memory_used_bytes), not the server's", hint)
     port = int(http_url.rpartition(":")[2])
     pid = listening_pid(port)
-    if pid is None or "tritonserver" not in _command(pid):
+    if pid is None or "tritonserver" not in process_command(pid):
         raise UsageError(f"--max-memory-mb: no tritonserver process of this user listens on port {port}, so the "
                          "server's memory cannot be measured", hint)
     return MemoryProbe(pid, f"tritonserver pid {pid} (listening on port {port}), and its stubs")
