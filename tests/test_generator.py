@@ -165,6 +165,13 @@ def target_of(server) -> Target:
     return Target(http_url=server.http_url, grpc_url=server.grpc_url, alive=lambda: http_alive(server.http_url))
 
 
+def model_of(server, model: str) -> tuple[Target, ModelIO, Samples]:
+    """The target, the served model's inputs and outputs, and generated samples for it."""
+    target = target_of(server)
+    io = fetch_model_io(target, model)
+    return target, io, prepare_samples(io, None, ())
+
+
 def served(server, model: str) -> int:
     with TritonClient(server.http_url, server.grpc_url) as c:
         return c.inference_counts(model)[0]
@@ -206,9 +213,7 @@ def test_prepared_bodies_are_answered_like_tritonclients_own_requests(server):
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", ["http-binary", "grpc"])
 def test_two_processes_merge_into_one_poisson_load(server, tmp_path, protocol):
-    target = target_of(server)
-    io = fetch_model_io(target, "mlp")
-    samples = prepare_samples(io, None, ())
+    target, io, samples = model_of(server, "mlp")
     before = served(server, "mlp")
     (r,), interrupted = run_locust(target, io, samples, protocol, [Phase(120.0, 4.0, seed=3)], tmp_path,
                                    processes=2)
@@ -247,9 +252,7 @@ def test_requests_and_responses_larger_than_a_read_and_an_http2_window_all_succe
     """49 KB each way per request (FP32 [1, 3, 64, 64] through Identity): the HTTP response spans reads;
     gRPC's request exceeds HTTP/2's default frame (16 KB) and, with a few in flight, the server's initial
     window (64 KB), so DATA goes out in frames the sender's flow control releases."""
-    target = target_of(server)
-    io = fetch_model_io(target, "big")
-    samples = prepare_samples(io, None, ())
+    target, io, samples = model_of(server, "big")
     before = served(server, "big")
     (r,), interrupted = run_locust(target, io, samples, protocol, [Phase(40.0, 2.0, seed=5)], tmp_path,
                                    processes=1)
@@ -259,12 +262,11 @@ def test_requests_and_responses_larger_than_a_read_and_an_http2_window_all_succe
     assert received >= r.ok * 3 * 64 * 64 * 4  # every response's tensor arrived in full, counted by the sender
 
 
+@pytest.mark.server
 def test_a_cell_that_cannot_drain_in_time_fell_behind_and_the_next_runs(server, tmp_path):
     """30 req/s on a model that serves 10/s, with 1 s to drain: the first cell is left with
     requests in flight (fell behind, with what it achieved); the run goes on to the second."""
-    target = target_of(server)
-    io = fetch_model_io(target, "slow")
-    samples = prepare_samples(io, None, ())
+    target, io, samples = model_of(server, "slow")
     results, interrupted = run_locust(
         target, io, samples, "http-binary",
         [Phase(30.0, 2.0, seed=1, subdir="a"), Phase(2.0, 2.0, seed=2, subdir="b")], tmp_path,
@@ -286,9 +288,7 @@ def test_a_cell_that_cannot_drain_in_time_fell_behind_and_the_next_runs(server, 
 @pytest.mark.server
 @pytest.mark.parametrize("protocol", ["http-json", "grpc"])
 def test_a_model_unloaded_mid_run_is_counted_with_the_servers_message(server, tmp_path, protocol):
-    target = target_of(server)
-    io = fetch_model_io(target, "gone")
-    samples = prepare_samples(io, None, ())
+    target, io, samples = model_of(server, "gone")
     start = served(server, "gone")
 
     def unload_after_some() -> None:
