@@ -129,10 +129,8 @@ class HttpSender:
     0.124 ms (perf/RESULTS.md, generator ceiling), and its ceiling rose from 2,000/s to 4,757/s."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
-        host, port = _host_port(cfg["http_url"])
-        self.address = (host, port)
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        head = f"POST {cfg['path']} HTTP/1.1\r\nHost: {authority}\r\n"
+        self.address = _host_port(cfg["http_url"])
+        head = f"POST {cfg['path']} HTTP/1.1\r\nHost: {cfg['http_url']}\r\n"  # host:port, as Host wants it
         self.requests = [
             (head + ("" if n is None else f"Inference-Header-Content-Length: {n}\r\n")
              + f"Content-Length: {len(body)}\r\n\r\n").encode("ascii") + body
@@ -384,10 +382,8 @@ class GrpcSender:
 
     def __init__(self, cfg: dict[str, Any]) -> None:
         self.payloads = [wire.grpc_message(body) for body in load_bodies(cfg)]
-        host, port = _host_port(cfg["grpc_url"])
-        self.address = (host, port)
-        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.header_block = wire.grpc_header_block(GRPC_INFER_METHOD, authority)
+        self.address = _host_port(cfg["grpc_url"])
+        self.header_block = wire.grpc_header_block(GRPC_INFER_METHOD, cfg["grpc_url"])  # :authority is host:port
         self.connections: list[H2Connection] = []
         self.timeout_s = 60.0
 
